@@ -1,0 +1,56 @@
+"""Lean SGD: `torch.optim.SGD`'s for-loop algorithm without `torch._dynamo`."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from edgeag.optim._base import LeanOptimizer, check_finite
+
+__all__ = ["SGD"]
+
+
+class SGD(LeanOptimizer):
+    """SGD with optional momentum, in the `torch.optim.SGD` convention."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 maximize: bool = False) -> None:
+        check_finite("lr", lr, low=0.0, low_inclusive=True)
+        check_finite("momentum", momentum, low=0.0, low_inclusive=True, high=1.0)
+        check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
+                     high_inclusive=True)
+        check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
+        if nesterov and (momentum == 0 or dampening != 0):
+            raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires "
+                             f"momentum > 0 and dampening 0)")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one SGD update of every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu = group["lr"], group["momentum"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad if not group["maximize"] else -param.grad
+                if group["weight_decay"] != 0:
+                    grad = grad.add(param, alpha=group["weight_decay"])
+                if mu != 0:
+                    state = self.state[param]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
+                    else:
+                        buf.mul_(mu).add_(grad, alpha=1 - group["dampening"])
+                    grad = grad.add(buf, alpha=mu) if group["nesterov"] else buf
+                param.add_(grad, alpha=-lr)
+        return loss
