@@ -351,8 +351,8 @@ def test_lean_optimizers_never_import_dynamo():
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
 
-    import edgeag.optim.alphagrad as module
-
+    module = importlib.import_module("edgeag.optim.alphagrad")
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
