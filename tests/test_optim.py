@@ -356,3 +356,22 @@ def test_docstring_examples_run():
     module = importlib.import_module("edgeag.optim.alphagrad")
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_loop_equals_the_pure_rule(maximize):
+    from edgeag.optim.alphagrad import _single_tensor_alphagrad, scaled_direction
+
+    net = tiny_net()
+    loss_of(net, batches(1)[0]).backward()
+    params = [p for p in net.parameters()]
+    want = []
+    for p in params:
+        t, k = scaled_direction(p.grad, 1.5, 1e-5, maximize)
+        want.append(p.detach().clone().add_(t, alpha=-0.01 * k))
+    with torch.no_grad():
+        _single_tensor_alphagrad(params, [p.grad for p in params], [None] * len(params), lr=0.01,
+                                 alpha=1.5, eps=1e-5, momentum=0.0, dampening=0.0,
+                                 nesterov=False, weight_decay=0.0, maximize=maximize)
+    for p, w in zip(params, want):
+        torch.testing.assert_close(p.detach(), w, rtol=0, atol=0)

@@ -42,10 +42,10 @@ __all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward"
            "scaled_direction"]
 
 
-def _scale(norm: float, alpha: float, eps: float, maximize: bool) -> float:
-    """The factor 2*alpha/(||g|| + eps) that turns g into 2*alpha*g~."""
-    scale = 2.0 * alpha / (norm + eps)
-    return -scale if maximize else scale
+def _factor(norm: float, alpha: float, eps: float, maximize: bool) -> float:
+    """``alpha / (||g|| + eps)``, negated for ``maximize``: turns g into alpha * g~."""
+    c = alpha / (norm + eps)
+    return -c if maximize else c
 
 
 TANH_MAX_NUMEL = 1024
@@ -63,10 +63,10 @@ def scaled_direction(grad: Tensor, alpha: float, eps: float,
     ``t = sigmoid(2 alpha g~) - 1/2``, ``k = 2``. ``grad`` is not modified; with
     ``maximize`` it is negated first. Every update path calls this or mirrors it.
     """
-    norm = float(torch.linalg.vector_norm(grad))
+    c = _factor(torch.linalg.vector_norm(grad).item(), alpha, eps, maximize)
     if grad.numel() <= TANH_MAX_NUMEL:
-        return torch.mul(grad, 0.5 * _scale(norm, alpha, eps, maximize)).tanh_(), 1.0
-    return torch.mul(grad, _scale(norm, alpha, eps, maximize)).sigmoid_().sub_(0.5), 2.0
+        return torch.mul(grad, c).tanh_(), 1.0
+    return torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
 
 
 def alphagrad_direction(grad: Tensor, alpha: float, eps: float, maximize: bool = False) -> Tensor:
@@ -85,10 +85,21 @@ def _single_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
                              momentum_buffers: list[Tensor | None], *, lr: float, alpha: float,
                              eps: float, momentum: float, dampening: float, nesterov: bool,
                              weight_decay: float, maximize: bool) -> None:
-    """Reference for-loop: one tensor at a time, one temporary of that tensor's size."""
+    """Reference for-loop: one tensor at a time, one temporary of that tensor's size.
+
+    The first lines are :func:`scaled_direction` written out (a Python call per tensor
+    costs more than the arithmetic for small policies); tests check them equal.
+    """
+    vector_norm = torch.linalg.vector_norm
     for i, (param, grad) in enumerate(zip(params, grads)):
         _check_dense(grad)
-        t, k = scaled_direction(grad, alpha, eps, maximize)
+        c = alpha / (vector_norm(grad).item() + eps)
+        if maximize:
+            c = -c
+        if grad.numel() <= TANH_MAX_NUMEL:
+            t, k = torch.mul(grad, c).tanh_(), 1.0
+        else:
+            t, k = torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
         if weight_decay != 0:
             param.mul_(1.0 - lr * weight_decay)
         if momentum == 0:
@@ -141,7 +152,7 @@ def _multi_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
         return
     for grad in grads:
         _check_dense(grad)
-    norms = [float(n) for n in torch._foreach_norm(grads)]
+    norms = [n.item() for n in torch._foreach_norm(grads)]
     limit = max(t.numel() for t in params)
     for chunk in _chunks(params, limit):
         for idx, k in (([i for i in chunk if params[i].numel() <= TANH_MAX_NUMEL], 1.0),
@@ -157,8 +168,7 @@ def _foreach_update(p: list[Tensor], g: list[Tensor], momentum_buffers: list[Ten
                     idx: list[int], norms: list[float], k: float, *, lr: float, alpha: float,
                     eps: float, momentum: float, dampening: float, nesterov: bool,
                     weight_decay: float, maximize: bool) -> None:
-    scales = [0.5 * _scale(n, alpha, eps, maximize) if k == 1.0 else _scale(n, alpha, eps, maximize)
-              for n in norms]
+    scales = [_factor(n, alpha, eps, maximize) * (2.0 if k == 2.0 else 1.0) for n in norms]
     t = torch._foreach_mul(g, scales)
     if k == 1.0:
         torch._foreach_tanh_(t)
