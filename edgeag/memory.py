@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import resource
 import sys
+import threading
+import time
 import weakref
+from dataclasses import dataclass, field
 from typing import Callable
+
+import psutil
 
 MiB = 1 << 20
 
@@ -88,3 +93,183 @@ def peak_allocated_bytes(fn: Callable[[], object]) -> int:
     with tracker:
         fn()
     return tracker.peak
+
+
+# --- floor, plan and guard ---------------------------------------------------------
+
+DYNAMO_IMPORT_BYTES = 70 * MiB
+"""Peak RSS that importing `torch._dynamo` adds (measured with torch 2.13 on x86-64:
+~68-72 MiB); counted by the plan for optimizers that import it (`torch.optim.*`)."""
+
+SAMPLE_INTERVAL = 0.05
+"""Guard sampling interval in seconds. One psutil RSS reading took ~17 us on the
+2-core x86-64 development machine, so 20 readings a second cost under 0.1% of one
+core, while a crossing is seen within 50 ms."""
+
+
+@dataclass(frozen=True)
+class Floor:
+    """RSS of this process after the imports training needs: what no setting can shrink."""
+
+    rss_bytes: int
+    anon_bytes: int
+    file_bytes: int
+
+
+def measure_floor() -> Floor:
+    """The current RSS, split into anonymous and file-backed pages (Linux)."""
+    status = proc_status()
+    return Floor(psutil.Process().memory_info().rss, status.get("RssAnon", 0),
+                 status.get("RssFile", 0))
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    name: str
+    nbytes: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """An itemised estimate of a training run's peak RSS, against its budget."""
+
+    budget_bytes: int
+    items: tuple[PlanItem, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.nbytes for item in self.items)
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.budget_bytes
+
+    def table(self) -> str:
+        """The breakdown as aligned text lines (MiB and bytes)."""
+        lines = [f"  {item.name:24s} {item.nbytes / MiB:9.2f} MiB {item.nbytes:>14,d} B  {item.note}"
+                 for item in self.items]
+        lines.append(f"  {'total':24s} {self.total_bytes / MiB:9.2f} MiB {self.total_bytes:>14,d} B")
+        lines.append(f"  {'budget':24s} {self.budget_bytes / MiB:9.2f} MiB "
+                     f"{self.budget_bytes:>14,d} B  {'fits' if self.fits else 'DOES NOT FIT'}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"budget_bytes": self.budget_bytes, "total_bytes": self.total_bytes,
+                "fits": self.fits, "items": {i.name: i.nbytes for i in self.items}}
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimizer_spec,
+                  momentum: float = 0.0, fused_backward: bool = False, buffer_bytes: int = 0,
+                  buffer_name: str = "rollout buffer", activation_bytes: int = 0,
+                  slack_fraction: float = 0.10) -> MemoryPlan:
+    """Plan a run from its parts. Gradients are every parameter's, or only the largest
+    tensor when the update is fused into backward; optimizer state follows the
+    optimizer's own rule (`OptimizerSpec.state_bytes`); update temporaries are one
+    largest tensor (edgeag's loops) or two (Adam's ``denom`` and ``grad`` copy);
+    allocator slack is ``slack_fraction`` of everything above the floor."""
+    trainable = [p for p in params if p.requires_grad]
+    param_bytes = tensor_bytes(trainable)
+    largest = max((p.numel() * p.element_size() for p in trainable), default=0)
+    grad_bytes = largest if fused_backward else param_bytes
+    adam_like = optimizer_spec.name in ("adam", "torch-adam")
+    items = [
+        PlanItem("floor", floor_bytes, "measured: interpreter + torch + gymnasium"),
+        PlanItem("parameters", param_bytes, f"{sum(p.numel() for p in trainable):,} values"),
+        PlanItem("gradients", grad_bytes, "one tensor (fused into backward)" if fused_backward
+                 else "one per parameter"),
+        PlanItem("optimizer state", optimizer_spec.state_bytes(trainable, momentum),
+                 optimizer_spec.name + (f", momentum {momentum}" if momentum else "")),
+        PlanItem("update temporaries", largest * (2 if adam_like else 1), "largest tensor"),
+        PlanItem(buffer_name, buffer_bytes),
+        PlanItem("activations", activation_bytes, "largest batch, forward + backward"),
+    ]
+    if optimizer_spec.imports_dynamo:
+        items.append(PlanItem("torch._dynamo import", DYNAMO_IMPORT_BYTES, "torch.optim"))
+    above_floor = sum(i.nbytes for i in items[1:])
+    items.append(PlanItem("allocator slack", int(above_floor * slack_fraction),
+                          f"{slack_fraction:.0%} of the above"))
+    return MemoryPlan(budget_bytes, tuple(items))
+
+
+def largest_fitting(plan_for, low: int, high: int) -> int | None:
+    """The largest integer setting in [low, high] whose plan fits (plans grow with the
+    setting), by bisection; None when even ``low`` does not fit."""
+    if not plan_for(low).fits:
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        if plan_for(mid).fits:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+@dataclass
+class BudgetGuard:
+    """Samples this process's RSS on a daemon thread and raises a flag when it crosses
+    the budget; the training loop checks :attr:`exceeded` at each update boundary.
+
+    The reported peak (:meth:`peak_bytes`) is the kernel's own high-water mark, so a
+    spike between two samples still shows.
+    """
+
+    budget_bytes: int
+    interval: float = SAMPLE_INTERVAL
+    series: list[tuple[float, int]] = field(default_factory=list)
+    exceeded_at: float | None = None
+    """Monotonic time of the first sample above the budget."""
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._exceeded = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+        self._process = psutil.Process()
+
+    @property
+    def exceeded(self) -> bool:
+        return self._exceeded.is_set()
+
+    def sample(self) -> int:
+        """Take one RSS reading now (also called by the thread)."""
+        rss = self._process.memory_info().rss
+        now = time.monotonic()
+        self.series.append((now - self._t0, rss))
+        if rss > self.budget_bytes and not self._exceeded.is_set():
+            self.exceeded_at = now
+            self._exceeded.set()
+        return rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> "BudgetGuard":
+        self._t0 = time.monotonic()
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="edgeag-budget-guard",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def __enter__(self) -> "BudgetGuard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def peak_bytes(self) -> int:
+        """The kernel's high-water mark (never below any sample)."""
+        return max(peak_rss_bytes(), max((r for _, r in self.series), default=0))

@@ -1,0 +1,95 @@
+"""Memory floor, plan arithmetic and the budget guard, on real RSS of this process."""
+
+import time
+
+import pytest
+import torch
+
+from edgeag.memory import (DYNAMO_IMPORT_BYTES, MiB, BudgetGuard, measure_floor, peak_rss_bytes,
+                           plan_training, largest_fitting)
+from edgeag.optim import OPTIMIZERS
+
+
+def test_floor_is_positive_and_at_most_the_peak():
+    floor = measure_floor()
+    assert 0 < floor.rss_bytes <= peak_rss_bytes()
+    assert floor.anon_bytes > 0 and floor.file_bytes > 0
+
+
+def params_4_64_2():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 2))
+    return list(net.parameters())  # 4*64 + 64 + 64*2 + 2 = 450 floats = 1800 B; largest 1024 B
+
+
+@pytest.mark.parametrize("name,momentum,fused,grads,state,temps,dynamo", [
+    ("alphagrad", 0.0, False, 1800, 0, 1024, 0),
+    ("alphagrad", 0.0, True, 1024, 0, 1024, 0),
+    ("alphagrad", 0.9, False, 1800, 1800, 1024, 0),
+    ("adam", 0.0, False, 1800, 3600 + 4 * 4, 2048, 0),
+    ("torch-adam", 0.0, False, 1800, 3600 + 4 * 4, 2048, DYNAMO_IMPORT_BYTES),
+    ("sgd", 0.9, False, 1800, 1800, 1024, 0),
+])
+def test_plan_arithmetic_on_known_tensors(name, momentum, fused, grads, state, temps, dynamo):
+    plan = plan_training(budget_bytes=300 * MiB, floor_bytes=200 * MiB, params=params_4_64_2(),
+                         optimizer_spec=OPTIMIZERS[name], momentum=momentum,
+                         fused_backward=fused, buffer_bytes=10_000, activation_bytes=5_000,
+                         slack_fraction=0.5)
+    items = dict((i.name, i.nbytes) for i in plan.items)
+    assert items["parameters"] == 1800
+    assert items["gradients"] == grads
+    assert items["optimizer state"] == state
+    assert items["update temporaries"] == temps
+    assert items.get("torch._dynamo import", 0) == dynamo
+    above = 1800 + grads + state + temps + 10_000 + 5_000 + dynamo
+    assert items["allocator slack"] == above // 2
+    assert plan.total_bytes == 200 * MiB + above + above // 2
+    assert plan.fits == (plan.total_bytes <= 300 * MiB)
+    assert "total" in plan.table() and f"{plan.total_bytes:,d}" in plan.table()
+
+
+def test_torch_adam_does_not_fit_where_alphagrad_does():
+    kw = dict(budget_bytes=256 * MiB, floor_bytes=240 * MiB, params=params_4_64_2())
+    assert plan_training(optimizer_spec=OPTIMIZERS["alphagrad"], **kw).fits
+    assert not plan_training(optimizer_spec=OPTIMIZERS["torch-adam"], **kw).fits
+
+
+def test_largest_fitting_finds_the_boundary():
+    class Plan:
+        def __init__(self, n):
+            self.fits = 3 * n + 7 <= 1000  # boundary at n = 331
+
+    assert largest_fitting(Plan, 1, 10_000) == 331
+    assert largest_fitting(Plan, 400, 10_000) is None
+    assert largest_fitting(Plan, 1, 100) == 100
+
+
+def test_guard_stops_allocation_loop_within_one_interval_and_checkpoints():
+    import psutil
+
+    proc = psutil.Process()
+    budget = proc.memory_info().rss + 96 * MiB
+    guard = BudgetGuard(budget, interval=0.05)
+    held, checkpoints, crossed_at = [], [], None
+    with guard:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            held.append(torch.ones(2 * MiB // 4))  # 2 MiB, pages touched
+            time.sleep(0.005)
+            if crossed_at is None and proc.memory_info().rss > budget:
+                crossed_at = time.monotonic()
+            if guard.exceeded:  # the update boundary
+                checkpoints.append(len(held))
+                break
+    stopped_at = time.monotonic()
+    assert checkpoints, "the guard never asked the loop to stop"
+    assert crossed_at is not None and guard.exceeded_at is not None
+    assert guard.exceeded_at - crossed_at <= guard.interval + 0.05  # seen within one interval
+    assert stopped_at - guard.exceeded_at < guard.interval
+    assert guard.peak_bytes() >= max(r for _, r in guard.series) > budget
+    del held
+
+
+def test_guard_is_quiet_under_budget():
+    with BudgetGuard(peak_rss_bytes() + 512 * MiB, interval=0.01) as guard:
+        time.sleep(0.1)
+    assert not guard.exceeded and len(guard.series) >= 3
