@@ -7,6 +7,3 @@ class EdgeagError(Exception):
 
     exit_code = 2
 
-
-class BudgetError(EdgeagError):
-    """A run that cannot fit its memory budget (refused before training: exit 2)."""

@@ -16,8 +16,8 @@ MiB = 1 << 20
 
 
 def proc_status() -> dict[str, int]:
-    """Bytes of VmRSS, VmHWM, RssAnon and RssFile from /proc/self/status (Linux), or
-    ru_maxrss alone where /proc is missing."""
+    """Bytes of VmRSS, VmHWM, RssAnon and RssFile from /proc/self/status (Linux); empty
+    where /proc is missing."""
     out: dict[str, int] = {}
     try:
         with open("/proc/self/status") as f:
@@ -27,8 +27,6 @@ def proc_status() -> dict[str, int]:
                     out[key] = int(rest.split()[0]) * 1024
     except OSError:
         pass
-    if "VmHWM" not in out:
-        out["VmHWM"] = peak_rss_bytes()
     return out
 
 
@@ -37,13 +35,9 @@ def peak_rss_bytes() -> int:
 
     Prefers VmHWM: ``ru_maxrss`` survives ``exec`` and can report a parent's peak.
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    hwm = proc_status().get("VmHWM")
+    if hwm is not None:
+        return hwm
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -167,5 +167,3 @@ def resolve_budget(profile: DeviceProfile, budget: str | None) -> int:
                           f"{profile.name}'s RAM, {format_size(profile.ram_bytes)}")
     return nbytes
 
-
-PROFILE_FIELDS = [f.name for f in fields(DeviceProfile)]

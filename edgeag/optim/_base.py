@@ -87,6 +87,13 @@ def state_bytes(optimizer: Optimizer) -> int:
     return total
 
 
+def check_nesterov(nesterov: bool, momentum: float, dampening: float) -> None:
+    """Nesterov momentum needs momentum > 0 and no dampening (torch.optim.SGD's rule)."""
+    if nesterov and (momentum == 0 or dampening != 0):
+        raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires momentum > 0 "
+                         f"and dampening 0; got momentum={momentum!r}, dampening={dampening!r})")
+
+
 def check_finite(name: str, value: float, *, low: float, low_inclusive: bool,
                  high: float = math.inf, high_inclusive: bool = False) -> None:
     """Raise ValueError naming `name` and `value` unless it lies in the range."""

@@ -36,7 +36,7 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from edgeag.optim._base import LeanOptimizer, check_finite
+from edgeag.optim._base import LeanOptimizer, check_finite, check_nesterov
 
 __all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward",
            "scaled_direction"]
@@ -259,13 +259,8 @@ class AlphaGrad(LeanOptimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
-        opts = {k: param_group[k] for k in ("lr", "alpha", "eps", "momentum", "dampening",
-                                            "nesterov", "weight_decay") if k in param_group}
-        if opts:
-            merged = {k: self.defaults[k] for k in ("lr", "alpha", "eps", "momentum", "dampening",
-                                                    "nesterov", "weight_decay")}
-            merged.update(opts)
-            _validate(**merged)
+        if any(k in param_group for k in _VALIDATED):
+            _validate(**{k: param_group.get(k, self.defaults[k]) for k in _VALIDATED})
         super().add_param_group(param_group)
 
     def _init_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
@@ -300,9 +295,12 @@ class AlphaGrad(LeanOptimizer):
         return loss
 
 
+_OPTIONS = ("lr", "alpha", "eps", "momentum", "dampening", "nesterov", "weight_decay", "maximize")
+_VALIDATED = _OPTIONS[:-1]  # every option but maximize has a range
+
+
 def _options(group: dict) -> dict:
-    return {k: group[k] for k in ("lr", "alpha", "eps", "momentum", "dampening", "nesterov",
-                                  "weight_decay", "maximize")}
+    return {k: group[k] for k in _OPTIONS}
 
 
 def _validate(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay) -> None:
@@ -313,9 +311,7 @@ def _validate(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay) ->
     check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
                  high_inclusive=True)
     check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
-    if nesterov and (momentum == 0 or dampening != 0):
-        raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires momentum > 0 "
-                         f"and dampening 0; got momentum={momentum!r}, dampening={dampening!r})")
+    check_nesterov(nesterov, momentum, dampening)
 
 
 class FusedBackward:

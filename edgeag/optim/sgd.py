@@ -6,7 +6,7 @@ from typing import Iterable
 
 import torch
 
-from edgeag.optim._base import LeanOptimizer, check_finite
+from edgeag.optim._base import LeanOptimizer, check_finite, check_nesterov
 
 __all__ = ["SGD"]
 
@@ -22,9 +22,7 @@ class SGD(LeanOptimizer):
         check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
                      high_inclusive=True)
         check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
-        if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires "
-                             f"momentum > 0 and dampening 0)")
+        check_nesterov(nesterov, momentum, dampening)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
