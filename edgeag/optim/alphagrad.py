@@ -359,10 +359,23 @@ def fuse_into_backward(params_or_module, optimizer: AlphaGrad) -> FusedBackward:
 
 def _make_hook(optimizer: AlphaGrad, group: dict):
     def hook(param: Tensor) -> None:
-        with torch.no_grad():
-            bufs = [optimizer.state[param].get("momentum_buffer")] if group["momentum"] else [None]
-            _single_tensor_alphagrad([param], [param.grad], bufs, **_options(group))
-            if group["momentum"]:
-                optimizer.state[param]["momentum_buffer"] = bufs[0]
+        if torch.is_grad_enabled():  # backward(create_graph=True); plain backward runs without
+            with torch.no_grad():
+                _update_one(optimizer, group, param)
+        else:
+            _update_one(optimizer, group, param)
         param.grad = None
     return hook
+
+
+def _update_one(optimizer: AlphaGrad, group: dict, param: Tensor) -> None:
+    if group["momentum"] == 0 and group["weight_decay"] == 0:
+        # stateless: the pure rule, no optimizer.state entry (the common, fast case)
+        _check_dense(param.grad)
+        t, k = scaled_direction(param.grad, group["alpha"], group["eps"], group["maximize"])
+        param.add_(t, alpha=-group["lr"] * k)
+        return
+    bufs = [optimizer.state[param].get("momentum_buffer")] if group["momentum"] else [None]
+    _single_tensor_alphagrad([param], [param.grad], bufs, **_options(group))
+    if group["momentum"]:
+        optimizer.state[param]["momentum_buffer"] = bufs[0]

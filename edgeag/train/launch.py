@@ -1,0 +1,120 @@
+"""``edgeag train``: validate every input, resolve the configuration and the run
+directory, then hand over to `edgeag.train.run.train`. Every user error is raised
+here or in the planner, before anything is written."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+from edgeag.errors import EdgeagError
+from edgeag.train import ALGORITHMS, supported_algos
+
+RESUME_OPTIONS = {"total_steps"}
+"""Settings a resumed run may change (besides profile, budget, threads, hard cap)."""
+
+
+def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str | None,
+           budget: str | None, out: str | None, resume: str | None, threads: int | None,
+           tensorboard: bool = False, hard_cap: bool = False, dry_run: bool = False,
+           progress: bool = True) -> int:
+    """Train (or resume) and print the outcome; returns the exit code."""
+    from edgeag.profiles import load_profile, parse_size, resolve_budget
+
+    if algo not in ALGORITHMS:
+        raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
+    prof = load_profile(profile) if profile else None
+    budget_bytes = resolve_budget(prof, budget) if prof else (parse_size(budget) if budget else None)
+    if threads is not None and threads < 1:
+        raise EdgeagError(f"invalid --threads {threads}: expected a positive integer")
+    if threads is None:
+        threads = min(prof.threads, os.cpu_count() or 1) if prof else 1
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise EdgeagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
+    if hard_cap and budget_bytes is None:
+        raise EdgeagError("--hard-cap needs a budget (--budget or --profile)")
+
+    from edgeag.train.config import resolve_config
+    from edgeag.train.rundir import RunDir
+
+    if resume:
+        run = RunDir(resume)
+        extra = set(overrides) - RESUME_OPTIONS
+        if extra:
+            raise EdgeagError(f"--resume continues a run with its own settings; cannot change "
+                              f"{', '.join(sorted(extra))} (accepted: --total-steps, --profile, "
+                              "--budget, --threads, --hard-cap)")
+        cfg = _resumed_config(run, overrides)
+        origin = f"resumed from {run.checkpoint}"
+    else:
+        from edgeag.optim import supported_optimizers
+
+        if optimizer not in supported_optimizers():
+            raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
+                              f"{', '.join(supported_optimizers())})")
+        cfg, origin = resolve_config(env, optimizer, overrides)
+        run = RunDir(out or default_run_dir(cfg))
+        if not dry_run and (run.config.exists() or run.checkpoint.exists()):
+            raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
+                              f"{run.path}, or choose another --out")
+
+    from edgeag.memory import MiB
+    from edgeag.train.run import RunOptions, train
+
+    log = lambda text: print(text, file=sys.stderr, flush=True)
+    log(f"edgeag train: ppo on {cfg.env_id} with {cfg.optimizer} ({origin}); "
+        f"{cfg.total_steps:,} steps, seed {cfg.seed}, {threads} thread(s)"
+        + (f"; profile {prof.name}" if prof else "")
+        + (f"; budget {budget_bytes / MiB:.1f} MiB ({budget_bytes:,} bytes)" if budget_bytes else
+           "; no budget"))
+    opts = RunOptions(budget_bytes=budget_bytes, threads=threads,
+                      profile=prof.name if prof else None, resume=bool(resume),
+                      progress=progress, tensorboard=tensorboard, hard_cap=hard_cap,
+                      dry_run=dry_run)
+    code, summary = train(cfg, run, opts, log=log)
+    if dry_run:
+        print("dry run: plan fits" if summary["plan"]["fits"] else "dry run")
+        return code
+    ev = summary["final_eval_return"]
+    print(f"run: {run.path}")
+    print(f"stopped: {summary['stopped']} at step {summary['steps']:,} after "
+          f"{summary['wall_seconds']:.1f} s ({summary['steps_per_second']} steps/s)")
+    if ev is not None:
+        print(f"final eval return: {ev['mean']:.1f} +- {ev['std']:.1f} over {ev['episodes']} "
+              "deterministic episodes")
+    print(f"peak RSS: {summary['peak_rss_bytes'] / MiB:.1f} MiB ({summary['peak_rss_bytes']:,} "
+          f"bytes; floor {summary['floor_bytes'] / MiB:.1f} MiB, plan "
+          f"{summary['plan_total_bytes'] / MiB:.1f} MiB"
+          + (f", budget {budget_bytes / MiB:.1f} MiB" if budget_bytes else "") + ")")
+    print(f"optimizer state: {summary['optimizer_state_bytes']:,} bytes")
+    if summary["stopped"] == "budget":
+        print(f"stopped to respect the budget; continue with: edgeag train --resume {run.path} "
+              "--budget <larger>", file=sys.stderr)
+    elif summary["stopped"] == "interrupted":
+        print(f"interrupted; continue with: edgeag train --resume {run.path}", file=sys.stderr)
+    return code
+
+
+def default_run_dir(cfg) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.env_id.replace('/', '_')}-ppo-{cfg.optimizer}-s{cfg.seed}-{stamp}"
+
+
+def _resumed_config(run, overrides: dict):
+    from edgeag.train.config import config_from_dict, tomllib
+
+    if not run.path.is_dir():
+        raise EdgeagError(f"cannot resume: {run.path} is not a directory")
+    try:
+        with open(run.config, "rb") as f:
+            data = tomllib.load(f)["ppo"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        raise EdgeagError(f"cannot resume: {run.config} is not a readable edgeag config "
+                          f"({type(e).__name__})") from None
+    if not run.checkpoint.exists():
+        raise EdgeagError(f"cannot resume: no checkpoint at {run.checkpoint}")
+    data.update(overrides)
+    return config_from_dict(data, str(run.config))

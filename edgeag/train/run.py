@@ -1,0 +1,294 @@
+"""A training run from start to summary: threads, floor, plan, guard, loop,
+checkpoints, evaluation, ``summary.json``.
+
+Order of events (each is reported):
+
+1. build the envs and warm torch up (one tiny forward/backward), then measure the
+   **floor**: this process's RSS with everything training imports;
+2. **plan** the run against the budget; refuse (exit 2, nothing trained, nothing
+   written) when it does not fit, naming the largest settings that would;
+3. train under the **budget guard**; at every iteration boundary, stop if the guard
+   saw RSS above the budget (``stopped: budget``, exit 3) or the user pressed Ctrl-C
+   (``stopped: interrupted``, exit 130), after writing a checkpoint;
+4. evaluate the final policy deterministically and write ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgeag.errors import EdgeagError
+from edgeag.memory import MiB, BudgetGuard, measure_floor, peak_rss_bytes, proc_status
+from edgeag.optim import fuse_into_backward, state_bytes
+from edgeag.train.config import PPOConfig, toml_dumps
+from edgeag.train.envs import check_spaces, evaluate, make_vector_env
+from edgeag.train.ppo import EVAL_SEED_OFFSET, PPOState, RolloutBuffer, build_state, \
+    collect_rollout, compute_gae, plan_ppo, update, uses_fused_backward, what_fits
+from edgeag.train.rundir import RunDir
+
+EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
+TIME_KEYS = ("time/fps", "time/elapsed_seconds", "memory/rss_bytes", "memory/peak_rss_bytes")
+"""Metrics that depend on the machine's speed and memory, not on the seed."""
+
+
+class BudgetRefused(EdgeagError):
+    """The plan does not fit the budget: nothing was trained (exit 2)."""
+
+
+@dataclass
+class RunOptions:
+    budget_bytes: int | None = None
+    """Whole-process RSS budget; None plans and samples without enforcing."""
+    threads: int = 1
+    profile: str | None = None
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+    hard_cap: bool = False
+    dry_run: bool = False
+
+
+def _warm_up(obs_dim: int) -> None:
+    """One forward/backward of a tiny layer: torch's first autograd call maps code and
+    allocates pools (~16 MiB) that belong in the floor, not in the plan."""
+    layer = torch.nn.Linear(obs_dim, 1)
+    layer(torch.zeros(2, obs_dim)).sum().backward()
+
+
+def apply_hard_cap(budget_bytes: int) -> str:
+    """Set RLIMIT_DATA (private data mappings) to the budget, so an allocation that
+    would cross it fails at once with a catchable error. Returns what was done."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY and hard < budget_bytes:
+        raise EdgeagError(f"--hard-cap: the hard RLIMIT_DATA ({hard:,} bytes) is below the "
+                          f"budget ({budget_bytes:,} bytes)")
+    resource.setrlimit(resource.RLIMIT_DATA, (budget_bytes, hard))
+    return f"RLIMIT_DATA = {budget_bytes:,} bytes"
+
+
+def cgroup_memory_max() -> int | None:
+    """The cgroup v2 ``memory.max`` that applies to this process, if any."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), None)
+        if path is None:
+            return None
+        with open(f"/sys/fs/cgroup{path}/memory.max") as f:
+            value = f.read().strip()
+        return None if value == "max" else int(value)
+    except (OSError, ValueError):
+        return None
+
+
+def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int, dict]:
+    """Run (or resume) ``cfg`` in ``run``; returns (exit code, summary)."""
+    torch.set_num_threads(opts.threads)
+    envs = make_vector_env(cfg.env_id, cfg.num_envs)
+    obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
+                                                 envs.single_action_space)
+    _warm_up(obs_dim)
+    floor = measure_floor()
+    budget = opts.budget_bytes
+    plan = plan_ppo(cfg, budget if budget is not None else 2**62, floor.rss_bytes, obs_dim,
+                    action_dim, discrete)
+    log(f"floor {floor.rss_bytes / MiB:.1f} MiB ({floor.rss_bytes:,} bytes; anon "
+        f"{floor.anon_bytes / MiB:.1f} MiB, file {floor.file_bytes / MiB:.1f} MiB)")
+    log("memory plan:\n" + plan.table().replace(
+        "budget", "budget" if budget is not None else "budget (none)", 1).rstrip())
+    if budget is not None and not plan.fits:
+        envs.close()
+        raise BudgetRefused(
+            f"plan {plan.total_bytes / MiB:.1f} MiB exceeds the budget {budget / MiB:.1f} MiB "
+            f"({budget:,} bytes); {what_fits(cfg, budget, floor.rss_bytes, obs_dim, action_dim, discrete)}")
+    if opts.dry_run:
+        envs.close()
+        return EXIT_OK, {"plan": plan.as_dict(), "floor_bytes": floor.rss_bytes}
+
+    cap = apply_hard_cap(budget) if opts.hard_cap and budget is not None else None
+    cgroup_max = cgroup_memory_max()
+    if cap:
+        log(f"hard cap: {cap}" + (f"; cgroup memory.max {cgroup_max:,} bytes" if cgroup_max else ""))
+
+    state = build_state(cfg, envs)
+    previous = {"wall_seconds": 0.0, "peak_rss_bytes": 0}
+    if opts.resume:
+        ckpt = run.load_checkpoint()
+        state.restore(ckpt)
+        previous = {"wall_seconds": ckpt["wall_seconds"], "peak_rss_bytes": ckpt["peak_rss_bytes"]}
+        run.truncate_metrics(state.iteration)
+        log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        from edgeag.train.rundir import write_text
+        write_text(run.config, toml_dumps({"ppo": cfg.as_dict(), "run": _run_info(cfg, opts)}))
+
+    buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, obs_dim, action_dim, discrete)
+    fused = fuse_into_backward(state.policy, state.optimizer) if uses_fused_backward(cfg) else None
+    writer = _tensorboard(run) if opts.tensorboard else None
+    bar = _progress(cfg, state, opts)
+
+    interrupted = []
+    def on_sigint(signum, frame):
+        if interrupted:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
+
+    guard = BudgetGuard(budget if budget is not None else 2**62).start()
+    t_start = time.monotonic()
+    stopped = "done"
+    try:
+        while state.iteration < cfg.num_iterations:
+            try:
+                step_start = time.monotonic()
+                lr = cfg.lr * (1 - state.iteration / cfg.num_iterations) if cfg.anneal_lr else cfg.lr
+                finished = collect_rollout(state, buf)
+                with torch.no_grad():
+                    next_obs = torch.from_numpy(state.obs_norm(state.next_obs))
+                    next_value = state.policy.value(next_obs)
+                    next_done = torch.from_numpy(state.next_done.astype(np.float32))
+                    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, next_value,
+                                           next_done, cfg.gamma, cfg.gae_lambda)
+                    buf.advantages.copy_(adv)
+                    buf.returns.copy_(ret)
+                stats = update(state, buf, lr)
+            except (MemoryError, RuntimeError) as e:
+                if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
+                    stopped = "budget"
+                    log(f"hard cap hit ({type(e).__name__}); the last checkpoint is at step "
+                        f"{_checkpoint_step(run):,}")
+                    break
+                raise
+            state.iteration += 1
+            row = _metrics_row(state, finished, stats, time.monotonic() - step_start,
+                               time.monotonic() - t_start + previous["wall_seconds"], cfg)
+            run.append_metrics(row)
+            if writer is not None:
+                for key, value in row.items():
+                    if value is not None and key != "time/total_timesteps":
+                        writer.add_scalar(key, value, state.global_step)
+            if bar is not None:
+                bar.update(cfg.batch)
+                ret = row["rollout/ep_rew_mean"]
+                bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  rss "
+                                    f"{row['memory/rss_bytes'] / MiB:.0f}"
+                                    f"{f'/{budget / MiB:.0f}' if budget else ''} MiB", refresh=False)
+            if guard.exceeded:
+                stopped = "budget"
+            elif interrupted:
+                stopped = "interrupted"
+            last = state.iteration == cfg.num_iterations
+            if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
+                _save(run, state, previous, t_start)
+            if stopped != "done":
+                break
+    finally:
+        guard.stop()
+        signal.signal(signal.SIGINT, old_handler)
+        if bar is not None:
+            bar.close()
+        if fused is not None:
+            fused.remove()
+        if writer is not None:
+            writer.close()
+        run.append_rss(guard.series, previous["wall_seconds"])
+
+    wall = time.monotonic() - t_start + previous["wall_seconds"]
+    eval_returns = None
+    if stopped == "done" and cfg.eval_episodes:
+        space = envs.single_action_space
+        eval_returns = evaluate(state.policy, cfg.env_id, state.obs_norm, cfg.eval_episodes,
+                                cfg.seed + EVAL_SEED_OFFSET,
+                                None if discrete else space.low, None if discrete else space.high)
+    envs.close()
+    status = proc_status()
+    summary = {
+        "env": cfg.env_id, "algo": "ppo", "optimizer": cfg.optimizer, "seed": cfg.seed,
+        "steps": state.global_step, "iterations": state.iteration,
+        "wall_seconds": round(wall, 3),
+        "steps_per_second": round(state.global_step / wall, 1) if wall > 0 else None,
+        "peak_rss_bytes": max(guard.peak_bytes(), previous["peak_rss_bytes"]),
+        "rss_anon_bytes": status.get("RssAnon"), "rss_file_bytes": status.get("RssFile"),
+        "max_sampled_rss_bytes": max(r for _, r in guard.series),
+        "floor_bytes": floor.rss_bytes, "floor_anon_bytes": floor.anon_bytes,
+        "floor_file_bytes": floor.file_bytes,
+        "budget_bytes": budget, "profile": opts.profile, "threads": opts.threads,
+        "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
+        "optimizer_state_bytes": state_bytes(state.optimizer),
+        "parameter_count": sum(p.numel() for p in state.policy.parameters()),
+        "final_eval_return": None if eval_returns is None else {
+            "mean": float(np.mean(eval_returns)), "std": float(np.std(eval_returns)),
+            "episodes": len(eval_returns), "returns": eval_returns},
+        "hard_cap": cap, "cgroup_memory_max": cgroup_max,
+        "stopped": stopped,
+        "checkpoint": str(run.checkpoint.relative_to(run.path)),
+    }
+    from edgeag.train.rundir import write_json
+    write_json(run.summary, summary)
+    code = {"done": EXIT_OK, "budget": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED}[stopped]
+    return code, summary
+
+
+def _save(run: RunDir, state: PPOState, previous: dict, t_start: float) -> None:
+    ckpt = state.checkpoint()
+    ckpt["wall_seconds"] = time.monotonic() - t_start + previous["wall_seconds"]
+    ckpt["peak_rss_bytes"] = max(peak_rss_bytes(), previous["peak_rss_bytes"])
+    run.save_checkpoint(ckpt)
+
+
+def _checkpoint_step(run: RunDir) -> int:
+    try:
+        return int(run.load_checkpoint()["global_step"])
+    except EdgeagError:
+        return 0
+
+
+def _metrics_row(state: PPOState, finished, stats: dict, seconds: float, elapsed: float,
+                 cfg: PPOConfig) -> dict:
+    recent = list(state.recent)
+    status = proc_status()
+    return {
+        "time/iterations": state.iteration,
+        "time/total_timesteps": state.global_step,
+        "time/fps": round(cfg.batch / seconds, 1) if seconds > 0 else None,
+        "time/elapsed_seconds": round(elapsed, 3),
+        "rollout/ep_rew_mean": float(np.mean([r for r, _ in recent])) if recent else None,
+        "rollout/ep_len_mean": float(np.mean([n for _, n in recent])) if recent else None,
+        "rollout/episodes": len(finished),
+        **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()},
+        "memory/rss_bytes": status.get("VmRSS"),
+        "memory/peak_rss_bytes": status.get("VmHWM"),
+    }
+
+
+def _run_info(cfg: PPOConfig, opts: RunOptions) -> dict:
+    from edgeag import __version__
+    info = {"algo": "ppo", "profile": opts.profile or "", "threads": opts.threads,
+            "budget_bytes": opts.budget_bytes or 0, "edgeag": __version__,
+            "torch": torch.__version__}
+    return info
+
+
+def _progress(cfg: PPOConfig, state: PPOState, opts: RunOptions):
+    if not opts.progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=cfg.num_iterations * cfg.batch, initial=state.global_step, unit="step",
+                unit_scale=True, dynamic_ncols=True, desc=f"ppo {cfg.env_id}", disable=None)
+
+
+def _tensorboard(run: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise EdgeagError("--tensorboard needs the tensorboard package "
+                          "(pip install tensorboard)") from None
+    return SummaryWriter(str(run.path / "tensorboard"))

@@ -1,0 +1,102 @@
+"""`edgeag train` at the command line: bad input exits 2 with one line, writes nothing."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from edgeag.cli import OPTIMIZER_HELP, main
+from edgeag.optim import supported_optimizers
+
+import toy_envs
+
+toy_envs.register()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--env", "Nope-v0"], r"unknown env 'Nope-v0'"),
+    (["--optimizer", "lion"], r"unknown optimizer 'lion' \(accepted: alphagrad, adam, torch-adam, sgd\)"),
+    (["--algo", "sac"], r"unknown algo 'sac' \(accepted: ppo"),
+    (["--env", "FrozenLake-v1"], r"observation space Discrete\(16\).*accepts a flat Box"),
+    (["--env", "edgeag-test/MultiBinaryAction-v0"], r"action space MultiBinary\(3\).*accepts Discrete"),
+    (["--total-steps", "0"], r"invalid total_steps 0: expected a positive integer"),
+    (["--set", "num_steps=-4"], r"invalid num_steps -4"),
+    (["--set", "batch_size=100"], r"invalid batch_size 100: expected a divisor of num_envs \* num_steps = 256"),
+    (["--set", "learning_rate=1"], r"unknown setting 'learning_rate' \(accepted: env_id"),
+    (["--set", "hidden=64"], r"invalid hidden 64: expected a list of integers"),
+    (["--lr", "-1"], r"invalid lr -1.0: expected a positive number"),
+    (["--budget", "256XB"], r"invalid budget '256XB'"),
+    (["--profile", "rpi4", "--budget", "8GB"], r"invalid budget '8GB': .* is more than rpi4's RAM"),
+    (["--profile", "nope"], r"unknown profile 'nope'"),
+    (["--threads", "0"], r"invalid --threads 0"),
+    (["--hard-cap"], r"--hard-cap needs a budget"),
+    (["--total-steps", "ten"], r"argument --total-steps: invalid int value: 'ten'"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--no-progress", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("edgeag: error: ") and re.search(message, err[-1]), err
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: None, r"cannot resume: .* is not a directory"),
+    (lambda d: d.mkdir(), r"cannot resume: .*config.toml is not a readable edgeag config"),
+    (lambda d: (d.mkdir(), (d / "config.toml").write_text("[ppo]\n")), r"no checkpoint at"),
+    (lambda d: (d.mkdir(), (d / "config.toml").write_text("[ppo]\n"),
+                (d / "checkpoints").mkdir(), (d / "checkpoints" / "latest.pt").write_bytes(b"junk")),
+     r"not a readable edgeag checkpoint"),
+])
+def test_unreadable_resume_exits_2(tmp_path, capsys, make, message):
+    run = tmp_path / "run"
+    make(run)
+    before = sorted(p.name for p in run.rglob("*")) if run.exists() else None
+    code = main(["train", "--resume", str(run), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and re.search(message, err[-1]), err
+    assert (sorted(p.name for p in run.rglob("*")) if run.exists() else None) == before
+
+
+def test_resume_refuses_changed_hyperparameters(tmp_path, capsys):
+    code = main(["train", "--resume", str(tmp_path), "--lr", "0.1"])
+    assert code == 2
+    assert "cannot change lr" in capsys.readouterr().err
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "config.toml").write_text("[ppo]\n")
+    assert main(["train", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_plan_over_budget_exits_2_with_the_breakdown(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--budget", "64MB", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "floor" in err and "rollout buffer" in err and "DOES NOT FIT" in err
+    assert err.strip().splitlines()[-1].startswith("edgeag: error: plan ")
+
+
+def test_optimizer_help_names_exactly_the_registry():
+    named = re.findall(r"([a-z][a-z-]+) \(", OPTIMIZER_HELP) + re.findall(r", (sgd)$", OPTIMIZER_HELP)
+    assert named == supported_optimizers()
+
+
+def test_training_process_never_imports_dynamo_or_export_modules(tmp_path):
+    """A real `edgeag train` process: the modules it may not load stay unloaded."""
+    code = ("import sys; from edgeag.cli import main; "
+            f"rc = main(['train', '--total-steps', '512', '--out', {str(tmp_path / 'r')!r}, "
+            "'--no-progress', '--set', 'eval_episodes=1']); "
+            "bad = [m for m in ('torch._dynamo', 'onnx', 'onnxruntime', 'executorch', "
+            "'matplotlib', 'tensorboard') if m in sys.modules]; "
+            "print(rc, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stopped"] == "done" and summary["steps"] == 512

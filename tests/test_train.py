@@ -1,0 +1,222 @@
+"""PPO behaviour: GAE, truncation bootstrap, determinism, resume, learning, budgets."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeag.memory import MiB, measure_floor
+from edgeag.train.config import PPOConfig, resolve_config
+from edgeag.train.envs import make_vector_env
+from edgeag.train.ppo import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
+    what_fits
+from edgeag.train.run import EXIT_BUDGET, TIME_KEYS, BudgetRefused, RunOptions, train
+from edgeag.train.rundir import RunDir, load_checkpoint
+
+import toy_envs
+
+toy_envs.register()
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gae_hand_computed_with_a_truncation():
+    # One env, four steps. The episode is cut by its time limit after step 2 (so step 2's
+    # reward already carries gamma * V(final_obs) = 0.9 * 5) and obs[3] starts a new
+    # episode (dones[3] = 1); the rollout ends mid-episode (next_done = 0).
+    g, lam = 0.9, 0.8
+    r = [1.0, 1.0, 1.0 + g * 5.0, 1.0]
+    v = [2.0, 3.0, 4.0, 1.5]
+    v_next = 2.5
+    d3 = 0.0 + 3 * 0.0  # step 3 continues to the bootstrap value
+    delta3 = r[3] + g * v_next - v[3]                    # 1 + 2.25 - 1.5 = 1.75
+    delta2 = r[2] + g * v[3] * (1 - 1.0) - v[2]          # cut: no V(obs[3]) of the next episode
+    delta1 = r[1] + g * v[2] - v[1]
+    delta0 = r[0] + g * v[1] - v[0]
+    a3 = delta3 + d3
+    a2 = delta2                                          # the trace stops at the cut
+    a1 = delta1 + g * lam * a2
+    a0 = delta0 + g * lam * a1
+    t = lambda xs: torch.tensor(xs, dtype=torch.float64).reshape(-1, 1)
+    adv, ret = compute_gae(t(r), t(v), t([0.0, 0.0, 0.0, 1.0]), torch.tensor([v_next], dtype=torch.float64),
+                           torch.tensor([0.0], dtype=torch.float64), g, lam)
+    expected = [a0, a1, a2, a3]
+    assert adv.flatten().tolist() == pytest.approx(expected, abs=1e-12)
+    assert ret.flatten().tolist() == pytest.approx([a + b for a, b in zip(expected, v)], abs=1e-12)
+    assert a2 == pytest.approx(1.0 + g * 5.0 - 4.0)
+
+
+def constant_value_state(cfg, c):
+    envs = make_vector_env(cfg.env_id, cfg.num_envs)
+    state = build_state(cfg, envs)
+    last = state.policy.critic[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(c)
+    return state
+
+
+def test_time_limit_truncation_is_bootstrapped_and_termination_is_not():
+    cfg = PPOConfig(env_id="edgeag-test/ConstantReward-v0", num_envs=2, num_steps=12,
+                    batch_size=24, gamma=0.9, norm_obs=False)
+    state = constant_value_state(cfg, c=7.0)
+    buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, 1, 2, True)
+    finished = collect_rollout(state, buf)
+    rewards = buf.rewards[:, 0].tolist()
+    # The time limit is 5 steps: steps 4 and 9 end an episode by truncation.
+    assert rewards == pytest.approx([1, 1, 1, 1, 1 + 0.9 * 7.0, 1, 1, 1, 1, 1 + 0.9 * 7.0, 1, 1])
+    assert buf.dones[:, 0].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert [ret for ret, _ in finished] == [5.0] * 4 and all(n == 5 for _, n in finished)
+
+    cfg = dataclasses.replace(cfg, env_id="CartPole-v1", num_envs=1, num_steps=64, batch_size=64)
+    state = constant_value_state(cfg, c=7.0)
+    buf = RolloutBuffer(cfg.num_steps, 1, 4, 2, True)
+    collect_rollout(state, buf)
+    assert buf.dones.sum() >= 1  # random CartPole falls within 64 steps: terminations only
+    assert torch.all(buf.rewards == 1.0)
+
+
+def short_cfg(**change):
+    cfg, _ = resolve_config("CartPole-v1", "alphagrad", {"total_steps": 2048, "eval_episodes": 2,
+                                                         "checkpoint_every": 3})
+    return dataclasses.replace(cfg, **change)
+
+
+def run_quiet(cfg, path, **opts):
+    opts.setdefault("progress", False)
+    return train(cfg, RunDir(path), RunOptions(**opts), log=lambda _: None)
+
+
+def deterministic_rows(path):
+    rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+
+@pytest.mark.parametrize("optimizer", ["alphagrad", "adam"])
+def test_same_seed_same_metrics(tmp_path, optimizer):
+    cfg = short_cfg(optimizer=optimizer)
+    run_quiet(cfg, tmp_path / "a")
+    run_quiet(cfg, tmp_path / "b")
+    a, b = deterministic_rows(tmp_path / "a"), deterministic_rows(tmp_path / "b")
+    assert len(a) == cfg.num_iterations == 8 and a == b
+    run_quiet(dataclasses.replace(cfg, seed=2), tmp_path / "c")
+    assert deterministic_rows(tmp_path / "c") != a
+
+
+def test_checkpoint_and_summary_contents(tmp_path):
+    code, summary = run_quiet(short_cfg(), tmp_path / "run", budget_bytes=2 << 30)
+    assert code == 0 and summary["stopped"] == "done"
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for key in ("env", "algo", "optimizer", "steps", "wall_seconds", "peak_rss_bytes",
+                "floor_bytes", "budget_bytes", "optimizer_state_bytes", "final_eval_return",
+                "stopped"):
+        assert key in on_disk
+    assert on_disk["optimizer_state_bytes"] == 0 and on_disk["steps"] == 2048
+    assert on_disk["final_eval_return"]["episodes"] == 2
+    assert 0 < on_disk["floor_bytes"] <= on_disk["peak_rss_bytes"]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")  # weights_only=True
+    assert ckpt["global_step"] == 2048 and ckpt["arch"]["hidden"] == [64, 64]
+    assert set(ckpt["obs_norm"]) == {"mean", "var", "count"}
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+    config = (tmp_path / "run" / "config.toml").read_text()
+    assert 'env_id = "CartPole-v1"' in config and "hidden = [64, 64]" in config
+
+
+def final_params(path):
+    return load_checkpoint(Path(path) / "checkpoints" / "latest.pt")["policy"]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    """Ctrl-C (a real SIGINT to a real `edgeag train`) saves a checkpoint at the next
+    iteration boundary; --resume then finishes with exactly the uninterrupted result."""
+    common = ["--total-steps", "12800", "--set", "eval_episodes=2", "--set", "checkpoint_every=1000",
+              "--threads", "1", "--no-progress"]
+    cmd = [sys.executable, "-m", "edgeag.cli", "train"]
+    subprocess.run(cmd + common + ["--out", str(tmp_path / "full")], check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(cmd + common + ["--out", str(tmp_path / "cut")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (metrics.exists() and
+                                               len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and 0 < summary["steps"] < 12800
+    done = subprocess.run(cmd + ["--resume", str(tmp_path / "cut"), "--threads", "1",
+                                 "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert deterministic_rows(tmp_path / "cut") == deterministic_rows(tmp_path / "full")
+    a, b = final_params(tmp_path / "cut"), final_params(tmp_path / "full")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_eval_return"] == \
+        json.loads((tmp_path / "full" / "summary.json").read_text())["final_eval_return"]
+
+
+def test_short_cartpole_run_clearly_improves(tmp_path):
+    cfg = short_cfg(total_steps=25_600, eval_episodes=5)
+    code, summary = run_quiet(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first = rows[1]["rollout/ep_rew_mean"]
+    last = rows[-1]["rollout/ep_rew_mean"]
+    assert first < 40 and last > 3 * first and summary["final_eval_return"]["mean"] > 150
+
+
+def test_plan_counts_the_policy_buffer_and_optimizer():
+    cfg = PPOConfig(hidden=(64, 64), num_envs=8, num_steps=32, batch_size=256)
+    plan = plan_ppo(cfg, 1 << 30, 200 * MiB, obs_dim=4, action_dim=2, discrete=True)
+    items = dict((i.name, i.nbytes) for i in plan.items)
+    # critic 4-64-64-1 and actor 4-64-64-2: (320 + 4160 + 65) + (320 + 4160 + 130) values
+    assert items["parameters"] == 4 * 9155
+    assert items["gradients"] == 4 * 64 * 64  # fused: one largest tensor
+    assert items["optimizer state"] == 0
+    assert items["rollout buffer"] == 256 * 4 * (4 + 6) + 256 * 8
+    adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), 1 << 30, 200 * MiB, 4, 2, True)
+    assert dict((i.name, i.nbytes) for i in adam.items)["optimizer state"] == 2 * 4 * 9155 + 12 * 4  # 12 tensors, one step counter each
+
+
+def test_refusal_names_settings_that_fit():
+    cfg = PPOConfig(hidden=(1024, 1024), num_steps=2048)
+    floor = 240 * MiB
+    budget = floor + 20 * MiB
+    plan = plan_ppo(cfg, budget, floor, 4, 2, True)
+    assert not plan.fits
+    text = what_fits(cfg, budget, floor, 4, 2, True)
+    width = int(text.split("hidden=[")[1].split(",")[0])
+    steps = int(text.split("num_steps=")[1].split()[0])
+    assert plan_ppo(dataclasses.replace(cfg, hidden=(width, width)), budget, floor, 4, 2, True).fits
+    assert not plan_ppo(dataclasses.replace(cfg, hidden=(width + 1,) * 2), budget, floor, 4, 2, True).fits
+    assert plan_ppo(dataclasses.replace(cfg, num_steps=steps, batch_size=8 * steps), budget, floor, 4, 2, True).fits
+
+
+def test_plan_over_budget_is_refused_before_anything_is_written(tmp_path):
+    floor = measure_floor().rss_bytes
+    with pytest.raises(BudgetRefused, match="exceeds the budget .* largest settings that fit"):
+        run_quiet(short_cfg(hidden=(2048, 2048)), tmp_path / "run", budget_bytes=floor + 8 * MiB)
+    assert not (tmp_path / "run").exists()
+
+
+def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_path):
+    cfg = dataclasses.replace(short_cfg(), env_id="edgeag-test/Leaky-v0", num_envs=2,
+                              num_steps=64, batch_size=128, total_steps=4096)
+    # Fits the plan, but the env leaks 2 x 48 MiB at its 400th step.
+    floor = measure_floor().rss_bytes
+    code, summary = run_quiet(cfg, tmp_path / "run", budget_bytes=floor + 40 * MiB)
+    assert code == EXIT_BUDGET and summary["stopped"] == "budget"
+    assert 800 <= summary["steps"] < 4096
+    # stopped at the first boundary after the crossing (iterations are 128 steps)
+    assert summary["steps"] <= 800 + 3 * 128
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped"] == "budget"
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["global_step"] == summary["steps"]
+    code, summary = run_quiet(cfg, tmp_path / "run", budget_bytes=floor + 400 * MiB, resume=True)
+    assert code == 0 and summary["steps"] == 4096

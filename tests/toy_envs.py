@@ -1,0 +1,60 @@
+"""Small Gymnasium environments for training tests, registered under ``edgeag-test/``."""
+
+import gymnasium as gym
+import numpy as np
+
+
+class ConstantReward(gym.Env):
+    """Reward 1 every step, never terminates: only its time limit ends an episode.
+    Observation: the step count within the episode (so the true value is known)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([self.t], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 1.0, False, False, {}
+
+
+class Leaky(gym.Env):
+    """CartPole-like dynamics are irrelevant here: at global step ``leak_at`` the env
+    allocates (and keeps) ``leak_bytes``, as a leaking simulator would."""
+
+    observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, leak_at: int = 400, leak_bytes: int = 48 << 20):
+        self.leak_at, self.leak_bytes = leak_at, leak_bytes
+        self.total_steps = 0
+        self.leaked = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 4).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.total_steps += 1
+        if self.total_steps == self.leak_at:
+            self.leaked = np.ones(self.leak_bytes, dtype=np.uint8)  # touched: resident
+        obs = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+        return obs, float(action == 1), self.t >= 20, False, {}
+
+
+class MultiBinaryAction(ConstantReward):
+    action_space = gym.spaces.MultiBinary(3)
+
+
+def register() -> None:
+    for name, entry, steps in (("ConstantReward-v0", ConstantReward, 5),
+                               ("Leaky-v0", Leaky, None),
+                               ("MultiBinaryAction-v0", MultiBinaryAction, 5)):
+        env_id = f"edgeag-test/{name}"
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry, max_episode_steps=steps)
