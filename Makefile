@@ -14,8 +14,12 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/edgeag profiles
+	$(VENV)/bin/edgeag train --profile rpi4 --budget 256MB --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+bench: setup
 	$(PY) scripts/bench_optim.py --json results/bench_optim.json
+	$(PY) -m pip install --quiet stable-baselines3
+	$(PY) scripts/bench_train.py --json results/bench_train.json
 
 test: setup
 	$(PY) -m pytest

@@ -43,20 +43,6 @@ SB3_MISSING = "bench_train: stable_baselines3 is not installed: pip install stab
 MiB = 2**20
 
 
-def proc_status() -> dict[str, int | None]:
-    """VmHWM, RssAnon and RssFile of this process in bytes (None without /proc)."""
-    out: dict[str, int | None] = dict.fromkeys(("VmHWM", "RssAnon", "RssFile"))
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in out:
-                    out[key] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def run_edgeag(optimizer: str, seed: int, steps: int, threads: int) -> dict:
     import contextlib
 
@@ -131,6 +117,8 @@ def child(system: str, seed: int, steps: int, threads: int) -> None:
     row = run_sb3(seed, steps) if system == "sb3" else run_edgeag(system, seed, steps, threads)
     row = {"system": SYSTEMS[system], "seed": seed, **row,
            "steps_per_second": row["steps"] / row["wall_seconds"]}
+    from edgeag.memory import proc_status  # after training: cannot raise the peak
+
     status = proc_status()
     row.update(peak_rss_bytes=status["VmHWM"], rss_anon_bytes=status["RssAnon"],
                rss_file_bytes=status["RssFile"])

@@ -185,23 +185,31 @@ def test_plan_counts_the_policy_buffer_and_optimizer():
 
 
 def test_refusal_names_settings_that_fit():
-    cfg = PPOConfig(hidden=(1024, 1024), num_steps=2048)
     floor = 240 * MiB
     budget = floor + 20 * MiB
-    plan = plan_ppo(cfg, budget, floor, 4, 2, True)
-    assert not plan.fits
-    text = what_fits(cfg, budget, floor, 4, 2, True)
+    wide = PPOConfig(hidden=(1024, 1024))
+    assert not plan_ppo(wide, budget, floor, 4, 2, True).fits
+    text = what_fits(wide, budget, floor, 4, 2, True)
     width = int(text.split("hidden=[")[1].split(",")[0])
+    assert plan_ppo(dataclasses.replace(wide, hidden=(width, width)), budget, floor, 4, 2, True).fits
+    assert not plan_ppo(dataclasses.replace(wide, hidden=(width + 1,) * 2), budget, floor, 4, 2, True).fits
+
+    long = PPOConfig(num_steps=65_536, batch_size=256)  # a 21 MiB rollout buffer
+    assert not plan_ppo(long, budget, floor, 4, 2, True).fits
+    text = what_fits(long, budget, floor, 4, 2, True)
     steps = int(text.split("num_steps=")[1].split()[0])
-    assert plan_ppo(dataclasses.replace(cfg, hidden=(width, width)), budget, floor, 4, 2, True).fits
-    assert not plan_ppo(dataclasses.replace(cfg, hidden=(width + 1,) * 2), budget, floor, 4, 2, True).fits
-    assert plan_ppo(dataclasses.replace(cfg, num_steps=steps, batch_size=8 * steps), budget, floor, 4, 2, True).fits
+    suggested = dataclasses.replace(long, num_steps=steps).validate()  # minibatch divides it
+    assert plan_ppo(suggested, budget, floor, 4, 2, True).fits
+    next_valid = dataclasses.replace(long, num_steps=steps + 256 // 8)
+    assert not plan_ppo(next_valid, budget, floor, 4, 2, True).fits
+    assert "--optimizer adam" in what_fits(dataclasses.replace(wide, optimizer="torch-adam", hidden=(64, 64)),
+                                          floor + 60 * MiB, floor, 4, 2, True)
 
 
 def test_plan_over_budget_is_refused_before_anything_is_written(tmp_path):
     floor = measure_floor().rss_bytes
     with pytest.raises(BudgetRefused, match="exceeds the budget .* largest settings that fit"):
-        run_quiet(short_cfg(hidden=(2048, 2048)), tmp_path / "run", budget_bytes=floor + 8 * MiB)
+        run_quiet(short_cfg(hidden=(2048, 2048)), tmp_path / "run", budget_bytes=floor + 16 * MiB)
     assert not (tmp_path / "run").exists()
 
 

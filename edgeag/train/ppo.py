@@ -29,6 +29,7 @@ Stable-Baselines3 ``ppo.py``, "The 37 Implementation Details of PPO"):
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edgeag.memory import MemoryPlan, largest_fitting, plan_training
+from edgeag.memory import RUNTIME_BYTES, MemoryPlan, largest_fitting, plan_training
 from edgeag.optim import build_optimizer, get_spec
 from edgeag.train.config import PPOConfig
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces, env_state, set_env_state
@@ -322,7 +323,7 @@ def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         fused_backward=uses_fused_backward(cfg),
         buffer_bytes=RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, obs_dim, action_dim,
                                           discrete),
-        activation_bytes=activation_bytes(cfg, obs_dim, action_dim))
+        activation_bytes=activation_bytes(cfg, obs_dim, action_dim), runtime_bytes=RUNTIME_BYTES)
 
 
 def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
@@ -335,15 +336,17 @@ def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         return plan_ppo(dataclasses.replace(cfg, **change), budget_bytes, floor_bytes,
                         obs_dim, action_dim, discrete)
 
-    def rollout(n):  # rollout length n, with a minibatch that still divides the batch
-        batch = n * cfg.num_envs
-        return {"num_steps": n, "batch_size": cfg.batch_size if batch % cfg.batch_size == 0 else batch}
+    def rollout(n):  # rollout length n; the minibatch shrinks with it when it must
+        return {"num_steps": n, "batch_size": min(cfg.batch_size, n * cfg.num_envs)}
 
     parts = []
     if get_spec(cfg.optimizer).imports_dynamo and plan_with(optimizer="adam").fits:
         parts.append("--optimizer adam (the same Adam without the torch._dynamo import)")
     steps = largest_fitting(lambda n: plan_with(**rollout(n)), 1, cfg.num_steps)
-    if steps is not None:
+    if steps is not None and steps * cfg.num_envs > cfg.batch_size:
+        per_env = cfg.batch_size // math.gcd(cfg.batch_size, cfg.num_envs)
+        steps -= steps % per_env  # so that the minibatch divides the rollout (fits: smaller)
+    if steps:
         parts.append(" ".join(f"--set {k}={v}" for k, v in rollout(steps).items()))
     width = largest_fitting(lambda w: plan_with(hidden=(w,) * len(cfg.hidden)), 1, max(cfg.hidden))
     if width is not None:

@@ -55,11 +55,12 @@ class RunOptions:
     dry_run: bool = False
 
 
-def _warm_up(obs_dim: int) -> None:
-    """One forward/backward of a tiny layer: torch's first autograd call maps code and
-    allocates pools (~16 MiB) that belong in the floor, not in the plan."""
-    layer = torch.nn.Linear(obs_dim, 1)
-    layer(torch.zeros(2, obs_dim)).sum().backward()
+def _warm_up() -> None:
+    """One forward/backward big enough to start torch's thread pool and its matmul
+    kernels: the first autograd call maps code and allocates pools and per-thread
+    buffers (~15-25 MiB) that belong in the floor, not in the plan."""
+    layer = torch.nn.Linear(256, 256)
+    torch.tanh(layer(torch.zeros(256, 256))).sum().backward()
 
 
 def apply_hard_cap(budget_bytes: int) -> str:
@@ -93,7 +94,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
     envs = make_vector_env(cfg.env_id, cfg.num_envs)
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                  envs.single_action_space)
-    _warm_up(obs_dim)
+    _warm_up()
     floor = measure_floor()
     budget = opts.budget_bytes
     plan = plan_ppo(cfg, budget if budget is not None else 2**62, floor.rss_bytes, obs_dim,
