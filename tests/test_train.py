@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -228,3 +229,24 @@ def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_pat
     assert ckpt["global_step"] == summary["steps"]
     code, summary = run_quiet(cfg, tmp_path / "run", budget_bytes=floor + 400 * MiB, resume=True)
     assert code == 0 and summary["steps"] == 4096
+
+
+def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(tmp_path):
+    """--hard-cap (RLIMIT_DATA, set in a child process: it cannot be undone) makes the
+    leaking env's 48 MiB allocation fail at once; the run stops at its last checkpoint."""
+    out = tmp_path / "run"
+    code = ("import sys, torch, gymnasium, toy_envs; toy_envs.register(); "
+            "from edgeag.memory import MiB, measure_floor; from edgeag.cli import main; "
+            "budget = measure_floor().rss_bytes + 80 * MiB; "
+            "sys.exit(main(['train', '--env', 'edgeag-test/Leaky-v0', '--budget', str(budget), "
+            "'--hard-cap', '--threads', '1', '--no-progress', '--total-steps', '4096', "
+            "'--set', 'num_envs=2', '--set', 'num_steps=64', '--set', 'batch_size=128', "
+            f"'--set', 'checkpoint_every=1', '--out', {str(out)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == EXIT_BUDGET, proc.stderr
+    assert "hard cap hit" in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "budget" and summary["hard_cap"].startswith("RLIMIT_DATA")
+    assert summary["steps"] == load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
+    assert 0 < summary["steps"] < 800  # the leak happens at step 800

@@ -146,6 +146,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
     guard = BudgetGuard(budget if budget is not None else 2**62).start()
     t_start = time.monotonic()
     stopped = "done"
+    saved = {"step": state.global_step, "iteration": state.iteration}  # on disk (or start)
     try:
         while state.iteration < cfg.num_iterations:
             try:
@@ -164,8 +165,9 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
             except (MemoryError, RuntimeError) as e:
                 if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
                     stopped = "budget"
-                    log(f"hard cap hit ({type(e).__name__}); the last checkpoint is at step "
-                        f"{_checkpoint_step(run):,}")
+                    log(f"hard cap hit ({type(e).__name__}: {str(e).splitlines()[0][:80]}); "
+                        f"the last checkpoint is at step {saved['step']:,}")
+                    state.global_step, state.iteration = saved["step"], saved["iteration"]
                     break
                 raise
             state.iteration += 1
@@ -189,6 +191,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
             last = state.iteration == cfg.num_iterations
             if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
                 _save(run, state, previous, t_start)
+                saved = {"step": state.global_step, "iteration": state.iteration}
             if stopped != "done":
                 break
     finally:
@@ -243,13 +246,6 @@ def _save(run: RunDir, state: PPOState, previous: dict, t_start: float) -> None:
     ckpt["wall_seconds"] = time.monotonic() - t_start + previous["wall_seconds"]
     ckpt["peak_rss_bytes"] = max(peak_rss_bytes(), previous["peak_rss_bytes"])
     run.save_checkpoint(ckpt)
-
-
-def _checkpoint_step(run: RunDir) -> int:
-    try:
-        return int(run.load_checkpoint()["global_step"])
-    except EdgeagError:
-        return 0
 
 
 def _metrics_row(state: PPOState, finished, stats: dict, seconds: float, elapsed: float,
