@@ -31,7 +31,7 @@ class Leaky(gym.Env):
     def __init__(self, leak_at: int = 400, leak_bytes: int = 48 << 20):
         self.leak_at, self.leak_bytes = leak_at, leak_bytes
         self.total_steps = 0
-        self.leaked = None
+        self._cache = []  # where leaks usually live: not plain data, so never checkpointed
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -42,7 +42,7 @@ class Leaky(gym.Env):
         self.t += 1
         self.total_steps += 1
         if self.total_steps == self.leak_at:
-            self.leaked = np.ones(self.leak_bytes, dtype=np.uint8)  # touched: resident
+            self._cache.append(np.ones(self.leak_bytes, dtype=np.uint8))  # touched: resident
         obs = self.np_random.uniform(-1, 1, 4).astype(np.float32)
         return obs, float(action == 1), self.t >= 20, False, {}
 

@@ -190,7 +190,16 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
                 stopped = "interrupted"
             last = state.iteration == cfg.num_iterations
             if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
-                _save(run, state, previous, t_start)
+                try:
+                    _save(run, state, previous, t_start)
+                except MemoryError as e:  # the hard cap; the previous checkpoint is intact
+                    if not cap:
+                        raise
+                    stopped = "budget"
+                    log(f"hard cap hit while checkpointing ({str(e)[:80]}); the last "
+                        f"checkpoint is at step {saved['step']:,}")
+                    state.global_step, state.iteration = saved["step"], saved["iteration"]
+                    break
                 saved = {"step": state.global_step, "iteration": state.iteration}
             if stopped != "done":
                 break
