@@ -233,12 +233,12 @@ def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_pat
 
 def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(tmp_path):
     """--hard-cap (RLIMIT_DATA, set in a child process: it cannot be undone) makes the
-    leaking env's 48 MiB allocation fail at once; the run stops at its last checkpoint."""
+    leaking env's 512 MiB allocation fail at once; the run stops at its last checkpoint."""
     out = tmp_path / "run"
     code = ("import sys, torch, gymnasium, toy_envs; toy_envs.register(); "
             "from edgeag.memory import MiB, measure_floor; from edgeag.cli import main; "
             "budget = measure_floor().rss_bytes + 80 * MiB; "
-            "sys.exit(main(['train', '--env', 'edgeag-test/Leaky-v0', '--budget', str(budget), "
+            "sys.exit(main(['train', '--env', 'edgeag-test/BigLeak-v0', '--budget', str(budget), "
             "'--hard-cap', '--threads', '1', '--no-progress', '--total-steps', '4096', "
             "'--set', 'num_envs=2', '--set', 'num_steps=64', '--set', 'batch_size=128', "
             f"'--set', 'checkpoint_every=1', '--out', {str(out)!r}]))")

@@ -47,13 +47,20 @@ class Leaky(gym.Env):
         return obs, float(action == 1), self.t >= 20, False, {}
 
 
+class BigLeak(Leaky):
+    """Leaks 512 MiB at once: more than any test budget's headroom."""
+
+    def __init__(self):
+        super().__init__(leak_bytes=512 << 20)
+
+
 class MultiBinaryAction(ConstantReward):
     action_space = gym.spaces.MultiBinary(3)
 
 
 def register() -> None:
     for name, entry, steps in (("ConstantReward-v0", ConstantReward, 5),
-                               ("Leaky-v0", Leaky, None),
+                               ("Leaky-v0", Leaky, None), ("BigLeak-v0", BigLeak, None),
                                ("MultiBinaryAction-v0", MultiBinaryAction, 5)):
         env_id = f"edgeag-test/{name}"
         if env_id not in gym.registry:
