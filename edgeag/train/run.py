@@ -31,7 +31,7 @@ from edgeag.train.config import PPOConfig, toml_dumps
 from edgeag.train.envs import check_spaces, evaluate, make_vector_env
 from edgeag.train.ppo import EVAL_SEED_OFFSET, PPOState, RolloutBuffer, build_state, \
     collect_rollout, compute_gae, plan_ppo, update, uses_fused_backward, what_fits
-from edgeag.train.rundir import RunDir
+from edgeag.train.rundir import RunDir, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
 TIME_KEYS = ("time/fps", "time/elapsed_seconds", "memory/rss_bytes", "memory/peak_rss_bytes")
@@ -101,8 +101,9 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
                     action_dim, discrete)
     log(f"floor {floor.rss_bytes / MiB:.1f} MiB ({floor.rss_bytes:,} bytes; anon "
         f"{floor.anon_bytes / MiB:.1f} MiB, file {floor.file_bytes / MiB:.1f} MiB)")
-    log("memory plan:\n" + plan.table().replace(
-        "budget", "budget" if budget is not None else "budget (none)", 1).rstrip())
+    table = plan.table().splitlines()
+    log("memory plan:\n" + "\n".join(table if budget is not None else
+                                      table[:-1] + ["  (no budget: planned, not enforced)"]))
     if budget is not None and not plan.fits:
         envs.close()
         raise BudgetRefused(
@@ -127,7 +128,6 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
     else:
         run.path.mkdir(parents=True, exist_ok=True)
-        from edgeag.train.rundir import write_text
         write_text(run.config, toml_dumps({"ppo": cfg.as_dict(), "run": _run_info(cfg, opts)}))
 
     buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, obs_dim, action_dim, discrete)
@@ -244,7 +244,6 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         "stopped": stopped,
         "checkpoint": str(run.checkpoint.relative_to(run.path)),
     }
-    from edgeag.train.rundir import write_json
     write_json(run.summary, summary)
     code = {"done": EXIT_OK, "budget": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED}[stopped]
     return code, summary
