@@ -46,7 +46,6 @@ def make_vector_env(env_id: str, num_envs: int) -> SyncVectorEnv:
     floor). Same-step autoreset: a finished env's last observation arrives in
     ``info["final_obs"]`` and the returned one already starts the next episode, so a
     truncated episode can be bootstrapped from its real final state."""
-    make_env(env_id).close()  # a clear error before the vector env wraps it
     envs = SyncVectorEnv([lambda: make_env(env_id) for _ in range(num_envs)],
                          autoreset_mode=AutoresetMode.SAME_STEP)
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP

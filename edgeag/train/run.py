@@ -276,10 +276,9 @@ def _metrics_row(state: PPOState, finished, stats: dict, seconds: float, elapsed
 
 def _run_info(cfg: PPOConfig, opts: RunOptions) -> dict:
     from edgeag import __version__
-    info = {"algo": "ppo", "profile": opts.profile or "", "threads": opts.threads,
+    return {"algo": "ppo", "profile": opts.profile or "", "threads": opts.threads,
             "budget_bytes": opts.budget_bytes or 0, "edgeag": __version__,
             "torch": torch.__version__}
-    return info
 
 
 def _progress(cfg: PPOConfig, state: PPOState, opts: RunOptions):
