@@ -54,6 +54,10 @@ def run(config, mode, steps=7):
     for x in batches(steps):
         opt.zero_grad()
         loss_of(net, x).backward()
+        if mode == "update_param":  # one tensor at a time, as a hand-written backward does
+            for p in net.parameters():
+                opt.update_param(p, p.grad)
+                p.grad = None
         opt.step()
     return net, opt
 
@@ -83,9 +87,9 @@ def test_direction_equals_tanh_of_normalised_gradient(numel):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_foreach_and_backward_match_for_loop(name):
+def test_foreach_backward_and_update_param_match_for_loop(name):
     ref, ref_opt = run(CONFIGS[name], "loop")
-    for mode in ("foreach", "backward"):
+    for mode in ("foreach", "backward", "update_param"):
         other, other_opt = run(CONFIGS[name], mode)
         for a, b in zip(ref.parameters(), other.parameters()):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
@@ -246,6 +250,20 @@ def test_sparse_gradient_raises():
         opt.param_groups[0]["foreach"] = foreach
         with pytest.raises(RuntimeError, match="sparse gradients"):
             opt.step()
+
+
+def test_update_param_follows_param_groups_replaced_by_load_state_dict():
+    net = tiny_net()
+    opt = AlphaGrad(net.parameters(), lr=0.01)
+    p = next(net.parameters())
+    opt.update_param(p, torch.ones_like(p))
+    opt.load_state_dict(opt.state_dict())  # new group dicts
+    opt.param_groups[0]["lr"] = 0.0
+    before = p.detach().clone()
+    opt.update_param(p, torch.ones_like(p))
+    assert torch.equal(p.detach(), before)
+    with pytest.raises(ValueError, match="not in this optimizer"):
+        opt.update_param(torch.nn.Parameter(torch.zeros(2)), torch.ones(2))
 
 
 # --- memory ---------------------------------------------------------------------------

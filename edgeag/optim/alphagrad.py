@@ -263,6 +263,31 @@ class AlphaGrad(LeanOptimizer):
             _validate(**{k: param_group.get(k, self.defaults[k]) for k in _VALIDATED})
         super().add_param_group(param_group)
 
+    @torch.no_grad()
+    def update_param(self, param: Tensor, grad: Tensor) -> None:
+        """Update ``param`` from ``grad`` now, by the same per-tensor rule as `step()`.
+
+        For code that has one tensor's gradient at a time: the hooks of
+        :func:`fuse_into_backward`, or a hand-written backward pass that updates each
+        layer as soon as its gradient is complete (``edgeag.train.networks.mlp_backward``).
+        ``param.grad`` is neither read nor set.
+        """
+        group = self._group_of.get(id(param))
+        if group is None:
+            raise ValueError("update_param: the parameter is not in this optimizer")
+        _update_one(self, group, param, grad)
+
+    @property
+    def _group_of(self) -> dict:
+        """``id(param) -> its param group``, rebuilt when the groups change
+        (`add_param_group`, `load_state_dict` replaces the group dicts)."""
+        key = tuple((id(g), len(g["params"])) for g in self.param_groups)
+        cached = self.__dict__.get("_group_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, {id(p): g for g in self.param_groups for p in g["params"]})
+            self.__dict__["_group_cache"] = cached
+        return cached[1]
+
     def _init_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
                     bufs: list[Tensor | None]) -> None:
         for p in group["params"]:
@@ -361,21 +386,21 @@ def _make_hook(optimizer: AlphaGrad, group: dict):
     def hook(param: Tensor) -> None:
         if torch.is_grad_enabled():  # backward(create_graph=True); plain backward runs without
             with torch.no_grad():
-                _update_one(optimizer, group, param)
+                _update_one(optimizer, group, param, param.grad)
         else:
-            _update_one(optimizer, group, param)
+            _update_one(optimizer, group, param, param.grad)
         param.grad = None
     return hook
 
 
-def _update_one(optimizer: AlphaGrad, group: dict, param: Tensor) -> None:
+def _update_one(optimizer: AlphaGrad, group: dict, param: Tensor, grad: Tensor) -> None:
     if group["momentum"] == 0 and group["weight_decay"] == 0:
         # stateless: the pure rule, no optimizer.state entry (the common, fast case)
-        _check_dense(param.grad)
-        t, k = scaled_direction(param.grad, group["alpha"], group["eps"], group["maximize"])
+        _check_dense(grad)
+        t, k = scaled_direction(grad, group["alpha"], group["eps"], group["maximize"])
         param.add_(t, alpha=-group["lr"] * k)
         return
     bufs = [optimizer.state[param].get("momentum_buffer")] if group["momentum"] else [None]
-    _single_tensor_alphagrad([param], [param.grad], bufs, **_options(group))
+    _single_tensor_alphagrad([param], [grad], bufs, **_options(group))
     if group["momentum"]:
         optimizer.state[param]["momentum_buffer"] = bufs[0]

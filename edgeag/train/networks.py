@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+_tanh_backward = torch.ops.aten.tanh_backward.default  # grad * (1 - y^2): one op, not three
 
 
 def mlp(sizes: list[int], last_std: float) -> nn.Sequential:
@@ -26,6 +27,52 @@ def mlp(sizes: list[int], last_std: float) -> nn.Sequential:
         if not last:
             layers.append(nn.Tanh())
     return nn.Sequential(*layers)
+
+
+TANH_MAX_NUMEL = 4096
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """``tanh(x)``, in place on a fresh ``x``. Above `TANH_MAX_NUMEL` elements as
+    ``2 sigmoid(2x) - 1`` (the same function, within 2e-7 in float32): on CPU
+    ``torch.tanh`` costs ~3x ``torch.sigmoid`` per element (54 vs 31 us for a 256x64
+    minibatch activation, one thread); below it, one op beats four."""
+    if x.numel() <= TANH_MAX_NUMEL:
+        return x.tanh_()
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+def mlp_activations(linears: tuple[nn.Linear, ...], x: Tensor) -> list[Tensor]:
+    """``[x, h_1, ..., h_{L-1}, out]`` of the tanh MLP made of ``linears``: the forward
+    pass `mlp_backward` needs (run it under ``torch.no_grad()``)."""
+    acts = [x]
+    for layer in linears[:-1]:
+        x = _tanh(F.linear(x, layer.weight, layer.bias))
+        acts.append(x)
+    acts.append(F.linear(x, linears[-1].weight, linears[-1].bias))
+    return acts
+
+
+def mlp_backward(linears: tuple[nn.Linear, ...], acts: list[Tensor], grad_out: Tensor,
+                 sink) -> None:
+    """Backpropagate ``grad_out`` (d loss / d out, ``[batch, out]``) through the MLP by
+    hand, last layer first; ``sink(param, grad)`` receives each weight's and bias's
+    gradient as soon as it is complete and the layer's weight is no longer needed, so
+    the sink may update the parameter in place (AlphaGrad's update in backward: one
+    layer's gradients alive at a time).
+
+    Autograd does the same arithmetic with a graph node, saved tensors and a hook per
+    op; for a 64-wide policy on a 256-sample minibatch that bookkeeping is most of the
+    time. Tested equal to ``torch.autograd`` in float64.
+    """
+    d = grad_out
+    for i in range(len(linears) - 1, -1, -1):
+        layer = linears[i]
+        grad_w, grad_b = d.t().mm(acts[i]), d.sum(0)
+        if i > 0:  # the gradient for the layer below, from this layer's weight before any update
+            d = _tanh_backward(d.mm(layer.weight), acts[i])
+        sink(layer.weight, grad_w)
+        sink(layer.bias, grad_b)
 
 
 class ActorCritic(nn.Module):

@@ -26,11 +26,11 @@ import torch
 
 from edgeag.errors import EdgeagError
 from edgeag.memory import MiB, BudgetGuard, measure_floor, peak_rss_bytes, proc_status
-from edgeag.optim import fuse_into_backward, state_bytes
+from edgeag.optim import state_bytes
 from edgeag.train.config import PPOConfig, toml_dumps
 from edgeag.train.envs import check_spaces, evaluate, make_vector_env
 from edgeag.train.ppo import EVAL_SEED_OFFSET, PPOState, RolloutBuffer, build_state, \
-    collect_rollout, compute_gae, plan_ppo, update, uses_fused_backward, what_fits
+    collect_rollout, compute_gae, plan_ppo, update, what_fits
 from edgeag.train.rundir import RunDir, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
@@ -131,7 +131,6 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         write_text(run.config, toml_dumps({"ppo": cfg.as_dict(), "run": _run_info(cfg, opts)}))
 
     buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, obs_dim, action_dim, discrete)
-    fused = fuse_into_backward(state.policy, state.optimizer) if uses_fused_backward(cfg) else None
     writer = _tensorboard(run) if opts.tensorboard else None
     bar = _progress(cfg, state, opts)
 
@@ -208,8 +207,6 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         signal.signal(signal.SIGINT, old_handler)
         if bar is not None:
             bar.close()
-        if fused is not None:
-            fused.remove()
         if writer is not None:
             writer.close()
         run.append_rss(guard.series, previous["wall_seconds"])
