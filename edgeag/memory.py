@@ -166,13 +166,15 @@ def tensor_bytes(tensors) -> int:
 def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimizer_spec,
                   momentum: float = 0.0, fused_backward: bool = False, buffer_bytes: int = 0,
                   buffer_name: str = "rollout buffer", activation_bytes: int = 0,
-                  runtime_bytes: int = 0, slack_fraction: float = 0.10) -> MemoryPlan:
+                  runtime_bytes: int = 0, temporary_bytes: int | None = None,
+                  slack_fraction: float = 0.10) -> MemoryPlan:
     """Plan a run from its parts. Gradients are every parameter's, or only the largest
     tensor when the update is fused into backward; optimizer state follows the
     optimizer's own rule (`OptimizerSpec.state_bytes`); update temporaries are one
     largest tensor (edgeag's loops) or two (Adam's ``denom`` and ``grad`` copy);
     allocator slack is ``slack_fraction`` of the tensors above the floor;
-    ``runtime_bytes`` (such as `RUNTIME_BYTES`) is added as its own item."""
+    ``runtime_bytes`` (such as `RUNTIME_BYTES`) is added as its own item;
+    ``temporary_bytes`` replaces the update-temporaries rule for updates that differ."""
     trainable = [p for p in params if p.requires_grad]
     param_bytes = tensor_bytes(trainable)
     largest = max((p.numel() * p.element_size() for p in trainable), default=0)
@@ -185,7 +187,8 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
                  else "one per parameter"),
         PlanItem("optimizer state", optimizer_spec.state_bytes(trainable, momentum),
                  optimizer_spec.name + (f", momentum {momentum}" if momentum else "")),
-        PlanItem("update temporaries", largest * (2 if adam_like else 1), "largest tensor"),
+        PlanItem("update temporaries", largest * (2 if adam_like else 1), "largest tensor")
+        if temporary_bytes is None else PlanItem("update temporaries", temporary_bytes),
         PlanItem(buffer_name, buffer_bytes),
         PlanItem("activations", activation_bytes, "largest batch, forward + backward"),
     ]

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from edgeag.optim import (OPTIMIZERS, SGD, Adam, AlphaGrad, alphagrad_direction, build_optimizer,
+from edgeag.optim import (OPTIMIZERS, SGD, Adam, AlphaGrad, alphagrad_direction,
+                          alphagrad_segments_, build_optimizer, flatten_parameters_,
                           fuse_into_backward, state_bytes)
 from edgeag.optim.alphagrad import TANH_MAX_NUMEL
 
@@ -250,6 +251,33 @@ def test_sparse_gradient_raises():
         opt.param_groups[0]["foreach"] = foreach
         with pytest.raises(RuntimeError, match="sparse gradients"):
             opt.step()
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_segments_rule_equals_the_per_tensor_rule(maximize):
+    net = tiny_net()  # includes a zero-size tensor and one above TANH_MAX_NUMEL
+    params = list(net.parameters())
+    grads = [torch.randn_like(p) for p in params]
+    grads[1].zero_()  # an all-zero gradient: an update of exactly 0
+    ref = copy.deepcopy(net)
+    ref_opt = AlphaGrad(ref.parameters(), lr=0.01, alpha=3.0, maximize=maximize)
+    for p, g in zip(ref.parameters(), grads):
+        p.grad = g.clone()
+    ref_opt.step()
+
+    before = [p.detach().clone() for p in params]
+    flat = flatten_parameters_(params)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))  # values unchanged
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+    alphagrad_segments_(flat, flat_grad, torch.tensor([p.numel() for p in params]), lr=0.01,
+                        alpha=3.0, eps=1e-5, maximize=maximize)
+    offset = 0
+    for p, q in zip(params, ref.parameters()):
+        assert p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+        assert p.storage_offset() == offset
+        offset += p.numel()
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-14)
+    assert torch.equal(params[1], before[1])
 
 
 def test_update_param_follows_param_groups_replaced_by_load_state_dict():

@@ -10,7 +10,8 @@ import torch
 from edgeag.optim import build_optimizer
 from edgeag.train.config import PPOConfig
 from edgeag.train.networks import ActorCritic, mlp_activations, mlp_backward
-from edgeag.train.ppo import Minibatch, PPOState, RolloutBuffer, output_grads, ppo_loss, update
+from edgeag.train.ppo import (FlatAlphaGrad, Minibatch, PPOState, RolloutBuffer, output_grads,
+                              ppo_loss, update)
 
 
 @pytest.fixture
@@ -100,9 +101,11 @@ def test_output_grads_equal_autograd(float64, case):
         torch.testing.assert_close(grads.losses[key], losses[key].detach(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("optimizer", ["alphagrad", "adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["alphagrad", "alphagrad-flat", "adam", "sgd"])
 @pytest.mark.parametrize("discrete", [True, False])
 def test_update_equals_the_textbook_update(float64, optimizer, discrete):
+    flat = optimizer == "alphagrad-flat"
+    optimizer = optimizer.removesuffix("-flat")
     cfg = PPOConfig(env_id="x", optimizer=optimizer, num_envs=4, num_steps=16, batch_size=16,
                     update_epochs=3, clip_vloss=True, ent_coef=0.01, lr=1e-2, alpha=4.0,
                     momentum=0.9 if optimizer == "sgd" else 0.0)
@@ -119,7 +122,8 @@ def test_update_equals_the_textbook_update(float64, optimizer, discrete):
         opt = build_optimizer(optimizer, net.parameters(), lr=cfg.lr, alpha=cfg.alpha,
                               momentum=cfg.momentum, eps=cfg.eps)
         state = PPOState(cfg, net, opt, None, None, torch.Generator().manual_seed(6), None,
-                         None, None, None, None, collections.deque())
+                         None, None, None, None, collections.deque(),
+                         flat=FlatAlphaGrad(net) if flat and not reference else None)
         stats = [update(state, buf, cfg.lr, reference=reference) for _ in range(2)]
         results.append((net, stats))
     (ref, ref_stats), (fast, fast_stats) = results

@@ -178,9 +178,12 @@ def test_plan_counts_the_policy_buffer_and_optimizer():
     items = dict((i.name, i.nbytes) for i in plan.items)
     # critic 4-64-64-1 and actor 4-64-64-2: (320 + 4160 + 65) + (320 + 4160 + 130) values
     assert items["parameters"] == 4 * 9155
-    assert items["gradients"] == 4 * 64 * 64  # fused: one largest tensor
+    assert items["gradients"] == 4 * 9155  # small policy: the flat update holds them all
+    assert items["update temporaries"] == 2 * 4 * 9155
     assert items["optimizer state"] == 0
     assert items["rollout buffer"] == 256 * 4 * (4 + 6) + 256 * 8
+    wide = plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)), 1 << 30, 200 * MiB, 4, 2, True)
+    assert dict((i.name, i.nbytes) for i in wide.items)["gradients"] == 4 * 1024 * 1024  # per layer
     adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), 1 << 30, 200 * MiB, 4, 2, True)
     assert dict((i.name, i.nbytes) for i in adam.items)["optimizer state"] == 2 * 4 * 9155 + 12 * 4  # 12 tensors, one step counter each
 

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from edgeag.optim._base import LeanOptimizer, check_finite, check_nesterov
 
-__all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward",
-           "scaled_direction"]
+__all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "alphagrad_segments_",
+           "flatten_parameters_", "fuse_into_backward", "scaled_direction"]
 
 
 def _factor(norm: float, alpha: float, eps: float, maximize: bool) -> float:
@@ -67,6 +67,37 @@ def scaled_direction(grad: Tensor, alpha: float, eps: float,
     if grad.numel() <= TANH_MAX_NUMEL:
         return torch.mul(grad, c).tanh_(), 1.0
     return torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
+
+
+def flatten_parameters_(params: list[Tensor]) -> Tensor:
+    """Move ``params`` into one contiguous buffer and return it: each parameter's
+    ``.data`` becomes a view of the buffer (values unchanged), so `alphagrad_segments_`
+    can update all of them with one op per step. Stays valid while nothing reassigns a
+    parameter's ``.data`` (``load_state_dict`` and optimizers copy in place)."""
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
+
+@torch.no_grad()
+def alphagrad_segments_(flat_param: Tensor, flat_grad: Tensor, lengths: Tensor, *, lr: float,
+                        alpha: float, eps: float, maximize: bool = False) -> None:
+    """The stateless rule on parameters laid end to end (`flatten_parameters_`): the
+    tensor ``i`` is the segment of ``lengths[i]`` elements, and each segment is
+    normalised by its own norm, exactly as :func:`scaled_direction` does per tensor
+    (tested equal). ~10 ops whatever the number of tensors: on CPU a small tensor's
+    update costs the overhead of its ~5 ops, not their arithmetic, so a policy of a
+    dozen small tensors updates ~4x faster this way. ``flat_grad`` is overwritten.
+    """
+    _check_dense(flat_grad)
+    norms = torch.segment_reduce(flat_grad.square(), "sum", lengths=lengths).sqrt_()
+    scale = norms.add_(eps).reciprocal_().mul_(-2.0 * alpha if maximize else 2.0 * alpha)
+    flat_grad.mul_(scale.repeat_interleave(lengths, output_size=flat_grad.numel()))
+    flat_grad.sigmoid_().sub_(0.5)  # tanh(alpha g~) = 2 (sigmoid(2 alpha g~) - 1/2)
+    flat_param.add_(flat_grad, alpha=-2.0 * lr)
 
 
 def alphagrad_direction(grad: Tensor, alpha: float, eps: float, maximize: bool = False) -> Tensor:

@@ -54,12 +54,13 @@ def mlp_activations(linears: tuple[nn.Linear, ...], x: Tensor) -> list[Tensor]:
 
 
 def mlp_backward(linears: tuple[nn.Linear, ...], acts: list[Tensor], grad_out: Tensor,
-                 sink) -> None:
+                 sink=None, out: dict | None = None) -> None:
     """Backpropagate ``grad_out`` (d loss / d out, ``[batch, out]``) through the MLP by
-    hand, last layer first; ``sink(param, grad)`` receives each weight's and bias's
-    gradient as soon as it is complete and the layer's weight is no longer needed, so
-    the sink may update the parameter in place (AlphaGrad's update in backward: one
-    layer's gradients alive at a time).
+    hand, last layer first. Each weight's and bias's gradient is written into
+    ``out[param]`` when given (preallocated, e.g. views of one flat buffer), and handed
+    to ``sink(param, grad)`` as soon as it is complete and the layer's weight is no
+    longer needed, so the sink may update the parameter in place (AlphaGrad's update
+    in backward: one layer's gradients alive at a time).
 
     Autograd does the same arithmetic with a graph node, saved tensors and a hook per
     op; for a 64-wide policy on a 256-sample minibatch that bookkeeping is most of the
@@ -68,11 +69,16 @@ def mlp_backward(linears: tuple[nn.Linear, ...], acts: list[Tensor], grad_out: T
     d = grad_out
     for i in range(len(linears) - 1, -1, -1):
         layer = linears[i]
-        grad_w, grad_b = d.t().mm(acts[i]), d.sum(0)
+        if out is None:
+            grad_w, grad_b = d.t().mm(acts[i]), d.sum(0)
+        else:
+            grad_w = torch.mm(d.t(), acts[i], out=out[layer.weight])
+            grad_b = torch.sum(d, 0, out=out[layer.bias])
         if i > 0:  # the gradient for the layer below, from this layer's weight before any update
             d = _tanh_backward(d.mm(layer.weight), acts[i])
-        sink(layer.weight, grad_w)
-        sink(layer.bias, grad_b)
+        if sink is not None:
+            sink(layer.weight, grad_w)
+            sink(layer.bias, grad_b)
 
 
 class ActorCritic(nn.Module):
