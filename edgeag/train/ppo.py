@@ -88,11 +88,14 @@ class RolloutBuffer:
 
     def minibatches(self, batch_size: int, generator: torch.Generator):
         """Shuffled minibatches of the flattened rollout (index tensors, no copies of
-        the whole buffer)."""
+        the whole buffer); the whole rollout as it is when it is a single minibatch."""
         n = self.rewards.numel()
         flat = Minibatch(self.obs.reshape(n, -1), self.actions.reshape(n, *self.actions.shape[2:]),
                          self.logprobs.reshape(n), self.advantages.reshape(n),
                          self.returns.reshape(n), self.values.reshape(n))
+        if batch_size >= n:  # one minibatch: the order of its rows changes nothing
+            yield flat
+            return
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
