@@ -9,9 +9,8 @@ import torch
 
 from edgeag.optim import build_optimizer
 from edgeag.train.config import PPOConfig
-from edgeag.train.networks import ActorCritic, mlp_activations, mlp_backward
-from edgeag.train.ppo import (FlatAlphaGrad, Minibatch, PPOState, RolloutBuffer, output_grads,
-                              ppo_loss, update)
+from edgeag.train.networks import ActorCritic, FlatActorCritic, mlp_activations, mlp_backward
+from edgeag.train.ppo import Minibatch, PPOState, RolloutBuffer, output_grads, ppo_loss, update
 
 
 @pytest.fixture
@@ -101,14 +100,46 @@ def test_output_grads_equal_autograd(float64, case):
         torch.testing.assert_close(grads.losses[key], losses[key].detach(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("optimizer", ["alphagrad", "alphagrad-flat", "adam", "sgd"])
+@pytest.mark.parametrize("hidden", [(16, 12), (8,), ()])
 @pytest.mark.parametrize("discrete", [True, False])
-def test_update_equals_the_textbook_update(float64, optimizer, discrete):
-    flat = optimizer == "alphagrad-flat"
-    optimizer = optimizer.removesuffix("-flat")
+def test_flat_layout_equals_the_per_network_passes(float64, discrete, hidden):
+    torch.manual_seed(0)
+    policy = ActorCritic(5, 3, discrete, hidden)
+    x, grad_out, grad_value = torch.randn(40, 5), torch.randn(40, 3), torch.randn(40)
+    grad_log_std = None if discrete else torch.randn(3)
+    with torch.no_grad():
+        actor, critic = mlp_activations(policy._actor, x), mlp_activations(policy._critic, x)
+        expected = {}
+        sink = lambda p, g: expected.__setitem__(p, g.clone())
+        mlp_backward(policy._actor, actor, grad_out, sink)
+        mlp_backward(policy._critic, critic, grad_value.unsqueeze(-1), sink)
+        if grad_log_std is not None:
+            expected[policy.log_std] = grad_log_std
+        before = {name: p.clone() for name, p in policy.named_parameters()}
+
+        flat = FlatActorCritic(policy)
+        for name, p in policy.named_parameters():
+            assert torch.equal(p, before[name])
+            assert p.untyped_storage().data_ptr() == flat.param.untyped_storage().data_ptr()
+        acts, out, value = flat.forward(x)
+        torch.testing.assert_close(out, actor[-1], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(value, critic[-1].squeeze(-1), rtol=1e-12, atol=1e-12)
+        flat.backward(acts, grad_out, grad_value, grad_log_std)
+    assert set(flat.grads) == set(policy.parameters()) == set(expected)
+    for p, grad in expected.items():
+        torch.testing.assert_close(flat.grads[p], grad, rtol=1e-12, atol=1e-12)
+    assert flat.lengths.sum() == flat.grad.numel() == sum(p.numel() for p in policy.parameters())
+
+
+@pytest.mark.parametrize("layout", ["layers", "flat"])
+@pytest.mark.parametrize("optimizer", ["alphagrad", "alphagrad-momentum", "adam", "sgd"])
+@pytest.mark.parametrize("discrete", [True, False])
+def test_update_equals_the_textbook_update(float64, optimizer, discrete, layout):
+    momentum = 0.9 if optimizer in ("alphagrad-momentum", "sgd") else 0.0
+    optimizer = optimizer.removesuffix("-momentum")
     cfg = PPOConfig(env_id="x", optimizer=optimizer, num_envs=4, num_steps=16, batch_size=16,
                     update_epochs=3, clip_vloss=True, ent_coef=0.01, lr=1e-2, alpha=4.0,
-                    momentum=0.9 if optimizer == "sgd" else 0.0)
+                    momentum=momentum)
     torch.manual_seed(4)
     policy = ActorCritic(5, 2, discrete, hidden=(64, 64))
     buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, 5, 2, discrete)
@@ -123,7 +154,7 @@ def test_update_equals_the_textbook_update(float64, optimizer, discrete):
                               momentum=cfg.momentum, eps=cfg.eps)
         state = PPOState(cfg, net, opt, None, None, torch.Generator().manual_seed(6), None,
                          None, None, None, None, collections.deque(),
-                         flat=FlatAlphaGrad(net) if flat and not reference else None)
+                         flat=FlatActorCritic(net) if layout == "flat" else None)
         stats = [update(state, buf, cfg.lr, reference=reference) for _ in range(2)]
         results.append((net, stats))
     (ref, ref_stats), (fast, fast_stats) = results

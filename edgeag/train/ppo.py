@@ -38,10 +38,11 @@ import torch
 from torch import Tensor
 
 from edgeag.memory import RUNTIME_BYTES, MemoryPlan, largest_fitting, plan_training
-from edgeag.optim import alphagrad_segments_, build_optimizer, flatten_parameters_, get_spec
+from edgeag.optim import alphagrad_segments_, build_optimizer, get_spec
 from edgeag.train.config import PPOConfig
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces, env_state, set_env_state
-from edgeag.train.networks import LOG_2PI, ActorCritic, mlp_activations, mlp_backward
+from edgeag.train.networks import (LOG_2PI, ActorCritic, FlatActorCritic, mlp_activations,
+                                   mlp_backward)
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation episodes use seeds seed + 10000, ... (never a training seed)."""
@@ -147,8 +148,9 @@ class PPOState:
     recent: collections.deque
     global_step: int = 0
     iteration: int = 0
-    flat: FlatAlphaGrad | None = None
-    """The flat update's buffers when it applies (not checkpointed: rebuilt)."""
+    flat: FlatActorCritic | None = None
+    """The small-policy layout when it applies (`uses_flat_layout`; not checkpointed:
+    rebuilt by `build_state`)."""
 
     def checkpoint(self) -> dict:
         return {
@@ -188,7 +190,7 @@ def build_state(cfg: PPOConfig, envs) -> PPOState:
     optimizer = build_optimizer(cfg.optimizer, policy.parameters(), lr=cfg.lr, alpha=cfg.alpha,
                                 momentum=cfg.momentum, eps=cfg.eps)
     param_bytes = sum(p.numel() * p.element_size() for p in policy.parameters())
-    flat = FlatAlphaGrad(policy) if uses_flat_update(cfg, param_bytes) else None
+    flat = FlatActorCritic(policy) if uses_flat_layout(param_bytes) else None
     generator = torch.Generator().manual_seed(cfg.seed)
     next_obs, _ = envs.reset(seed=cfg.seed)
     return PPOState(cfg, policy, optimizer, ObsNormalizer((obs_dim,), cfg.norm_obs),
@@ -204,38 +206,14 @@ def uses_fused_backward(cfg: PPOConfig) -> bool:
 
 
 FLAT_MAX_BYTES = 4 * 2**20
-"""Stateless AlphaGrad on a policy of at most this many parameter bytes updates all
-its tensors at once through one flat gradient buffer (`FlatAlphaGrad`); a larger one
-updates each layer inside the backward pass, as soon as its gradient is complete, so
-no more than one layer's gradients are ever alive."""
+"""A policy of at most this many parameter bytes trains through `FlatActorCritic`
+(all gradients in one buffer, updated together: with AlphaGrad ~10 ops for the whole
+policy); a larger one through `mlp_backward` per network, where AlphaGrad updates each
+layer as soon as its gradient is complete, so at most one layer's gradients are alive."""
 
 
-def uses_flat_update(cfg: PPOConfig, param_bytes: int) -> bool:
-    return uses_fused_backward(cfg) and cfg.momentum == 0 and param_bytes <= FLAT_MAX_BYTES
-
-
-class FlatAlphaGrad:
-    """Stateless AlphaGrad for a small policy in ~10 ops per minibatch instead of ~5 per
-    tensor: the parameters are laid end to end in one buffer
-    (`edgeag.optim.flatten_parameters_`), `mlp_backward` writes the gradients into
-    views of a second one, and `edgeag.optim.alphagrad_segments_` applies the per-tensor
-    rule to all of them at once. On CPU a small tensor's update costs the overhead of
-    its ops, not their arithmetic: for the 64-wide CartPole policy this is ~40% of the
-    update's time saved. Costs one gradient per parameter (counted in the plan)."""
-
-    def __init__(self, policy: ActorCritic):
-        params = list(policy.parameters())
-        self.param = flatten_parameters_(params)
-        self.grad = torch.zeros_like(self.param)
-        self.lengths = torch.tensor([p.numel() for p in params])
-        self.out, offset = {}, 0
-        for p in params:
-            self.out[p] = self.grad[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
-
-    def step(self, group: dict) -> None:
-        alphagrad_segments_(self.param, self.grad, self.lengths, lr=group["lr"],
-                            alpha=group["alpha"], eps=group["eps"], maximize=group["maximize"])
+def uses_flat_layout(param_bytes: int) -> bool:
+    return param_bytes <= FLAT_MAX_BYTES
 
 
 # --- one iteration ------------------------------------------------------------------
@@ -385,13 +363,12 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
     cfg, policy, optimizer = state.cfg, state.policy, state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
-    fused = uses_fused_backward(cfg)
+    fused = uses_fused_backward(cfg)  # AlphaGrad: no clipping, each tensor updated on its own
     clip_norm = 0.0 if fused else cfg.max_grad_norm
     flat = None if reference else state.flat
-    out = flat.out if flat is not None else None
-    if flat is not None:
-        sink = None
-    elif fused:
+    segments = flat is not None and fused and cfg.momentum == 0  # the whole update in ~10 ops
+    updated_in_backward = not reference and fused and (segments or flat is None)
+    if updated_in_backward and not segments:
         sink = optimizer.update_param
     else:
         def sink(param: Tensor, grad: Tensor) -> None:
@@ -408,24 +385,32 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
                 loss, losses = ppo_loss(policy, cfg, mb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+            elif flat is not None:
+                with torch.no_grad():
+                    acts, out, value = flat.forward(mb.obs)
+                    grads = output_grads(policy, cfg, out, value, mb, losses=record)
+                    flat.backward(acts, grads.out, grads.value, grads.log_std)
+                    if segments:
+                        group = optimizer.param_groups[0]
+                        alphagrad_segments_(flat.param, flat.grad, flat.lengths, lr=group["lr"],
+                                            alpha=group["alpha"], eps=group["eps"],
+                                            maximize=group["maximize"])
+                    else:
+                        for param, grad in flat.grads.items():
+                            sink(param, grad)
+                losses = grads.losses
             else:
                 with torch.no_grad():
                     actor = mlp_activations(policy._actor, mb.obs)
                     critic = mlp_activations(policy._critic, mb.obs)
                     grads = output_grads(policy, cfg, actor[-1], critic[-1].squeeze(-1), mb,
                                          losses=record)
-                    mlp_backward(policy._critic, critic, grads.value.unsqueeze(-1), sink, out)
-                    mlp_backward(policy._actor, actor, grads.out, sink, out)
-                    if grads.log_std is None:
-                        pass
-                    elif flat is not None:
-                        out[policy.log_std].copy_(grads.log_std)
-                    else:
+                    mlp_backward(policy._critic, critic, grads.value.unsqueeze(-1), sink)
+                    mlp_backward(policy._actor, actor, grads.out, sink)
+                    if grads.log_std is not None:
                         sink(policy.log_std, grads.log_std)
-                    if flat is not None:
-                        flat.step(optimizer.param_groups[0])
                 losses = grads.losses
-            if reference or not fused:
+            if not updated_in_backward:
                 if clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(policy.parameters(), clip_norm)
                 optimizer.step()
@@ -481,12 +466,13 @@ def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
              action_dim: int, discrete: bool) -> MemoryPlan:
     params = _meta_params(obs_dim, action_dim, discrete, cfg.hidden)
     param_bytes = 4 * sum(p.numel() for p in params)
-    flat = uses_flat_update(cfg, param_bytes)
+    flat = uses_flat_layout(param_bytes)
+    segments = flat and uses_fused_backward(cfg) and cfg.momentum == 0
     return plan_training(
         budget_bytes=budget_bytes, floor_bytes=floor_bytes, params=params,
         optimizer_spec=get_spec(cfg.optimizer), momentum=cfg.momentum,
         fused_backward=uses_fused_backward(cfg) and not flat,
-        temporary_bytes=2 * param_bytes if flat else None,  # squares, repeated scales
+        temporary_bytes=2 * param_bytes if segments else None,  # squares, repeated scales
         buffer_bytes=RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, obs_dim, action_dim,
                                           discrete),
         activation_bytes=activation_bytes(cfg, obs_dim, action_dim), runtime_bytes=RUNTIME_BYTES)
