@@ -21,9 +21,18 @@ Stable-Baselines3 ``ppo.py``, "The 37 Implementation Details of PPO"):
 - Gaussian actions are sampled unclipped (exact log-probabilities) and clipped to the
   action bounds only when sent to the env;
 - **deviation: no global gradient clipping with AlphaGrad.** Its per-element step is
-  bounded by ``lr * tanh(alpha)``, and dropping the clip lets the update run inside
-  ``backward()`` (`edgeag.optim.fuse_into_backward`), so only one gradient tensor is
-  alive at a time. Other optimizers clip at ``max_grad_norm`` (0.5).
+  bounded by ``lr * tanh(alpha)``, and dropping the clip lets each tensor be updated
+  on its own: inside the backward pass, layer by layer, for large policies (one
+  layer's gradients alive at a time), or all at once in ~10 ops for small ones.
+  Other optimizers clip at ``max_grad_norm`` (0.5).
+
+How the update is computed (same result as ``loss.backward(); optimizer.step()``,
+which `update(..., reference=True)` runs and the tests compare against): the loss's
+gradient with respect to the network outputs is written out by hand
+(`output_grads`), then backpropagated by hand through the tanh MLPs, because on a
+small policy autograd's per-op bookkeeping costs more than the arithmetic. Policies
+up to `FLAT_MAX_BYTES` use `FlatActorCritic` (actor and critic hidden layers batched,
+all gradients in one buffer); larger ones `mlp_backward` per network.
 """
 
 from __future__ import annotations
