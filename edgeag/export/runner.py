@@ -85,12 +85,7 @@ class PtePolicy:
 def load_policy(path: str | os.PathLike, threads: int = 1):
     """`OnnxPolicy` or `PtePolicy` by file suffix; EdgeagError (exit 2) for a missing,
     unknown or unloadable file."""
-    path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise EdgeagError(f"unknown policy file type {path.suffix or path.name!r} "
-                          f"(accepted: {', '.join(SUFFIXES)})")
-    if not path.is_file():
-        raise EdgeagError(f"no policy file at {path}")
+    path = check_policy_path(path)
     try:
         return (OnnxPolicy if SUFFIXES[path.suffix] == "onnxruntime" else PtePolicy)(path, threads)
     except ImportError as e:
@@ -99,6 +94,16 @@ def load_policy(path: str | os.PathLike, threads: int = 1):
     except Exception as e:
         raise EdgeagError(f"cannot load {path}: {type(e).__name__}: "
                           f"{_first_line(e)}") from None
+
+
+def check_policy_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise EdgeagError(f"unknown policy file type {path.suffix or path.name!r} "
+                          f"(accepted: {', '.join(SUFFIXES)})")
+    if not path.is_file():
+        raise EdgeagError(f"no policy file at {path}")
+    return path
 
 
 def run_episodes(policy, env_id: str, episodes: int, seed: int = 0) -> dict:
@@ -210,7 +215,7 @@ def run(args) -> int:
         raise EdgeagError(f"invalid --episodes {args.episodes}: expected a positive integer")
     if args.threads < 1:
         raise EdgeagError(f"invalid --threads {args.threads}: expected a positive integer")
-    env_id = args.env or _env_from_metadata(Path(args.policy))
+    env_id = args.env or _env_from_metadata(check_policy_path(args.policy))
     policy = load_policy(args.policy, args.threads)
     result = run_episodes(policy, env_id, args.episodes, args.seed)
     result.update(policy=str(args.policy), runtime=policy.runtime, threads=args.threads,
