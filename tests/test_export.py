@@ -324,6 +324,24 @@ def test_runner_file_runs_alone_without_edgeag(cartpole, tmp_path):
     assert f"mean return over 3 episodes: {np.mean(alone):.1f}" in example
 
 
+@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+def test_per_action_path_equals_the_runtimes_plain_call(request, name):
+    """`act` (I/O binding, preallocated buffers) against `__call__` (`session.run` /
+    `Method.execute`), one observation at a time, for every file of the export."""
+    from edgeag.export.runner import load_policy
+
+    run = request.getfixturevalue(name)
+    _, _, obs = _recorded(run)
+    for file in EXPECTED[name]:
+        policy = load_policy(run / "export" / file)
+        for o in obs:
+            fast, ref = policy.act(o), policy(o[None])[0]
+            if name == "cartpole":
+                assert type(fast) is int and fast == ref, file
+            else:
+                assert fast.dtype == ref.dtype and np.array_equal(fast, ref), file
+
+
 def test_runner_runs_a_pte_and_the_int8_files(cartpole, capsys):
     for name in ("policy.pte", "policy.int8.onnx", "policy.ort"):
         assert main(["run", str(cartpole / "export" / name), "--episodes", "1"]) == 0

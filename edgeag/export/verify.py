@@ -1,8 +1,9 @@
 """Verification: an artifact, loaded by its own runtime, against the PyTorch policy on
 observations recorded from the environment.
 
-Each artifact is run twice over the observations: once per observation at batch 1
-(how the runner and a device call it) and once in batches (the dynamic batch
+Each artifact is run twice over the observations: once per observation through the
+runner's per-action path (`OnnxPolicy.act` / `PtePolicy.act`, batch 1, as a device
+calls it) and once in batches through the runtime's plain call (the dynamic batch
 dimension), and both must meet its tolerance:
 
 ==========  =========  ===================================================================
@@ -63,7 +64,7 @@ def verify(path: Path, name: str, precision: str, policy, obs: np.ndarray,
     except EdgeagError as e:
         raise VerificationFailed(f"{name} failed verification: its runtime cannot load it ({e})") from None
     try:
-        single = np.concatenate([runtime(obs[i:i + 1]) for i in range(len(obs))])
+        single = np.stack([np.asarray(runtime.act(o)) for o in obs])
         batched = np.concatenate([runtime(obs[i:i + PTE_MAX_BATCH])
                                   for i in range(0, len(obs), PTE_MAX_BATCH)])
     except Exception as e:
