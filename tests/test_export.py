@@ -297,6 +297,8 @@ def test_edgeag_run_process_never_imports_torch(cartpole, tmp_path):
     data = json.loads(result.read_text())
     assert data["env"] == "CartPole-v1"  # from policy.json beside the file
     assert len(data["returns"]) == 2 and data["actions"] == sum(data["returns"])
+    assert data["mean_return"] == pytest.approx(np.mean(data["returns"]))
+    assert data["std_return"] == pytest.approx(np.std(data["returns"]))
     assert data["peak_rss_bytes"] > 0 and data["median_latency_us"] > 0
 
 
@@ -340,6 +342,16 @@ def test_per_action_path_equals_the_runtimes_plain_call(request, name):
                 assert type(fast) is int and fast == ref, file
             else:
                 assert fast.dtype == ref.dtype and np.array_equal(fast, ref), file
+
+
+def test_runner_quantile_matches_numpy():
+    from edgeag.export.runner import _quantile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 1000):
+        values = sorted(rng.integers(0, 10**6, n).tolist())
+        for q in (0.0, 0.5, 0.9, 1.0):
+            assert _quantile(values, q) == pytest.approx(np.percentile(values, 100 * q))
 
 
 def test_runner_runs_a_pte_and_the_int8_files(cartpole, capsys):

@@ -137,8 +137,6 @@ def check_policy_path(path: str | os.PathLike) -> Path:
 def run_episodes(policy, env_id: str, episodes: int, seed: int = 0) -> dict:
     """Returns of ``episodes`` episodes on env seeds ``seed``, ``seed + 1``, ..., with
     every action's latency in nanoseconds."""
-    import numpy as np
-
     env = make_env(env_id)
     try:
         shape = env.observation_space.shape
@@ -164,11 +162,23 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0) -> dict:
             bar.close()
     finally:
         env.close()
+    mean = sum(returns) / len(returns)
+    latencies.sort()
+    # plain Python statistics: numpy's percentile imports numpy.ma (+1.3 MiB of peak RSS)
     return {"env": env_id, "episodes": episodes, "seed": seed, "returns": returns,
-            "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "mean_return": mean,
+            "std_return": (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5,
             "actions": len(latencies),
-            "median_latency_us": float(np.median(latencies)) / 1e3,
-            "p90_latency_us": float(np.percentile(latencies, 90)) / 1e3}
+            "median_latency_us": _quantile(latencies, 0.5) / 1e3,
+            "p90_latency_us": _quantile(latencies, 0.9) / 1e3}
+
+
+def _quantile(ordered: list, q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default method)."""
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def make_env(env_id: str):
@@ -183,17 +193,20 @@ def make_env(env_id: str):
                           f"{_first_line(e)}") from None
 
 
-def peak_rss_bytes() -> int | None:
-    """VmHWM of this process (as `edgeag.memory.peak_rss_bytes` reads it; written out
-    so this file runs alone)."""
+def memory_status() -> dict:
+    """Bytes of VmHWM (peak RSS), RssAnon and RssFile of this process from
+    /proc/self/status, as `edgeag.memory.proc_status` reads them (written out so this
+    file runs alone); empty where /proc is missing."""
+    out = {}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                key, _, rest = line.partition(":")
+                if key in ("VmHWM", "RssAnon", "RssFile"):
+                    out[key] = int(rest.split()[0]) * 1024
     except OSError:
         pass
-    return None
+    return out
 
 
 def quiet_executorch_logs() -> None:
@@ -244,8 +257,10 @@ def run(args) -> int:
     env_id = args.env or _env_from_metadata(check_policy_path(args.policy))
     policy = load_policy(args.policy, args.threads)
     result = run_episodes(policy, env_id, args.episodes, args.seed)
+    status = memory_status()
     result.update(policy=str(args.policy), runtime=policy.runtime, threads=args.threads,
-                  peak_rss_bytes=peak_rss_bytes())
+                  peak_rss_bytes=status.get("VmHWM"), rss_anon_bytes=status.get("RssAnon"),
+                  rss_file_bytes=status.get("RssFile"))
     print(f"policy: {args.policy} ({policy.runtime}, {args.threads} thread(s))")
     print(f"env: {env_id}, {args.episodes} episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"mean return: {result['mean_return']:.1f} +- {result['std_return']:.1f} "
