@@ -272,6 +272,19 @@ def test_export_bad_input_exits_2_with_one_line(cartpole, tmp_path, capsys, make
     assert (tmp_path / "file").read_text() == "a file, not a directory"
 
 
+def test_export_help_states_the_verification_tolerances():
+    from edgeag.cli import EXPORT_EPILOG
+    from edgeag.export.verify import TOLERANCES
+
+    text = " ".join(EXPORT_EPILOG.split())
+    d32, d8 = TOLERANCES[("discrete", "fp32")], TOLERANCES[("discrete", "int8")]
+    c32, c8 = TOLERANCES[("continuous", "fp32")], TOLERANCES[("continuous", "int8")]
+    assert (f"discrete actions equal on >= {d32['min_agreement']:.1%} (int8: >= "
+            f"{d8['min_agreement']:.0%}), continuous actions within "
+            f"{c32['max_error_fraction_of_range']:.0e}".replace("e-04", "e-4") +
+            f" (int8: {c8['max_error_fraction_of_range']:.0%}) of the action range") in text
+
+
 def test_default_formats_come_from_the_runs_device_profile(tmp_path):
     (tmp_path / "config.toml").write_text('[ppo]\n[run]\nprofile = "iphone"\n')
     assert default_formats(tmp_path, print)[0] == ["pte", "ort"]
