@@ -24,6 +24,10 @@ examples:
   edgeag profiles                 list device profiles with their RAM and default budget
   edgeag profiles rpi4            show one profile
   edgeag profiles ./my-board.toml validate and show your own profile
+  edgeag export runs/pend --format onnx,pte --quantize int8
+                                  verified ONNX and ExecuTorch files in runs/pend/export/
+  edgeag run runs/pend/export/policy.onnx --episodes 10
+                                  run the policy with onnxruntime (no torch)
 
 exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved),
 4 export verification failed, 1 internal error
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", nargs="?", help="profile name (e.g. rpi4) or path to a .toml file")
     p.set_defaults(func=cmd_profiles)
     add_train_parser(sub)
+    add_export_parser(sub)
+    add_run_parser(sub)
     return parser
 
 
@@ -135,6 +141,98 @@ def _overrides(args) -> dict:
            if value is not None}
     out.update(parse_set(args.set))
     return out
+
+
+EXPORT_EPILOG = """\
+Every artifact is the whole policy: raw observation in (float32 [batch, obs_dim]),
+normalisation and clipping, actor, deterministic action out (int64 [batch]: argmax;
+float32 [batch, act_dim]: the mean clipped to the action bounds).
+
+Each one is verified with its own runtime (onnxruntime, ExecuTorch) against the
+PyTorch policy on 1024 observations recorded from the env, at batch 1 and batched:
+discrete actions equal on >= 99.9% (int8: >= 95%), continuous actions within 1e-4
+(int8: 5%) of the action range. Files are written under temporary names and moved
+into place only when all passed; policy.json is written last.
+
+files (default RUN_DIR/export/): policy.onnx, policy.int8.onnx, policy.ort, policy.pte,
+policy.int8.pte, policy.json (env, spaces, normalisation, training summary,
+versions, opset, sha256 and verification figures of each file)
+
+formats: onnx (onnxruntime, e.g. Raspberry Pi), ort (mobile onnxruntime; converted
+from the ONNX model, which is kept), pte (ExecuTorch with XNNPACK). Default: the
+export_formats of the device profile the run was trained with, else onnx.
+
+examples:
+  edgeag export runs/cartpole
+  edgeag export runs/pend --format onnx,pte --quantize int8
+  edgeag export runs/cartpole --format ort --out phone/
+
+exit codes: 0 exported and verified, 2 bad input (run directory, checkpoint, format,
+output directory), 4 an artifact failed verification (nothing published), 1 internal
+error
+"""
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a trained policy as verified ONNX / ExecuTorch files",
+                       description="Export a run's policy for inference on a device, verified "
+                       "against the PyTorch policy.",
+                       epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN_DIR", help="run directory written by edgeag train")
+    p.add_argument("--format", help="comma-separated list of onnx, ort, pte (default: the run's "
+                   "device profile's export formats, else onnx)")
+    p.add_argument("--quantize", choices=["int8"], help="also write int8 variants of the "
+                   ".onnx and .pte files")
+    p.add_argument("--out", help="output directory (default RUN_DIR/export)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from edgeag.export.build import export_run, parse_formats
+
+    log = lambda text: print(text, file=sys.stderr, flush=True)
+    formats = parse_formats(args.format)
+    meta = export_run(args.run, formats, args.out, args.quantize,
+                      progress=not args.no_progress, log=log)
+    out = args.out or f"{args.run.rstrip('/')}/export"
+    for name, art in meta["artifacts"].items():
+        print(f"{out}/{name}  sha256 {art['sha256'][:16]}  {art['verification']['runtime']}")
+    print(f"{out}/policy.json")
+    return 0
+
+
+RUN_EPILOG = """\
+.onnx and .ort files run on onnxruntime with numpy and gymnasium only: this command
+never imports torch for them (the same file, edgeag/export/runner.py, runs alone on a
+device without edgeag). .pte files run on the ExecuTorch runtime.
+
+Prints the mean return, the median per-action latency (raw observation to action, at
+batch 1) and the process's peak RSS (VmHWM).
+
+examples:
+  edgeag run runs/cartpole/export/policy.onnx --episodes 10
+  edgeag run runs/pend/export/policy.pte --env Pendulum-v1 --json result.json
+
+exit codes: 0 ok, 2 bad input (policy file, env, flag), 1 internal error
+"""
+
+
+def add_run_parser(sub) -> None:
+    from edgeag.export.runner import add_arguments
+
+    p = sub.add_parser("run", help="run an exported policy on an env (onnxruntime: no torch)",
+                       description="Run an exported policy for some episodes and report its "
+                       "return, per-action latency and peak RSS.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from edgeag.export.runner import run
+
+    return run(args)
 
 
 def cmd_profiles(args) -> int:

@@ -84,21 +84,22 @@ class RunDir:
         state = {"format": CHECKPOINT_FORMAT, **_to_torch(state)}
         atomic_write(self.checkpoint, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self) -> dict:
-        return load_checkpoint(self.checkpoint)
+    def load_checkpoint(self, purpose: str = "resume") -> dict:
+        return load_checkpoint(self.checkpoint, purpose)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint written by `RunDir.save_checkpoint` (``torch.load(weights_only=True)``)."""
+def load_checkpoint(path: Path, purpose: str = "resume") -> dict:
+    """A checkpoint written by `RunDir.save_checkpoint` (``torch.load(weights_only=True)``);
+    errors read "cannot <purpose>: ..."."""
     try:
         state = torch.load(path, weights_only=True)
     except FileNotFoundError:
-        raise EdgeagError(f"cannot resume: no checkpoint at {path}") from None
+        raise EdgeagError(f"cannot {purpose}: no checkpoint at {path}") from None
     except Exception as e:
-        raise EdgeagError(f"cannot resume: {path} is not a readable edgeag checkpoint "
+        raise EdgeagError(f"cannot {purpose}: {path} is not a readable edgeag checkpoint "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise EdgeagError(f"cannot resume: {path} is not an edgeag checkpoint "
+        raise EdgeagError(f"cannot {purpose}: {path} is not an edgeag checkpoint "
                           f"(format {CHECKPOINT_FORMAT})")
     return _to_numpy(state)
 

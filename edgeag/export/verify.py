@@ -1,0 +1,121 @@
+"""Verification: an artifact, loaded by its own runtime, against the PyTorch policy on
+observations recorded from the environment.
+
+Each artifact is run twice over the observations: once per observation through the
+runner's per-action path (`OnnxPolicy.act` / `PtePolicy.act`, batch 1, as a device
+calls it) and once in batches through the runtime's plain call (the dynamic batch
+dimension), and both must meet its tolerance:
+
+==========  =========  ===================================================================
+actions     precision  passes when
+==========  =========  ===================================================================
+discrete    fp32       the same action on at least 99.9% of observations
+discrete    int8       the same action on at least 95% of observations
+continuous  fp32       every action within 1e-4 of the action range (high - low) of PyTorch's
+continuous  int8       every action within 5% of the action range of PyTorch's
+==========  =========  ===================================================================
+
+Output dtype and shape must match the contract exactly. A failure raises
+`VerificationFailed` (exit 4) naming the worst mismatch: for discrete actions the
+disagreeing observation where PyTorch's logit margin was largest, for continuous ones
+the largest error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeag.errors import EdgeagError
+from edgeag.export import PTE_MAX_BATCH
+from edgeag.export.runner import load_policy
+
+TOLERANCES = {
+    ("discrete", "fp32"): {"min_agreement": 0.999},
+    ("discrete", "int8"): {"min_agreement": 0.95},
+    ("continuous", "fp32"): {"max_error_fraction_of_range": 1e-4},
+    ("continuous", "int8"): {"max_error_fraction_of_range": 0.05},
+}
+
+
+class VerificationFailed(EdgeagError):
+    """An exported artifact does not behave like the PyTorch policy (exit 4)."""
+
+    exit_code = 4
+
+
+def reference(policy, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's actions and actor outputs (logits or means) for ``obs``."""
+    with torch.no_grad():
+        x = torch.from_numpy(obs)
+        return policy(x).numpy(), policy.logits(x).numpy()
+
+
+def verify(path: Path, name: str, precision: str, policy, obs: np.ndarray,
+           expected: np.ndarray, logits: np.ndarray) -> dict:
+    """Run the artifact at ``path`` on ``obs`` and compare with ``expected``; returns the
+    figures (for policy.json) or raises `VerificationFailed`."""
+    discrete = policy.discrete
+    tolerance = TOLERANCES[("discrete" if discrete else "continuous", precision)]
+    try:
+        runtime = load_policy(path)
+    except EdgeagError as e:
+        raise VerificationFailed(f"{name} failed verification: its runtime cannot load it ({e})") from None
+    try:
+        single = np.stack([np.asarray(runtime.act(o)) for o in obs])
+        batched = np.concatenate([runtime(obs[i:i + PTE_MAX_BATCH])
+                                  for i in range(0, len(obs), PTE_MAX_BATCH)])
+    except Exception as e:
+        raise VerificationFailed(f"{name} failed verification: running it raised "
+                                 f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}") from None
+    figures = {"runtime": runtime.runtime, "observations": len(obs), "tolerance": tolerance}
+    for mode, actions in (("batch_1", single), ("batched", batched)):
+        if actions.dtype != expected.dtype or actions.shape != expected.shape:
+            raise VerificationFailed(
+                f"{name} failed verification ({mode}): output {actions.dtype} {list(actions.shape)}, "
+                f"expected {expected.dtype} {list(expected.shape)}")
+        if discrete:
+            figures[mode] = _compare_discrete(name, mode, actions, expected, logits, obs, tolerance)
+        else:
+            span = (policy.action_high - policy.action_low).numpy()
+            figures[mode] = _compare_continuous(name, mode, actions, expected, span, obs, tolerance)
+    return figures
+
+
+def _compare_discrete(name, mode, actions, expected, logits, obs, tolerance) -> dict:
+    agree = actions == expected
+    rate = float(agree.mean())
+    out = {"agreement": rate, "mismatches": int((~agree).sum())}
+    if rate < tolerance["min_agreement"]:
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        bad = np.flatnonzero(~agree)
+        i = int(bad[np.argmax(margin[bad])])
+        raise VerificationFailed(
+            f"{name} failed verification ({mode}): same action on {rate:.2%} of {len(obs)} "
+            f"observations, needs {tolerance['min_agreement']:.1%}; worst mismatch: observation "
+            f"#{i} {_fmt(obs[i])} gave action {actions[i]}, PyTorch {expected[i]} "
+            f"(logit margin {margin[i]:.3g})")
+    return out
+
+
+def _compare_continuous(name, mode, actions, expected, span, obs, tolerance) -> dict:
+    error = np.abs(actions.astype(np.float64) - expected) / span
+    worst = np.unravel_index(np.argmax(error), error.shape)
+    i = int(worst[0])
+    out = {"max_error_fraction_of_range": float(error.max()),
+           "mean_error_fraction_of_range": float(error.mean()),
+           "max_abs_error": float(np.abs(actions.astype(np.float64) - expected).max())}
+    if error.max() > tolerance["max_error_fraction_of_range"]:
+        raise VerificationFailed(
+            f"{name} failed verification ({mode}): action error up to {error.max():.3g} of the "
+            f"action range, tolerance {tolerance['max_error_fraction_of_range']:g}; worst "
+            f"mismatch: observation #{i} {_fmt(obs[i])} gave {_fmt(actions[i])}, "
+            f"PyTorch {_fmt(expected[i])}")
+    return out
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in np.atleast_1d(values)) + "]"
