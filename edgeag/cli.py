@@ -79,7 +79,7 @@ examples:
   edgeag train --env Pendulum-v1 --profile rpi4 --out runs/pendulum
   edgeag train --algo dqn --env CartPole-v1 --optimizer adam --profile rpi4
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
-  edgeag train --algo td3 --env Hopper-v5 --budget 300MB --shrink-buffer
+  edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
 
