@@ -20,6 +20,8 @@ examples:
   edgeag train --profile rpi4 --budget 256MB
                                   PPO + AlphaGrad on CartPole-v1 inside 256 MiB
   edgeag train --env Pendulum-v1 --optimizer adam --profile rpi5 --out runs/pend
+  edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
+                                  TD3 (twin critics, replay buffer) inside rpi4's 1 GiB
   edgeag train --resume runs/pend continue a stopped run from its checkpoint
   edgeag profiles                 list device profiles with their RAM and default budget
   edgeag profiles rpi4            show one profile
@@ -56,15 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_EPILOG = """\
-The run is planned before it starts: the measured floor (Python + torch + gymnasium)
-plus parameters, gradients, optimizer state, rollout buffer, activations and slack.
-A plan above the budget is refused (exit 2) with the largest settings that fit.
-While training, RSS is sampled 20 times a second; above the budget the run stops at
-the next update with a checkpoint and summary.json (exit 3); --resume continues it.
+algorithms (--algo):
+  ppo  on-policy, discrete or continuous actions; default optimizer alphagrad
+  dqn  off-policy, discrete actions; default optimizer adam. AlphaGrad on DQN is
+       EXPERIMENTAL: the AlphaGrad paper reports it unstable against Adam
+  td3  off-policy, continuous actions (bounded Box); default optimizer adam
 
-hyperparameters: the preset for the env and optimizer (edgeag/train/presets/ppo.toml),
-then --lr/--alpha/--momentum/--total-steps/--seed, then --set NAME=VALUE (any
-PPOConfig field, e.g. --set num_steps=64 --set 'hidden=[128, 128]').
+The run is planned before it starts: the measured floor (Python + torch + gymnasium)
+plus parameters, gradients, optimizer state, the rollout or replay buffer, target
+networks, activations and slack. A plan above the budget is refused (exit 2) with the
+largest settings that fit, such as the largest replay buffer; --shrink-buffer (dqn,
+td3) shrinks the replay buffer to the largest that fits instead, and says so.
+While training, RSS is sampled 20 times a second; above the budget the run stops at
+the next iteration with a checkpoint and summary.json (exit 3); --resume continues it.
+
+hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml),
+then --lr/--alpha/--momentum/--total-steps/--seed, then --set NAME=VALUE (any field of
+PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_steps=64,
+--set buffer_size=50000, --set 'hidden=[128, 128]').
 
 run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>):
   config.toml, metrics.jsonl, checkpoints/latest.pt, rss.csv, summary.json
@@ -72,6 +83,9 @@ run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>):
 examples:
   edgeag train --profile rpi4 --budget 256MB
   edgeag train --env Pendulum-v1 --profile rpi4 --out runs/pendulum
+  edgeag train --algo dqn --env CartPole-v1 --optimizer adam --profile rpi4
+  edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
+  edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
 
@@ -80,8 +94,9 @@ exit codes: 0 done, 2 bad input or plan over budget, 3 stopped at the memory bud
 """
 
 
-OPTIMIZER_HELP = ("alphagrad (default; stateless, updates inside backward), adam (lean, "
-                  "no torch._dynamo import), torch-adam (torch.optim.Adam: +~70 MiB), sgd")
+OPTIMIZER_HELP = ("alphagrad (stateless, updates inside backward; PPO's default; "
+                  "experimental on DQN), adam (lean, no torch._dynamo import; DQN's and TD3's "
+                  "default), torch-adam (torch.optim.Adam: +~70 MiB), sgd")
 """Written out so `edgeag --help` does not import torch; a test checks it names exactly
 `edgeag.optim.supported_optimizers()`."""
 
@@ -90,12 +105,13 @@ def add_train_parser(sub) -> None:
     from edgeag.train import ALGORITHMS
 
     p = sub.add_parser("train", help="train a policy inside a memory budget",
-                       description="Train a policy with PPO on a Gymnasium environment, "
+                       description="Train a policy with PPO, DQN or TD3 on a Gymnasium environment, "
                        "planned and held inside a device's memory budget.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default CartPole-v1)")
-    p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS))
-    p.add_argument("--optimizer", default="alphagrad", help=OPTIMIZER_HELP)
+    p.add_argument("--env", help="Gymnasium env id (default CartPole-v1; Pendulum-v1 for td3)")
+    p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS) +
+                   " (default ppo; see below)")
+    p.add_argument("--optimizer", help=OPTIMIZER_HELP)
     p.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
     p.add_argument("--alpha", type=float, help="AlphaGrad steepness (default: the preset's)")
     p.add_argument("--momentum", type=float, help="AlphaGrad/SGD momentum (default 0: stateless)")
@@ -106,7 +122,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--total-steps", type=int, metavar="N", help="environment steps to train")
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override any PPO setting (repeatable)")
+                   help="override any setting of the algorithm's config (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint "
                    "(accepts --total-steps, --profile, --budget, --threads, --hard-cap)")
@@ -116,6 +132,9 @@ def add_train_parser(sub) -> None:
                    "(needs the tensorboard package; costs memory)")
     p.add_argument("--hard-cap", action="store_true", help="also set RLIMIT_DATA to the budget: "
                    "an allocation beyond it fails at once and the run stops at its last checkpoint")
+    p.add_argument("--shrink-buffer", action="store_true", help="dqn, td3: when the replay "
+                   "buffer does not fit the budget, shrink it to the largest that does "
+                   "(reported) instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="print the floor and the memory plan, "
                    "then exit without training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,7 +148,7 @@ def cmd_train(args) -> int:
                   overrides=_overrides(args), profile=args.profile, budget=args.budget,
                   out=args.out, resume=args.resume, threads=args.threads,
                   tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer)
 
 
 def _overrides(args) -> dict:

@@ -167,6 +167,7 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
                   momentum: float = 0.0, fused_backward: bool = False, buffer_bytes: int = 0,
                   buffer_name: str = "rollout buffer", activation_bytes: int = 0,
                   runtime_bytes: int = 0, temporary_bytes: int | None = None,
+                  extra_items: tuple[PlanItem, ...] = (),
                   slack_fraction: float = 0.10) -> MemoryPlan:
     """Plan a run from its parts. Gradients are every parameter's, or only the largest
     tensor when the update is fused into backward; optimizer state follows the
@@ -174,7 +175,8 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
     largest tensor (edgeag's loops) or two (Adam's ``denom`` and ``grad`` copy);
     allocator slack is ``slack_fraction`` of the tensors above the floor;
     ``runtime_bytes`` (such as `RUNTIME_BYTES`) is added as its own item;
-    ``temporary_bytes`` replaces the update-temporaries rule for updates that differ."""
+    ``temporary_bytes`` replaces the update-temporaries rule for updates that differ;
+    ``extra_items`` (such as target networks) are added before the slack."""
     trainable = [p for p in params if p.requires_grad]
     param_bytes = tensor_bytes(trainable)
     largest = max((p.numel() * p.element_size() for p in trainable), default=0)
@@ -191,6 +193,7 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
         if temporary_bytes is None else PlanItem("update temporaries", temporary_bytes),
         PlanItem(buffer_name, buffer_bytes),
         PlanItem("activations", activation_bytes, "largest batch, forward + backward"),
+        *extra_items,
     ]
     if optimizer_spec.imports_dynamo:
         items.append(PlanItem("torch._dynamo import", DYNAMO_IMPORT_BYTES, "torch.optim"))

@@ -58,10 +58,51 @@ class MultiBinaryAction(ConstantReward):
     action_space = gym.spaces.MultiBinary(3)
 
 
+class Identity(gym.Env):
+    """SB3's identity test as an env: the observation is a one-hot target out of 4,
+    reward 1 for choosing it; 20 steps an episode (random play: 5, perfect: 20)."""
+
+    observation_space = gym.spaces.Box(0, 1, (4,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+
+    def _obs(self):
+        self.target = int(self.np_random.integers(4))
+        return np.eye(4, dtype=np.float32)[self.target]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(action == self.target)
+        return self._obs(), reward, False, False, {}
+
+
+class IdentityBox(gym.Env):
+    """The continuous identity test: match the observed target in [-1, 1]; reward
+    -(action - target)^2; 20 steps an episode (random play: about -13, perfect: 0)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def _obs(self):
+        self.target = self.np_random.uniform(-1, 1, 1).astype(np.float32)
+        return self.target.copy()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = -float(np.sum((np.asarray(action) - self.target) ** 2))
+        return self._obs(), reward, False, False, {}
+
+
 def register() -> None:
     for name, entry, steps in (("ConstantReward-v0", ConstantReward, 5),
                                ("Leaky-v0", Leaky, None), ("BigLeak-v0", BigLeak, None),
-                               ("MultiBinaryAction-v0", MultiBinaryAction, 5)):
+                               ("MultiBinaryAction-v0", MultiBinaryAction, 5),
+                               ("Identity-v0", Identity, 20), ("IdentityBox-v0", IdentityBox, 20)):
         env_id = f"edgeag-test/{name}"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry, max_episode_steps=steps)

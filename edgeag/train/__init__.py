@@ -1,10 +1,64 @@
 """On-device training: algorithms, their presets, the run directory.
 
-Algorithms are registered in `ALGORITHMS`; ``--algo`` validates against it.
+Algorithms are registered in `ALGORITHMS`; ``--algo`` validates against it. This
+module imports nothing heavy (no torch): `get_algorithm` imports an algorithm's
+module only when a run needs it.
 """
 
-ALGORITHMS = {"ppo": "Proximal Policy Optimization (discrete and continuous actions)"}
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+ALGORITHMS = {
+    "ppo": "Proximal Policy Optimization (discrete and continuous actions)",
+    "dqn": "Deep Q-Network (discrete actions; replay buffer, target network, epsilon-greedy)",
+    "td3": "Twin Delayed DDPG (continuous actions; twin critics, delayed policy updates, "
+           "target policy smoothing)",
+}
 
 
 def supported_algos() -> list[str]:
     return list(ALGORITHMS)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What the run driver (`edgeag.train.run.train`) needs from an algorithm. Each
+    algorithm module defines one as ``ALGORITHM``.
+
+    The state that ``build_state`` returns has ``checkpoint()`` / ``restore(ckpt)``,
+    ``global_step``, ``iteration``, ``recent`` (the last finished episodes' (return,
+    length)), ``policy`` (``deterministic(obs)`` gives the evaluation action) and
+    ``obs_norm``; it may have ``checkpoint_files()`` (``{name: write(f)}``, written
+    beside the checkpoint, such as a replay buffer).
+    """
+
+    name: str
+    build_state: Callable
+    """(cfg, envs) -> state: fresh networks, optimizers, buffers, all seeded."""
+    plan: Callable
+    """(cfg, budget_bytes, floor_bytes, obs_dim, action_dim, discrete) -> MemoryPlan."""
+    what_fits: Callable
+    """Same arguments as ``plan`` -> a sentence naming settings that would fit."""
+    make_iteration: Callable
+    """state -> a function running one iteration (a block of env steps and the updates
+    due), returning (finished episodes' (return, length), ``train/*`` metrics)."""
+    optimizers: Callable
+    """state -> its optimizers (for optimizer_state_bytes)."""
+    trained: Callable
+    """state -> the modules whose parameters are trained (for parameter_count)."""
+    discrete_actions: bool | None = None
+    """True: needs Discrete actions; False: needs a bounded Box; None: either."""
+    largest_buffer: Callable | None = None
+    """Same arguments as ``plan`` -> the largest replay buffer (``buffer_size``) that
+    fits, or None; only for algorithms with a replay buffer (``--shrink-buffer``)."""
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """The registered algorithm ``name`` (imports its module: torch and all)."""
+    if name not in ALGORITHMS:
+        from edgeag.errors import EdgeagError
+        raise EdgeagError(f"unknown algo {name!r} (accepted: {', '.join(supported_algos())})")
+    return importlib.import_module(f"edgeag.train.{name}").ALGORITHM

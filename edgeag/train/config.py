@@ -1,9 +1,10 @@
-"""PPO hyperparameters: one frozen dataclass, per-environment presets, overrides.
+"""Hyperparameters: one frozen dataclass per algorithm, per-environment presets, overrides.
 
-A run's configuration is resolved in this order, later winning:
-the `PPOConfig` defaults, the preset table for the environment (``presets/ppo.toml``),
-the preset table for the environment and optimizer family, then command-line
-overrides. The resolved configuration is written to ``<run>/config.toml``.
+A run's configuration is resolved in this order, later winning: the algorithm's
+dataclass defaults (`PPOConfig`, `DQNConfig`, `TD3Config`), the preset table for the
+environment (``presets/<algo>.toml``), the preset table for the environment and
+optimizer family, then command-line overrides. The resolved configuration is written
+to ``<run>/config.toml`` under ``[<algo>]``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from importlib import resources
+from typing import ClassVar
 
 try:
     import tomllib
@@ -23,25 +25,71 @@ from edgeag.errors import EdgeagError
 
 
 @dataclass(frozen=True)
-class PPOConfig:
-    """Everything that decides a PPO run's result (given the same machine and threads)."""
+class TrainConfig:
+    """The settings every algorithm has; each algorithm's dataclass adds its own (and
+    may change a default by declaring the field again)."""
+
+    algo: ClassVar[str] = ""
+    """Registered algorithm name (`edgeag.train.ALGORITHMS`); the config.toml table."""
 
     env_id: str = "CartPole-v1"
     """Gymnasium environment id."""
     seed: int = 1
-    """Seeds torch, the environments (env i gets seed + i) and minibatch shuffling."""
+    """Seeds torch, the environments (env i gets seed + i) and all sampling."""
     total_steps: int = 100_000
     """Environment steps to train for, summed over the vector envs."""
     optimizer: str = "alphagrad"
     """Registered optimizer name (`edgeag.optim.OPTIMIZERS`)."""
     lr: float = 3e-4
-    """Initial learning rate (annealed linearly to 0 when ``anneal_lr``)."""
+    """Learning rate (PPO: the initial one, annealed linearly to 0 when ``anneal_lr``)."""
     alpha: float = 1.0
     """AlphaGrad steepness: per-element step is lr * tanh(alpha * g / ||g||)."""
     momentum: float = 0.0
     """Momentum of AlphaGrad or SGD (0: stateless)."""
     eps: float = 1e-5
     """Optimizer epsilon (AlphaGrad's norm guard, Adam's denominator guard)."""
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Environment steps between two iteration boundaries (where the run can stop)."""
+        raise NotImplementedError
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_steps // self.steps_per_iteration)
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """(field, valid?, what is accepted) for every constrained field."""
+        return [
+            ("total_steps", self.total_steps >= 1, "a positive integer"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
+            ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
+            ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("eps", self.eps > 0, "a positive number"),
+            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+             "one or more positive widths such as [64, 64]"),
+            ("eval_episodes", self.eval_episodes >= 0, "0 or a positive integer"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "a positive integer"),
+        ]
+
+    def validate(self):
+        for name, ok, accepted in self.checks():
+            if not ok:
+                raise EdgeagError(f"invalid {name} {getattr(self, name)!r}: expected {accepted}")
+        return self
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+@dataclass(frozen=True)
+class PPOConfig(TrainConfig):
+    """Everything that decides a PPO run's result (given the same machine and threads)."""
+
+    algo: ClassVar[str] = "ppo"
+
     max_grad_norm: float = 0.5
     """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
     AlphaGrad never clips: its step is already bounded per element."""
@@ -91,50 +139,167 @@ class PPOConfig:
         return self.num_envs * self.num_steps
 
     @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.batch)
+    def steps_per_iteration(self) -> int:
+        return self.batch
 
-    def validate(self) -> "PPOConfig":
-        checks = [
-            ("total_steps", self.total_steps >= 1, "a positive integer"),
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return super().checks() + [
             ("num_envs", self.num_envs >= 1, "a positive integer"),
             ("num_steps", self.num_steps >= 1, "a positive integer"),
             ("batch_size", 1 <= self.batch_size <= self.batch and self.batch % self.batch_size == 0,
              f"a divisor of num_envs * num_steps = {self.batch}"),
             ("update_epochs", self.update_epochs >= 1, "a positive integer"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
-            ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
-            ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("eps", self.eps > 0, "a positive number"),
             ("gamma", 0 <= self.gamma <= 1, "a number in [0, 1]"),
             ("gae_lambda", 0 <= self.gae_lambda <= 1, "a number in [0, 1]"),
             ("clip_coef", self.clip_coef > 0, "a positive number"),
             ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or a positive number"),
             ("target_kl", self.target_kl >= 0, "0 (off) or a positive number"),
-            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-             "one or more positive widths such as [64, 64]"),
-            ("eval_episodes", self.eval_episodes >= 0, "0 or a positive integer"),
-            ("checkpoint_every", self.checkpoint_every >= 1, "a positive integer"),
         ]
-        for name, ok, accepted in checks:
-            if not ok:
-                raise EdgeagError(f"invalid {name} {getattr(self, name)!r}: expected {accepted}")
-        return self
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig)}
+@dataclass(frozen=True)
+class OffPolicyConfig(TrainConfig):
+    """Settings DQN and TD3 share: the replay buffer, when and how often to update,
+    and the block of environment steps that makes one iteration."""
+
+    num_envs: int = 1
+    """Environments stepped in one `gymnasium.vector.SyncVectorEnv` (no subprocesses)."""
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity in transitions (the largest item of the memory plan;
+    ``--shrink-buffer`` lowers it to what the budget holds)."""
+    batch_size: int = 256
+    """Transitions sampled from the replay buffer per gradient step."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Target network update rate: target <- tau * online + (1 - tau) * target."""
+    learning_starts: int = 25_000
+    """Environment steps of uniformly random actions before the first update."""
+    train_frequency: int = 1
+    """Environment steps (summed over the envs) between two rounds of gradient steps."""
+    gradient_steps: int = 1
+    """Gradient steps per round."""
+    max_grad_norm: float = 0.0
+    """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
+    AlphaGrad never clips: its step is already bounded per element."""
+    iteration_steps: int = 1000
+    """Environment steps per iteration: the block after which metrics are logged and
+    where the budget guard, Ctrl-C and checkpoints take effect."""
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.iteration_steps
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return super().checks() + [
+            ("num_envs", self.num_envs >= 1, "a positive integer"),
+            ("batch_size", self.batch_size >= 1, "a positive integer"),
+            ("buffer_size", self.buffer_size >= self.batch_size,
+             f"an integer >= batch_size ({self.batch_size})"),
+            ("gamma", 0 <= self.gamma <= 1, "a number in [0, 1]"),
+            ("tau", 0 < self.tau <= 1, "a number in (0, 1]"),
+            ("learning_starts", self.learning_starts >= 0, "0 or a positive integer"),
+            ("train_frequency", self.train_frequency >= 1, "a positive integer"),
+            ("gradient_steps", self.gradient_steps >= 1, "a positive integer"),
+            ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or a positive number"),
+            ("iteration_steps", self.iteration_steps >= 1 and
+             self.iteration_steps % self.num_envs == 0,
+             f"a positive multiple of num_envs ({self.num_envs})"),
+        ]
 
 
-def _coerce(name: str, value, source: str):
-    """``value`` as the type of field ``name``; EdgeagError naming the source otherwise."""
-    if name not in FIELDS:
-        raise EdgeagError(f"{source}: unknown setting {name!r} (accepted: {', '.join(FIELDS)})")
-    default = FIELDS[name].default
+@dataclass(frozen=True)
+class DQNConfig(OffPolicyConfig):
+    """Everything that decides a DQN run's result. Defaults: CleanRL ``dqn.py`` as the
+    AlphaGrad paper ran it (Adam eps 1e-5)."""
+
+    algo: ClassVar[str] = "dqn"
+
+    total_steps: int = 500_000
+    optimizer: str = "adam"
+    lr: float = 2.5e-4
+    buffer_size: int = 10_000
+    batch_size: int = 128
+    tau: float = 1.0
+    learning_starts: int = 10_000
+    train_frequency: int = 10
+    target_update_interval: int = 500
+    """Environment steps between two target network updates (by ``tau``; 1 = a copy)."""
+    exploration_initial_eps: float = 1.0
+    """Epsilon of epsilon-greedy exploration at the start."""
+    exploration_final_eps: float = 0.05
+    """Epsilon once the linear decay is over."""
+    exploration_fraction: float = 0.5
+    """Fraction of total_steps over which epsilon decays linearly."""
+    hidden: tuple[int, ...] = (120, 84)
+    """Hidden layer widths of the Q-network (ReLU MLP)."""
+    eval_episodes: int = 10
+    """Deterministic (greedy) episodes for the final evaluation."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many iterations (and always at the end)."""
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return super().checks() + [
+            ("target_update_interval", self.target_update_interval >= 1, "a positive integer"),
+            ("exploration_initial_eps", 0 <= self.exploration_initial_eps <= 1,
+             "a number in [0, 1]"),
+            ("exploration_final_eps", 0 <= self.exploration_final_eps <= 1, "a number in [0, 1]"),
+            ("exploration_fraction", 0 < self.exploration_fraction <= 1, "a number in (0, 1]"),
+        ]
+
+
+@dataclass(frozen=True)
+class TD3Config(OffPolicyConfig):
+    """Everything that decides a TD3 run's result. Defaults: CleanRL
+    ``td3_continuous_action.py`` as the AlphaGrad paper ran it (500k steps)."""
+
+    algo: ClassVar[str] = "td3"
+
+    env_id: str = "Pendulum-v1"
+    total_steps: int = 500_000
+    optimizer: str = "adam"
+    policy_frequency: int = 2
+    """Critic updates per actor (and target) update: TD3's delayed policy update."""
+    policy_noise: float = 0.2
+    """Std of the target policy smoothing noise, in units of the action scale."""
+    noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise, in units of the action scale."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian exploration noise, in units of the action scale."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor and of each of the twin critics (ReLU MLPs)."""
+    eval_episodes: int = 10
+    """Deterministic episodes (the actor's action, no noise) for the final evaluation."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many iterations (and always at the end)."""
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return super().checks() + [
+            ("policy_frequency", self.policy_frequency >= 1, "a positive integer"),
+            ("policy_noise", self.policy_noise >= 0, "0 or a positive number"),
+            ("noise_clip", self.noise_clip >= 0, "0 or a positive number"),
+            ("exploration_noise", self.exploration_noise >= 0, "0 or a positive number"),
+        ]
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {c.algo: c for c in (PPOConfig, DQNConfig, TD3Config)}
+"""Configuration dataclass of each algorithm in `edgeag.train.ALGORITHMS`."""
+
+
+def config_class(algo: str) -> type[TrainConfig]:
+    try:
+        return CONFIGS[algo]
+    except KeyError:
+        raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(CONFIGS)})") from None
+
+
+def _coerce(name: str, value, source: str, cls: type[TrainConfig] = PPOConfig):
+    """``value`` as the type of ``cls``'s field ``name``; EdgeagError naming the source
+    otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise EdgeagError(f"{source}: unknown setting {name!r} (accepted: {', '.join(fields)})")
+    default = fields[name].default
     if isinstance(value, str) and not isinstance(default, str):
         try:
             value = tomllib.loads(f"v = {value}")["v"]
@@ -160,8 +325,9 @@ def _coerce(name: str, value, source: str):
     return value
 
 
-def load_presets() -> dict:
-    with resources.files("edgeag.train").joinpath("presets/ppo.toml").open("rb") as f:
+def load_presets(algo: str = "ppo") -> dict:
+    """``presets/<algo>.toml``: per-environment tables."""
+    with resources.files("edgeag.train").joinpath(f"presets/{algo}.toml").open("rb") as f:
         return tomllib.load(f)
 
 
@@ -170,30 +336,35 @@ def optimizer_family(optimizer: str) -> str:
     return "adam" if optimizer in ("adam", "torch-adam") else optimizer
 
 
-def resolve_config(env_id: str, optimizer: str, overrides: dict) -> tuple[PPOConfig, str]:
-    """The configuration for ``env_id`` and ``optimizer`` with ``overrides`` applied,
-    and a one-line description of where it came from."""
-    presets = load_presets()
-    table = presets.get(env_id, {})
+def resolve_config(env_id: str | None, optimizer: str | None, overrides: dict,
+                   algo: str = "ppo") -> tuple[TrainConfig, str]:
+    """The ``algo`` configuration for ``env_id`` and ``optimizer`` (None: the
+    algorithm's defaults) with ``overrides`` applied, and a one-line description of
+    where it came from."""
+    cls = config_class(algo)
+    env_id = env_id or cls.env_id
+    optimizer = optimizer or cls.optimizer
+    table = load_presets(algo).get(env_id, {})
     values: dict = {}
     for key, value in table.items():
         if not isinstance(value, dict):
-            values[key] = _coerce(key, value, f"preset {env_id}")
+            values[key] = _coerce(key, value, f"preset {env_id}", cls)
     family = optimizer_family(optimizer)
     for key, value in table.get(family, {}).items():
-        values[key] = _coerce(key, value, f"preset {env_id}.{family}")
+        values[key] = _coerce(key, value, f"preset {env_id}.{family}", cls)
     origin = (f"preset {env_id}.{family}" if family in table else
               f"preset {env_id} (no {family} table)" if table else
-              f"PPO defaults (no preset for {env_id})")
+              f"{algo.upper()} defaults (no preset for {env_id})")
     for key, value in overrides.items():
-        values[key] = _coerce(key, value, "override")
+        values[key] = _coerce(key, value, "override", cls)
     values.update(env_id=env_id, optimizer=optimizer)
-    return PPOConfig(**values).validate(), origin
+    return cls(**values).validate(), origin
 
 
-def config_from_dict(data: dict, source: str) -> PPOConfig:
-    values = {k: _coerce(k, v, source) for k, v in data.items()}
-    return PPOConfig(**values).validate()
+def config_from_dict(data: dict, source: str, algo: str = "ppo") -> TrainConfig:
+    cls = config_class(algo)
+    values = {k: _coerce(k, v, source, cls) for k, v in data.items()}
+    return cls(**values).validate()
 
 
 def parse_set(items: list[str]) -> dict:

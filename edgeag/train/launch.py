@@ -17,11 +17,17 @@ RESUME_OPTIONS = {"total_steps"}
 """Settings a resumed run may change (besides profile, budget, threads, hard cap)."""
 
 
-def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str | None,
-           budget: str | None, out: str | None, resume: str | None, threads: int | None,
-           tensorboard: bool = False, hard_cap: bool = False, dry_run: bool = False,
-           progress: bool = True) -> int:
-    """Train (or resume) and print the outcome; returns the exit code."""
+EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the AlphaGrad paper "
+                "reports it unstable against Adam"}
+"""(algo, optimizer) pairs that train but are not recommended, and why."""
+
+
+def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict,
+           profile: str | None, budget: str | None, out: str | None, resume: str | None,
+           threads: int | None, tensorboard: bool = False, hard_cap: bool = False,
+           dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False) -> int:
+    """Train (or resume) and print the outcome; returns the exit code. ``env`` and
+    ``optimizer`` None: the algorithm's defaults."""
     from edgeag.profiles import load_profile, parse_size, resolve_budget
 
     if algo not in ALGORITHMS:
@@ -48,14 +54,15 @@ def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str
                               f"{', '.join(sorted(extra))} (accepted: --total-steps, --profile, "
                               "--budget, --threads, --hard-cap)")
         cfg = _resumed_config(run, overrides)
+        algo = cfg.algo
         origin = f"resumed from {run.checkpoint}"
     else:
         from edgeag.optim import supported_optimizers
 
-        if optimizer not in supported_optimizers():
+        if optimizer is not None and optimizer not in supported_optimizers():
             raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
                               f"{', '.join(supported_optimizers())})")
-        cfg, origin = resolve_config(env, optimizer, overrides)
+        cfg, origin = resolve_config(env, optimizer, overrides, algo)
         run = RunDir(out or default_run_dir(cfg))
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
             raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
@@ -65,15 +72,17 @@ def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str
     from edgeag.train.run import RunOptions, train
 
     log = lambda text: print(text, file=sys.stderr, flush=True)
-    log(f"edgeag train: ppo on {cfg.env_id} with {cfg.optimizer} ({origin}); "
+    log(f"edgeag train: {cfg.algo} on {cfg.env_id} with {cfg.optimizer} ({origin}); "
         f"{cfg.total_steps:,} steps, seed {cfg.seed}, {threads} thread(s)"
         + (f"; profile {prof.name}" if prof else "")
         + (f"; budget {budget_bytes / MiB:.1f} MiB ({budget_bytes:,} bytes)" if budget_bytes else
            "; no budget"))
+    if (cfg.algo, cfg.optimizer) in EXPERIMENTAL:
+        log(f"note: {EXPERIMENTAL[cfg.algo, cfg.optimizer]}")
     opts = RunOptions(budget_bytes=budget_bytes, threads=threads,
                       profile=prof.name if prof else None, resume=bool(resume),
                       progress=progress, tensorboard=tensorboard, hard_cap=hard_cap,
-                      dry_run=dry_run)
+                      dry_run=dry_run, shrink_buffer=shrink_buffer)
     code, summary = train(cfg, run, opts, log=log)
     if dry_run:
         print("dry run: plan fits" if summary["plan"]["fits"] else "dry run")
@@ -90,6 +99,9 @@ def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str
           f"{summary['plan_total_bytes'] / MiB:.1f} MiB"
           + (f", budget {budget_bytes / MiB:.1f} MiB" if budget_bytes else "") + ")")
     print(f"optimizer state: {summary['optimizer_state_bytes']:,} bytes")
+    if summary.get("buffer_shrunk_from"):
+        print(f"replay buffer: shrunk to {summary['buffer_size']:,} transitions to fit the budget "
+              f"(requested {summary['buffer_shrunk_from']:,})")
     if summary["stopped"] == "budget":
         print(f"stopped to respect the budget; continue with: edgeag train --resume {run.path} "
               "--budget <larger>", file=sys.stderr)
@@ -100,7 +112,8 @@ def launch(*, env: str, algo: str, optimizer: str, overrides: dict, profile: str
 
 def default_run_dir(cfg) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.env_id.replace('/', '_')}-ppo-{cfg.optimizer}-s{cfg.seed}-{stamp}"
+    return Path("runs") / (f"{cfg.env_id.replace('/', '_')}-{cfg.algo}-{cfg.optimizer}-"
+                           f"s{cfg.seed}-{stamp}")
 
 
 def _resumed_config(run, overrides: dict):
@@ -110,11 +123,13 @@ def _resumed_config(run, overrides: dict):
         raise EdgeagError(f"cannot resume: {run.path} is not a directory")
     try:
         with open(run.config, "rb") as f:
-            data = tomllib.load(f)["ppo"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+            tables = tomllib.load(f)
+        algo = tables.get("run", {}).get("algo", "ppo")
+        data = tables[algo]
+    except (OSError, KeyError, AttributeError, tomllib.TOMLDecodeError) as e:
         raise EdgeagError(f"cannot resume: {run.config} is not a readable edgeag config "
                           f"({type(e).__name__})") from None
     if not run.checkpoint.exists():
         raise EdgeagError(f"cannot resume: no checkpoint at {run.checkpoint}")
     data.update(overrides)
-    return config_from_dict(data, str(run.config))
+    return config_from_dict(data, str(run.config), algo)

@@ -234,3 +234,75 @@ class FlatActorCritic:
             torch.sum(d, 1, out=grad_bias)
             if k > 0:
                 d = _tanh_backward(torch.bmm(d, weight), acts[k])
+# --- off-policy networks (DQN, TD3) -------------------------------------------------
+
+def relu_mlp(sizes: list[int]) -> nn.Sequential:
+    """ReLU MLP with torch's default initialisation: the Q-network of CleanRL's and
+    SB3's DQN and the actor and critics of their TD3."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class QNetwork(nn.Module):
+    """Q-values of every discrete action (DQN)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (120, 84)):
+        super().__init__()
+        self.arch = {"kind": "q", "obs_dim": obs_dim, "action_dim": action_dim,
+                     "discrete": True, "hidden": list(hidden)}
+        self.discrete = True
+        self.net = relu_mlp([obs_dim, *hidden, action_dim])
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> "QNetwork":
+        return cls(arch["obs_dim"], arch["action_dim"], tuple(arch["hidden"]))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs)
+
+    def deterministic(self, obs: Tensor) -> Tensor:
+        """The greedy action."""
+        return self.net(obs).argmax(-1)
+
+
+class DeterministicActor(nn.Module):
+    """``low + (high - low) * (tanh(mlp(obs)) + 1) / 2``: a deterministic policy inside
+    the action bounds (TD3; CleanRL's ``action_scale`` / ``action_bias``)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], low, high):
+        super().__init__()
+        low = torch.as_tensor(low, dtype=torch.float32)
+        high = torch.as_tensor(high, dtype=torch.float32)
+        self.arch = {"kind": "deterministic_actor", "obs_dim": obs_dim,
+                     "action_dim": action_dim, "discrete": False, "hidden": list(hidden),
+                     "low": low.tolist(), "high": high.tolist()}
+        self.discrete = False
+        self.net = relu_mlp([obs_dim, *hidden, action_dim])
+        self.register_buffer("action_scale", (high - low) / 2)
+        self.register_buffer("action_bias", (high + low) / 2)
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> "DeterministicActor":
+        return cls(arch["obs_dim"], arch["action_dim"], tuple(arch["hidden"]), arch["low"],
+                   arch["high"])
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
+
+    def deterministic(self, obs: Tensor) -> Tensor:
+        return self(obs)
+
+
+class QCritic(nn.Module):
+    """Q(obs, action) for continuous actions (one of TD3's twin critics)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.net = relu_mlp([obs_dim + action_dim, *hidden, 1])
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        return self.net(torch.cat([obs, action], -1)).squeeze(-1)

@@ -515,3 +515,37 @@ def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
     if not parts:
         return "nothing fits: the measured floor and the smallest policy already exceed the budget"
     return "largest settings that fit: " + "; or ".join(parts)
+
+
+# --- the run driver's interface (`edgeag.train.Algorithm`) ---------------------------
+
+def make_iteration(state: PPOState):
+    """One PPO iteration at a time: the rollout buffer (allocated once), the annealed
+    lr, `collect_rollout`, `compute_gae` from the value of the last observation, then
+    `update`."""
+    cfg = state.cfg
+    obs_dim, action_dim, discrete = check_spaces(cfg.env_id, state.envs.single_observation_space,
+                                                 state.envs.single_action_space)
+    buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, obs_dim, action_dim, discrete)
+
+    def iteration():
+        lr = cfg.lr * (1 - state.iteration / cfg.num_iterations) if cfg.anneal_lr else cfg.lr
+        finished = collect_rollout(state, buf)
+        with torch.no_grad():
+            next_value = state.policy.value(torch.from_numpy(state.obs_norm(state.next_obs)))
+            next_done = torch.from_numpy(state.next_done.astype(np.float32))
+            adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, next_value, next_done,
+                                   cfg.gamma, cfg.gae_lambda)
+            buf.advantages.copy_(adv)
+            buf.returns.copy_(ret)
+        return finished, update(state, buf, lr)
+
+    return iteration
+
+
+from edgeag.train import Algorithm  # noqa: E402  (the interface, below the code it names)
+
+ALGORITHM = Algorithm(
+    name="ppo", build_state=build_state, plan=plan_ppo, what_fits=what_fits,
+    make_iteration=make_iteration, optimizers=lambda state: [state.optimizer],
+    trained=lambda state: [state.policy])

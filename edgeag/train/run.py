@@ -1,12 +1,15 @@
 """A training run from start to summary: threads, floor, plan, guard, loop,
-checkpoints, evaluation, ``summary.json``.
+checkpoints, evaluation, ``summary.json``. The same driver runs every algorithm
+(`edgeag.train.Algorithm`: PPO, DQN, TD3); an iteration is the algorithm's block of
+env steps and updates.
 
 Order of events (each is reported):
 
 1. build the envs and warm torch up (one tiny forward/backward), then measure the
    **floor**: this process's RSS with everything training imports;
 2. **plan** the run against the budget; refuse (exit 2, nothing trained, nothing
-   written) when it does not fit, naming the largest settings that would;
+   written) when it does not fit, naming the largest settings that would (with
+   ``shrink_buffer``, a replay buffer is shrunk to the largest that fits instead);
 3. train under the **budget guard**; at every iteration boundary, stop if the guard
    saw RSS above the budget (``stopped: budget``, exit 3) or the user pressed Ctrl-C
    (``stopped: interrupted``, exit 130), after writing a checkpoint;
@@ -15,6 +18,7 @@ Order of events (each is reported):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import signal
@@ -27,10 +31,10 @@ import torch
 from edgeag.errors import EdgeagError
 from edgeag.memory import MiB, BudgetGuard, measure_floor, peak_rss_bytes, proc_status
 from edgeag.optim import state_bytes
-from edgeag.train.config import PPOConfig, toml_dumps
+from edgeag.train import get_algorithm
+from edgeag.train.config import TrainConfig, toml_dumps
 from edgeag.train.envs import check_spaces, evaluate, make_vector_env
-from edgeag.train.ppo import EVAL_SEED_OFFSET, PPOState, RolloutBuffer, build_state, \
-    collect_rollout, compute_gae, plan_ppo, update, what_fits
+from edgeag.train.ppo import EVAL_SEED_OFFSET
 from edgeag.train.rundir import RunDir, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
@@ -53,6 +57,9 @@ class RunOptions:
     tensorboard: bool = False
     hard_cap: bool = False
     dry_run: bool = False
+    shrink_buffer: bool = False
+    """When the replay buffer does not fit, shrink it to the largest that does (and say
+    so) instead of refusing."""
 
 
 def _warm_up() -> None:
@@ -88,17 +95,34 @@ def cgroup_memory_max() -> int | None:
         return None
 
 
-def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int, dict]:
+def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int, dict]:
     """Run (or resume) ``cfg`` in ``run``; returns (exit code, summary)."""
+    algo = get_algorithm(cfg.algo)
     torch.set_num_threads(opts.threads)
     envs = make_vector_env(cfg.env_id, cfg.num_envs)
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                  envs.single_action_space)
+    if algo.discrete_actions is not None and discrete != algo.discrete_actions:
+        envs.close()
+        raise EdgeagError(f"env {cfg.env_id!r} has action space {envs.single_action_space}: "
+                          f"{algo.name} accepts {'Discrete(n)' if algo.discrete_actions else 'a bounded 1-D Box'} "
+                          f"(try --algo {'td3' if discrete else 'dqn'} or ppo)")
+    if opts.shrink_buffer and algo.largest_buffer is None:
+        envs.close()
+        raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
+                          f"(dqn, td3), not {algo.name}")
     _warm_up()
     floor = measure_floor()
     budget = opts.budget_bytes
-    plan = plan_ppo(cfg, budget if budget is not None else 2**62, floor.rss_bytes, obs_dim,
-                    action_dim, discrete)
+    dims = (obs_dim, action_dim, discrete)
+    plan = algo.plan(cfg, budget if budget is not None else 2**62, floor.rss_bytes, *dims)
+    shrunk_from = None
+    if budget is not None and not plan.fits and opts.shrink_buffer:
+        size = algo.largest_buffer(cfg, budget, floor.rss_bytes, *dims)
+        if size is not None:
+            shrunk_from = cfg.buffer_size
+            cfg = dataclasses.replace(cfg, buffer_size=size)
+            plan = algo.plan(cfg, budget, floor.rss_bytes, *dims)
     log(f"floor {floor.rss_bytes / MiB:.1f} MiB ({floor.rss_bytes:,} bytes; anon "
         f"{floor.anon_bytes / MiB:.1f} MiB, file {floor.file_bytes / MiB:.1f} MiB)")
     table = plan.table().splitlines()
@@ -108,7 +132,10 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         envs.close()
         raise BudgetRefused(
             f"plan {plan.total_bytes / MiB:.1f} MiB exceeds the budget {budget / MiB:.1f} MiB "
-            f"({budget:,} bytes); {what_fits(cfg, budget, floor.rss_bytes, obs_dim, action_dim, discrete)}")
+            f"({budget:,} bytes); {algo.what_fits(cfg, budget, floor.rss_bytes, *dims)}")
+    if shrunk_from is not None:
+        log(f"replay buffer shrunk to fit the budget: {cfg.buffer_size:,} transitions "
+            f"(requested {shrunk_from:,})")
     if opts.dry_run:
         envs.close()
         return EXIT_OK, {"plan": plan.as_dict(), "floor_bytes": floor.rss_bytes}
@@ -118,19 +145,22 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
     if cap:
         log(f"hard cap: {cap}" + (f"; cgroup memory.max {cgroup_max:,} bytes" if cgroup_max else ""))
 
-    state = build_state(cfg, envs)
+    state = algo.build_state(cfg, envs)
     previous = {"wall_seconds": 0.0, "peak_rss_bytes": 0}
     if opts.resume:
         ckpt = run.load_checkpoint()
+        ckpt["checkpoint_dir"] = run.checkpoint.parent
         state.restore(ckpt)
         previous = {"wall_seconds": ckpt["wall_seconds"], "peak_rss_bytes": ckpt["peak_rss_bytes"]}
+        del ckpt
         run.truncate_metrics(state.iteration)
         log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
     else:
         run.path.mkdir(parents=True, exist_ok=True)
-        write_text(run.config, toml_dumps({"ppo": cfg.as_dict(), "run": _run_info(cfg, opts)}))
+        write_text(run.config, toml_dumps({cfg.algo: cfg.as_dict(),
+                                           "run": _run_info(cfg, opts, shrunk_from)}))
 
-    buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, obs_dim, action_dim, discrete)
+    iteration = algo.make_iteration(state)
     writer = _tensorboard(run) if opts.tensorboard else None
     bar = _progress(cfg, state, opts)
 
@@ -150,17 +180,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         while state.iteration < cfg.num_iterations:
             try:
                 step_start = time.monotonic()
-                lr = cfg.lr * (1 - state.iteration / cfg.num_iterations) if cfg.anneal_lr else cfg.lr
-                finished = collect_rollout(state, buf)
-                with torch.no_grad():
-                    next_obs = torch.from_numpy(state.obs_norm(state.next_obs))
-                    next_value = state.policy.value(next_obs)
-                    next_done = torch.from_numpy(state.next_done.astype(np.float32))
-                    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, next_value,
-                                           next_done, cfg.gamma, cfg.gae_lambda)
-                    buf.advantages.copy_(adv)
-                    buf.returns.copy_(ret)
-                stats = update(state, buf, lr)
+                finished, stats = iteration()
             except (MemoryError, RuntimeError) as e:
                 if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
                     stopped = "budget"
@@ -178,7 +198,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
                     if value is not None and key != "time/total_timesteps":
                         writer.add_scalar(key, value, state.global_step)
             if bar is not None:
-                bar.update(cfg.batch)
+                bar.update(cfg.steps_per_iteration)
                 ret = row["rollout/ep_rew_mean"]
                 bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  rss "
                                     f"{row['memory/rss_bytes'] / MiB:.0f}"
@@ -221,7 +241,7 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
     envs.close()
     status = proc_status()
     summary = {
-        "env": cfg.env_id, "algo": "ppo", "optimizer": cfg.optimizer, "seed": cfg.seed,
+        "env": cfg.env_id, "algo": cfg.algo, "optimizer": cfg.optimizer, "seed": cfg.seed,
         "steps": state.global_step, "iterations": state.iteration,
         "wall_seconds": round(wall, 3),
         "steps_per_second": round(state.global_step / wall, 1) if wall > 0 else None,
@@ -232,8 +252,9 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
         "floor_file_bytes": floor.file_bytes,
         "budget_bytes": budget, "profile": opts.profile, "threads": opts.threads,
         "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
-        "optimizer_state_bytes": state_bytes(state.optimizer),
-        "parameter_count": sum(p.numel() for p in state.policy.parameters()),
+        "optimizer_state_bytes": sum(state_bytes(o) for o in algo.optimizers(state)),
+        "parameter_count": sum(p.numel() for m in algo.trained(state) for p in m.parameters()),
+        "buffer_size": getattr(cfg, "buffer_size", None), "buffer_shrunk_from": shrunk_from,
         "final_eval_return": None if eval_returns is None else {
             "mean": float(np.mean(eval_returns)), "std": float(np.std(eval_returns)),
             "episodes": len(eval_returns), "returns": eval_returns},
@@ -246,21 +267,22 @@ def train(cfg: PPOConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int
     return code, summary
 
 
-def _save(run: RunDir, state: PPOState, previous: dict, t_start: float) -> None:
+def _save(run: RunDir, state, previous: dict, t_start: float) -> None:
     ckpt = state.checkpoint()
     ckpt["wall_seconds"] = time.monotonic() - t_start + previous["wall_seconds"]
     ckpt["peak_rss_bytes"] = max(peak_rss_bytes(), previous["peak_rss_bytes"])
-    run.save_checkpoint(ckpt)
+    files = state.checkpoint_files() if hasattr(state, "checkpoint_files") else None
+    run.save_checkpoint(ckpt, files)
 
 
-def _metrics_row(state: PPOState, finished, stats: dict, seconds: float, elapsed: float,
-                 cfg: PPOConfig) -> dict:
+def _metrics_row(state, finished, stats: dict, seconds: float, elapsed: float,
+                 cfg: TrainConfig) -> dict:
     recent = list(state.recent)
     status = proc_status()
     return {
         "time/iterations": state.iteration,
         "time/total_timesteps": state.global_step,
-        "time/fps": round(cfg.batch / seconds, 1) if seconds > 0 else None,
+        "time/fps": round(cfg.steps_per_iteration / seconds, 1) if seconds > 0 else None,
         "time/elapsed_seconds": round(elapsed, 3),
         "rollout/ep_rew_mean": float(np.mean([r for r, _ in recent])) if recent else None,
         "rollout/ep_len_mean": float(np.mean([n for _, n in recent])) if recent else None,
@@ -271,19 +293,23 @@ def _metrics_row(state: PPOState, finished, stats: dict, seconds: float, elapsed
     }
 
 
-def _run_info(cfg: PPOConfig, opts: RunOptions) -> dict:
+def _run_info(cfg: TrainConfig, opts: RunOptions, shrunk_from: int | None) -> dict:
     from edgeag import __version__
-    return {"algo": "ppo", "profile": opts.profile or "", "threads": opts.threads,
+    info = {"algo": cfg.algo, "profile": opts.profile or "", "threads": opts.threads,
             "budget_bytes": opts.budget_bytes or 0, "edgeag": __version__,
             "torch": torch.__version__}
+    if shrunk_from is not None:
+        info["buffer_size_requested"] = shrunk_from
+    return info
 
 
-def _progress(cfg: PPOConfig, state: PPOState, opts: RunOptions):
+def _progress(cfg: TrainConfig, state, opts: RunOptions):
     if not opts.progress:
         return None
     from tqdm import tqdm
-    return tqdm(total=cfg.num_iterations * cfg.batch, initial=state.global_step, unit="step",
-                unit_scale=True, dynamic_ncols=True, desc=f"ppo {cfg.env_id}", disable=None)
+    return tqdm(total=cfg.num_iterations * cfg.steps_per_iteration, initial=state.global_step,
+                unit="step", unit_scale=True, dynamic_ncols=True,
+                desc=f"{cfg.algo} {cfg.env_id}", disable=None)
 
 
 def _tensorboard(run: RunDir):

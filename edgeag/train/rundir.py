@@ -80,9 +80,20 @@ class RunDir:
                 f.write("seconds,rss_bytes\n")
             f.writelines(f"{t + t_offset:.3f},{rss}\n" for t, rss in series)
 
-    def save_checkpoint(self, state: dict) -> None:
+    def save_checkpoint(self, state: dict, files: dict | None = None) -> None:
+        """Write ``state`` to ``checkpoints/latest.pt``. ``files`` (``{name: write(f)}``,
+        names like ``replay-<step>.npy``) are written first beside it, each atomically,
+        so latest.pt only ever names complete files; the same kind of file from older
+        checkpoints (same prefix before the ``-``) is removed afterwards."""
+        files = files or {}
+        for name, write in files.items():
+            atomic_write(self.checkpoint.parent / name, write)
         state = {"format": CHECKPOINT_FORMAT, **_to_torch(state)}
         atomic_write(self.checkpoint, lambda f: torch.save(state, f))
+        prefixes = {name.split("-")[0] + "-" for name in files}
+        for old in self.checkpoint.parent.iterdir():
+            if old.name not in files and any(old.name.startswith(p) for p in prefixes):
+                old.unlink()
 
     def load_checkpoint(self, purpose: str = "resume") -> dict:
         return load_checkpoint(self.checkpoint, purpose)
