@@ -75,7 +75,9 @@ exit codes: 0 done, 2 bad input or plan over budget, 3 stopped at the memory bud
 
 
 OPTIMIZER_HELP = ("alphagrad (default; stateless, updates inside backward), adam (lean, "
-                  "no torch._dynamo import), torch-adam (torch.optim.Adam: +~70 MiB), sgd")
+                  "no torch._dynamo import), torch-adam (torch.optim.Adam: +~70 MiB), sgd (lean; "
+                  "--momentum), torch-adafactor (torch.optim.Adafactor: +~70 MiB), lion "
+                  "(lion-pytorch package: +~70 MiB)")
 """Written out so `edgeag --help` does not import torch; a test checks it names exactly
 `edgeag.optim.supported_optimizers()`."""
 

@@ -189,8 +189,9 @@ def build_state(cfg: PPOConfig, envs) -> PPOState:
 
 
 def uses_fused_backward(cfg: PPOConfig) -> bool:
-    """AlphaGrad updates inside backward: nothing needs all gradients at once."""
-    return cfg.optimizer == "alphagrad"
+    """AlphaGrad updates inside backward (unless ``fuse_backward`` is off): nothing
+    needs all gradients at once."""
+    return cfg.optimizer == "alphagrad" and cfg.fuse_backward
 
 
 # --- one iteration ------------------------------------------------------------------
@@ -239,7 +240,7 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float) -> dict:
     cfg, policy, optimizer = state.cfg, state.policy, state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
-    clip_norm = 0.0 if uses_fused_backward(cfg) else cfg.max_grad_norm
+    clip_norm = 0.0 if cfg.optimizer == "alphagrad" else cfg.max_grad_norm
     stats = collections.defaultdict(list)
     for epoch in range(cfg.update_epochs):
         # The train/* figures describe the last epoch (or every epoch with target_kl,
@@ -340,7 +341,7 @@ def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         return {"num_steps": n, "batch_size": min(cfg.batch_size, n * cfg.num_envs)}
 
     parts = []
-    if get_spec(cfg.optimizer).imports_dynamo and plan_with(optimizer="adam").fits:
+    if cfg.optimizer == "torch-adam" and plan_with(optimizer="adam").fits:
         parts.append("--optimizer adam (the same Adam without the torch._dynamo import)")
     steps = largest_fitting(lambda n: plan_with(**rollout(n)), 1, cfg.num_steps)
     if steps is not None and steps * cfg.num_envs > cfg.batch_size:
