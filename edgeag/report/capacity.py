@@ -77,6 +77,10 @@ class Probe:
     peak_rss_bytes: int | None = None
     killed_above_bytes: int | None = None
     max_seen_rss_bytes: int = 0
+    setup_peak_rss_bytes: int | None = None
+    """VmHWM before the first iteration: imports, envs, network initialisation."""
+    training_rss_bytes: int | None = None
+    """Highest RSS sampled (every 50 ms) while training."""
     floor_bytes: int | None = None
     plan_total_bytes: int | None = None
     parameter_count: int | None = None
@@ -127,7 +131,8 @@ class Prober:
         if child.exit_code == 0 and summary_path.exists():
             summary = json.loads(summary_path.read_text())
             probe = Probe(self.row.label, width, "measured", summary["peak_rss_bytes"], None,
-                          child.max_seen_rss_bytes, summary["floor_bytes"],
+                          child.max_seen_rss_bytes, summary["setup_peak_rss_bytes"],
+                          summary["max_sampled_rss_bytes"], summary["floor_bytes"],
                           summary["plan_total_bytes"], summary["parameter_count"],
                           round(child.seconds, 2))
             (self.out / "probes" / f"{name}.json").write_text(json.dumps(summary, indent=1))
@@ -171,6 +176,8 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
                     "hidden": [width] * len(cfg.hidden) if width else None,
                     "parameter_count": probe.parameter_count if probe else None,
                     "peak_rss_bytes": probe.peak_rss_bytes if probe else None,
+                    "setup_peak_rss_bytes": probe.setup_peak_rss_bytes if probe else None,
+                    "training_rss_bytes": probe.training_rss_bytes if probe else None,
                     "plan_total_bytes": probe.plan_total_bytes if probe else None,
                     "smallest_probe_rss_bytes": None if width else _smallest(probers[row]),
                 })

@@ -93,7 +93,7 @@ def run_compare(s: CompareSettings) -> dict:
         args += ["--set", f"{key}={value}"]
 
     jobs = [(row, seed) for row, _, _ in resolved for seed in s.seeds]
-    bar = _bar(len(jobs), "compare", s.progress)
+    bar = _bar(len(jobs), "run", s.progress)
     runs: dict[Row, list[dict]] = {row: [] for row in s.rows}
     t0 = time.monotonic()
     try:
@@ -137,6 +137,7 @@ def _postfix(row: Row, r: dict) -> str:
 
 
 SUMMARY_KEYS = ("peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "max_sampled_rss_bytes",
+                "setup_peak_rss_bytes",
                 "floor_bytes", "floor_anon_bytes", "floor_file_bytes", "plan_total_bytes",
                 "optimizer_state_bytes", "parameter_count", "steps", "wall_seconds",
                 "steps_per_second")

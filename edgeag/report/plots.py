@@ -217,6 +217,10 @@ def capacity_probes(report: dict, path: Path) -> None:
                       if p["status"] == "measured")
         ax.plot(*(zip(*done) if done else ([], [])), "o-", color=color, ms=4, lw=1.2,
                 label=label)
+        training = sorted((p["width"], p["training_rss_bytes"] / MiB) for p in probes
+                          if p["status"] == "measured" and p.get("training_rss_bytes"))
+        if training:
+            ax.plot(*zip(*training), "--", color=color, lw=1, alpha=0.7)
         over = [(p["width"], p["max_seen_rss_bytes"] / MiB) for p in probes
                 if p["status"] == "exceeded"]
         if over:
@@ -225,10 +229,11 @@ def capacity_probes(report: dict, path: Path) -> None:
         ax.axhline(budget / MiB, color="crimson", ls="--", lw=1)
         ax.annotate(f"{budget / MiB:.0f} MiB budget", (1, budget / MiB), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(-4, 3), ha="right", fontsize=8, color="crimson")
+    ax.plot([], [], "--", color="gray", lw=1, label="RSS while training only (sampled)")
     ax.scatter([], [], marker="^", color="gray", label="stopped above the budget (RSS seen)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("hidden width W (actor and critic: hidden=[W, W] each)")
-    ax.set_ylabel("peak RSS of the training process (MiB)")
+    ax.set_ylabel("peak RSS of the training process, VmHWM (MiB)")
     ax.set_title(f"Capacity probes: measured peak RSS by width\n{_title(report)}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="both")

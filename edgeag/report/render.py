@@ -209,6 +209,13 @@ def compare_markdown(r: dict) -> str:
 
 # --- capacity -----------------------------------------------------------------------
 
+def _phase(x: dict) -> str:
+    setup, training = x.get("setup_peak_rss_bytes"), x.get("training_rss_bytes")
+    if setup is None or training is None:
+        return "—"
+    return "setup (network init)" if setup >= training else "training"
+
+
 def capacity_markdown(r: dict) -> str:
     s = r["settings"]
     labels = [row["label"] for row in r["rows"]]
@@ -225,14 +232,16 @@ def capacity_markdown(r: dict) -> str:
              f"its peak is its own VmHWM. A probe seen above the budget is stopped. Widths "
              f"double from {s['start_width']}, then bisect to within {s['tolerance']:.1%}. "
              f"{len(r['probes'])} probes, {r['seconds']:.0f} s.", ""]
-    lines += table(["budget", "row", "widest W", "parameters", "peak RSS at W, MiB",
-                    "plan at W, MiB", f"parameters × `{ref}`" if ref else "ratio"],
+    lines += table(["budget", "row", "widest W", "parameters", f"parameters × `{ref}`"
+                    if ref else "ratio", "peak RSS at W, MiB", "before training, MiB",
+                    "while training, MiB", "peak set by", "plan at W, MiB"],
                    [[f"{mib(x['budget_bytes'], 0)} MiB", f"`{x['row']}`", x["width"] or "none",
                      f"{x['parameter_count']:,}" if x["parameter_count"] else
                      (f"— (smallest probe: {mib(x['smallest_probe_rss_bytes'])} MiB)"
                       if x["smallest_probe_rss_bytes"] else "—"),
-                     mib(x["peak_rss_bytes"]), mib(x["plan_total_bytes"]),
-                     f"{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "—"]
+                     f"{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "—",
+                     mib(x["peak_rss_bytes"]), mib(x.get("setup_peak_rss_bytes")),
+                     mib(x.get("training_rss_bytes")), _phase(x), mib(x["plan_total_bytes"])]
                     for x in r["results"]])
     lines += ["", "![Largest policy per budget](capacity.png)", "",
               "![Peak RSS by width](capacity_probes.png)", "",
@@ -244,19 +253,25 @@ def capacity_markdown(r: dict) -> str:
               "alive at a time; `alphagrad fuse_backward=false` keeps every gradient until "
               "`step()`; `adam` keeps gradients and two moment buffers; `torch-adam` adds "
               "the `torch._dynamo` import (~70 MiB) to that.",
+              "- **before training** is the child's VmHWM just before its first iteration "
+              "(imports, envs, building and initialising the network, the optimizer); **while "
+              "training** the highest RSS its guard sampled (every 50 ms) after that. "
+              "**peak set by** names the larger: where the memory goes at that width.",
               "- **plan at W** is what `edgeag train` would have planned for that width; where "
               "it differs from the measured peak, the measurement decides.",
               "- One probe per width: near a boundary, run-to-run noise (a few MiB) can move "
               "the answer by a step of the bisection.", "",
               "## Probes", ""]
-    lines += table(["row", "width", "parameters", "result", "peak RSS, MiB", "floor, MiB",
-                    "plan, MiB", "seconds"],
+    lines += table(["row", "width", "parameters", "result", "peak RSS, MiB",
+                    "before training, MiB", "while training, MiB", "floor, MiB", "plan, MiB",
+                    "seconds"],
                    [[f"`{p['row']}`", p["width"],
                      f"{p['parameter_count']:,}" if p["parameter_count"] else "—",
                      "measured" if p["status"] == "measured" else
                      f"stopped above {mib(p['killed_above_bytes'], 0)} MiB",
                      mib(p["peak_rss_bytes"]) if p["status"] == "measured" else
                      f"> {mib(p['max_seen_rss_bytes'])} (seen)",
+                     mib(p.get("setup_peak_rss_bytes")), mib(p.get("training_rss_bytes")),
                      mib(p["floor_bytes"]), mib(p["plan_total_bytes"]), f"{p['seconds']:.1f}"]
                     for p in r["probes"]])
     return "\n".join(lines) + "\n"
