@@ -5,6 +5,10 @@ import copy
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -243,3 +247,24 @@ def test_bad_report_input_exits_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(message, err[0]), err
         assert not (tmp_path / "merged.md").exists()
+
+
+def test_ctrl_c_writes_the_report_of_the_runs_that_finished(tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeag.cli", "compare", "--budget", "1GB",
+                             "--optimizers", "alphagrad,adam", "--seeds", "1,2", "--total-steps",
+                             "512", "--set", "eval_episodes=1", "--threads", "1", "--out", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = out / "runs" / "alphagrad-s2" / "train.log"  # the first run is in the report
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not second.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    finished = [run for row in report["rows"] for run in row["runs"]]
+    assert len(finished) == 1 and finished[0]["status"] == "done" and finished[0]["seed"] == 1
+    assert "**Interrupted**" in (out / "report.md").read_text()
+    assert (out / "peak_rss.png").exists()

@@ -156,7 +156,8 @@ def check_rows(rows: list[Row], sets: dict) -> None:
 
 def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, out: Path,
                  profile=None, sets: dict | None = None, progress: bool = True) -> dict:
-    """The widest width per (budget, row); returns the report."""
+    """The widest width per (budget, row); returns the report. Ctrl-C stops at once:
+    the report then holds the searches that finished (marked ``interrupted``)."""
     sets = sets or {}
     check_rows(rows, sets)
     resolved = resolve_rows(env, rows, sets)
@@ -165,6 +166,7 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
     bar = _bar(None, "probe", progress)
     probers = {row: Prober(env, row, cfg, threads, sets, out, bar) for row, cfg, _ in resolved}
     results = []
+    interrupted = False
     try:
         for budget in sorted(budgets, reverse=True):
             for row, cfg, _ in resolved:
@@ -181,6 +183,8 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
                     "plan_total_bytes": probe.plan_total_bytes if probe else None,
                     "smallest_probe_rss_bytes": None if width else _smallest(probers[row]),
                 })
+    except KeyboardInterrupt:  # report the searches that finished and every probe
+        interrupted = True
     finally:
         bar.close()
     _ratios(results, rows)
@@ -194,6 +198,7 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
                                              **PROBE_SETTINGS},
                      "start_width": START_WIDTH, "tolerance": TOLERANCE},
         "seconds": round(time.monotonic() - t0, 1),
+        "interrupted": interrupted,
         "rows": [{**row.as_dict(), "config_origin": origin, "depth": len(cfg.hidden)}
                  for row, cfg, origin in resolved],
         "results": results,

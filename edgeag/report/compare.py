@@ -80,7 +80,9 @@ def analytic_plan(cfg, budget_bytes: int, dims: tuple[int, int, bool]) -> dict:
 
 
 def run_compare(s: CompareSettings) -> dict:
-    """Train every (row, seed); returns the report (also the caller writes it)."""
+    """Train every (row, seed); returns the report (the caller writes it). Ctrl-C
+    stops at once and returns the report of the runs that finished, marked
+    ``interrupted``."""
     steps = {"total_steps": s.total_steps} if s.total_steps else {}
     resolved = resolve_rows(s.env, s.rows, {**s.sets, **steps})
     dims = env_dims(s.env)
@@ -96,6 +98,7 @@ def run_compare(s: CompareSettings) -> dict:
     bar = _bar(len(jobs), "run", s.progress)
     runs: dict[Row, list[dict]] = {row: [] for row in s.rows}
     t0 = time.monotonic()
+    interrupted = False
     try:
         for row, seed in jobs:
             bar.set_description_str(f"{row.label} seed {seed}")
@@ -106,6 +109,8 @@ def run_compare(s: CompareSettings) -> dict:
             runs[row].append(result)
             bar.update(1)
             bar.set_postfix_str(_postfix(row, result))
+    except KeyboardInterrupt:  # report what finished; the run in progress is dropped
+        interrupted = True
     finally:
         bar.close()
 
@@ -119,6 +124,7 @@ def run_compare(s: CompareSettings) -> dict:
                      "threads": s.threads, "total_steps": resolved[0][1].total_steps,
                      "sets": s.sets},
         "seconds": round(time.monotonic() - t0, 1),
+        "interrupted": interrupted,
         "rows": rows,
         "differences": differences(rows),
     }

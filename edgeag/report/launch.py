@@ -92,6 +92,10 @@ def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profi
 
     paths = write_report(report, out_dir)
     print("report: " + ", ".join(str(p) for p in paths))
+    if report["interrupted"]:
+        print("edgeag: interrupted: the report holds what finished before Ctrl-C",
+              file=sys.stderr)
+        return 130
     if capacity:
         for x in report["results"]:
             ratio = f", {x['parameter_ratio']:.2f}x {x['reference']}" if x["parameter_ratio"] else ""

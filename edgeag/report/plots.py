@@ -180,13 +180,13 @@ def capacity(report: dict, path: Path) -> None:
                              squeeze=False)
     colors = _colors(len(labels))
     for ax, budget in zip(axes[0], budgets):
-        results = [next(x for x in report["results"] if x["budget_bytes"] == budget
-                        and x["row"] == label) for label in labels]
-        ys = [(x["parameter_count"] or 0) / 1e6 for x in results]
+        results = [next((x for x in report["results"] if x["budget_bytes"] == budget
+                         and x["row"] == label), None) for label in labels]
+        ys = [(x["parameter_count"] or 0) / 1e6 if x else 0 for x in results]
         bars = ax.bar(range(len(labels)), ys, color=colors, label=labels)
         for bar, x in zip(bars, results):
-            text = "none fits" if not x["width"] else f"W={x['width']}" + (
-                f"\n{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "")
+            text = "not searched" if x is None else "none fits" if not x["width"] else \
+                f"W={x['width']}" + (f"\n{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "")
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         textcoords="offset points", xytext=(0, 2), ha="center", va="bottom",
                         fontsize=7)

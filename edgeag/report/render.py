@@ -118,6 +118,8 @@ def compare_markdown(r: dict) -> str:
              f"{s['total_steps']:,} environment steps each"
              + (f", with {', '.join(f'`{k}={v}`' for k, v in s['sets'].items())}" if s["sets"] else "")
              + f". Wall time of the comparison: {r['seconds']:.0f} s.", ""]
+    if r.get("interrupted"):
+        lines += ["**Interrupted** with Ctrl-C: this report holds the runs that finished.", ""]
     heads = [d for d in r["differences"] if d["row"] in ("adam", "torch-adam")]
     if heads:
         lines += [f"- {headline(d)}" for d in heads] + [""]
@@ -232,6 +234,9 @@ def capacity_markdown(r: dict) -> str:
              f"its peak is its own VmHWM. A probe seen above the budget is stopped. Widths "
              f"double from {s['start_width']}, then bisect to within {s['tolerance']:.1%}. "
              f"{len(r['probes'])} probes, {r['seconds']:.0f} s.", ""]
+    if r.get("interrupted"):
+        lines += ["**Interrupted** with Ctrl-C: this report holds the searches that finished "
+                  "and every probe.", ""]
     lines += table(["budget", "row", "widest W", "parameters", f"parameters × `{ref}`"
                     if ref else "ratio", "peak RSS at W, MiB", "before training, MiB",
                     "while training, MiB", "peak set by", "plan at W, MiB"],
