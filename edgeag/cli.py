@@ -136,12 +136,18 @@ rows (--optimizers): NAME[:SETTING=VALUE...] separated by commas; NAME from the
 optimizer registry (see `edgeag train --help`), SETTING any PPO setting, e.g.
   alphagrad,adam,sgd:momentum=0.9,alphagrad:momentum=0.9,alphagrad:fuse_backward=false
 default: alphagrad, adam, torch-adam, sgd, sgd:momentum=0.9, alphagrad:momentum=0.9,
-torch-adafactor, lion (3 seeds: ~10 minutes on CartPole-v1 with 2 threads)
+torch-adafactor, lion (3 seeds: ~10 minutes on CartPole-v1 on 2 idle cores)
 
 --capacity: instead, for each budget in --budgets and each row (default alphagrad,
 alphagrad:fuse_backward=false, adam, torch-adam), the widest policy hidden=[W, W]
 whose short training run (2 PPO iterations) peaks inside the budget, found by
-running it (width doubling from 64, then bisection); ~30-60 minutes at 1 GiB.
+running it (width doubling from 64, then bisection); the default sweep took 86
+probes and ~50 minutes on a 2-core x86-64 machine.
+
+Threads: runs use the profile's threads (at most this machine's cores). When other
+processes compete for those cores, a multi-threaded run can slow down a hundredfold
+(measured: 4,150 -> 36 env steps/s on 2 cores beside one busy process); on a shared
+machine pass --threads 1. Peak RSS barely depends on it; the report records it.
 
 output (--out, default results/compare-<profile>-<time>/ or results/capacity-...):
   report.md, report.json, PNG figures; runs/<row>-s<seed>/ (each run's directory
@@ -154,7 +160,8 @@ examples:
   edgeag compare --budget 512MB --optimizers alphagrad,adam --seeds 1 --total-steps 2048
 
 exit codes: 0 done (refused or budget-stopped runs included), 2 bad input, 130
-interrupted with Ctrl-C, 1 a run failed unexpectedly (the report is still written)
+interrupted with Ctrl-C (the report holds what finished), 1 a run failed
+unexpectedly (the report is still written)
 """
 
 

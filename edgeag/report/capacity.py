@@ -96,9 +96,10 @@ class Probe:
 class Prober:
     """Runs and remembers probes of one row."""
 
-    def __init__(self, env: str, row: Row, cfg, threads: int, sets: dict, out: Path, bar):
-        self.env, self.row, self.cfg, self.threads, self.out, self.bar = env, row, cfg, threads, out, bar
-        self.sets = sets
+    def __init__(self, env: str, row: Row, cfg, dims: tuple[int, int, bool], threads: int,
+                 sets: dict, out: Path, bar):
+        self.env, self.row, self.cfg, self.dims, self.threads = env, row, cfg, dims, threads
+        self.sets, self.out, self.bar = sets, out, bar
         self.probes: dict[int, Probe] = {}
 
     def fits(self, width: int, budget: int) -> bool:
@@ -126,7 +127,8 @@ class Prober:
                           self.out / "probes" / f"{name}.log", kill_above=kill_above,
                           threads=self.threads)
         probe = Probe(self.row.label, width, "exceeded", killed_above_bytes=kill_above,
-                      max_seen_rss_bytes=child.max_seen_rss_bytes, seconds=round(child.seconds, 2))
+                      max_seen_rss_bytes=child.max_seen_rss_bytes, seconds=round(child.seconds, 2),
+                      parameter_count=parameter_count(self.dims, [width] * len(self.cfg.hidden)))
         summary_path = run_dir / "summary.json"
         if child.exit_code == 0 and summary_path.exists():
             summary = json.loads(summary_path.read_text())
@@ -148,6 +150,14 @@ class Prober:
         return probe
 
 
+def parameter_count(dims: tuple[int, int, bool], hidden: list[int]) -> int:
+    """Parameters of `ActorCritic` for ``hidden`` (what a probe that was stopped before
+    it could report them would have had)."""
+    from edgeag.train.ppo import _meta_params
+
+    return sum(p.numel() for p in _meta_params(*dims, hidden))
+
+
 def check_rows(rows: list[Row], sets: dict) -> None:
     if "hidden" in sets or any(k == "hidden" for row in rows for k, _ in row.options):
         raise EdgeagError("--capacity chooses the hidden widths itself: remove hidden from "
@@ -161,10 +171,11 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
     sets = sets or {}
     check_rows(rows, sets)
     resolved = resolve_rows(env, rows, sets)
-    env_dims(env)
+    dims = env_dims(env)
     t0 = time.monotonic()
     bar = _bar(None, "probe", progress)
-    probers = {row: Prober(env, row, cfg, threads, sets, out, bar) for row, cfg, _ in resolved}
+    probers = {row: Prober(env, row, cfg, dims, threads, sets, out, bar)
+               for row, cfg, _ in resolved}
     results = []
     interrupted = False
     try:

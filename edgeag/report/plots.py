@@ -130,7 +130,8 @@ def rss_over_time(report: dict, out: Path, path: Path) -> None:
     ax.set_xlabel("seconds since training started")
     ax.set_ylabel("RSS (MiB)")
     ax.set_title(f"RSS while training (one line per seed)\n{_title(report)}", fontsize=10)
-    ax.legend(fontsize=8, loc="best", ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best", ncol=2)
     ax.grid(alpha=0.3)
     _save(fig, path)
     plt.close(fig)
@@ -164,7 +165,8 @@ def returns(report: dict, out: Path, path: Path) -> None:
     n = len(report["settings"]["seeds"])
     ax.set_title(f"Return while training (median of {n} seed(s), band: min-max)\n{_title(report)}",
                  fontsize=10)
-    ax.legend(fontsize=8, loc="best", ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best", ncol=2)
     ax.grid(alpha=0.3)
     _save(fig, path)
     plt.close(fig)
@@ -207,35 +209,51 @@ def capacity(report: dict, path: Path) -> None:
 
 
 def capacity_probes(report: dict, path: Path) -> None:
-    """Every probe: measured peak RSS against hidden width, the budgets as lines."""
+    """Every probe: peak RSS against the policy's parameters (so a row is close to a
+    line whose slope is its bytes per parameter), the budgets as lines; the right
+    panel zooms in on the smallest budget."""
     plt = _pyplot()
     labels = [r["label"] for r in report["rows"]]
-    fig, ax = plt.subplots(figsize=(8.5, 5))
-    for label, color in zip(labels, _colors(len(labels))):
-        probes = [p for p in report["probes"] if p["row"] == label]
-        done = sorted((p["width"], p["peak_rss_bytes"] / MiB) for p in probes
-                      if p["status"] == "measured")
-        ax.plot(*(zip(*done) if done else ([], [])), "o-", color=color, ms=4, lw=1.2,
-                label=label)
-        training = sorted((p["width"], p["training_rss_bytes"] / MiB) for p in probes
-                          if p["status"] == "measured" and p.get("training_rss_bytes"))
-        if training:
-            ax.plot(*zip(*training), "--", color=color, lw=1, alpha=0.7)
-        over = [(p["width"], p["max_seen_rss_bytes"] / MiB) for p in probes
-                if p["status"] == "exceeded"]
-        if over:
-            ax.scatter(*zip(*over), marker="^", color=color, s=30, zorder=3)
-    for budget in report["settings"]["budgets_bytes"]:
-        ax.axhline(budget / MiB, color="crimson", ls="--", lw=1)
-        ax.annotate(f"{budget / MiB:.0f} MiB budget", (1, budget / MiB), xycoords=("axes fraction", "data"),
-                    textcoords="offset points", xytext=(-4, 3), ha="right", fontsize=8, color="crimson")
-    ax.plot([], [], "--", color="gray", lw=1, label="RSS while training only (sampled)")
-    ax.scatter([], [], marker="^", color="gray", label="stopped above the budget (RSS seen)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden width W (actor and critic: hidden=[W, W] each)")
-    ax.set_ylabel("peak RSS of the training process, VmHWM (MiB)")
-    ax.set_title(f"Capacity probes: measured peak RSS by width\n{_title(report)}", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3, which="both")
+    budgets = report["settings"]["budgets_bytes"]
+    fig, (whole, small) = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax in (whole, small):
+        for label, color in zip(labels, _colors(len(labels))):
+            probes = [p for p in report["probes"] if p["row"] == label and p.get("parameter_count")]
+            done = sorted((p["parameter_count"] / 1e6, p["peak_rss_bytes"] / MiB) for p in probes
+                          if p["status"] == "measured")
+            ax.plot(*(zip(*done) if done else ([], [])), "o-", color=color, ms=4, lw=1.2,
+                    label=label)
+            training = sorted((p["parameter_count"] / 1e6, p["training_rss_bytes"] / MiB)
+                              for p in probes if p["status"] == "measured"
+                              and p.get("training_rss_bytes"))
+            if training:
+                ax.plot(*zip(*training), "--", color=color, lw=1, alpha=0.7)
+            over = [(p["parameter_count"] / 1e6, p["max_seen_rss_bytes"] / MiB) for p in probes
+                    if p["status"] == "exceeded"]
+            if over:
+                ax.scatter(*zip(*over), marker="^", color=color, s=30, zorder=3)
+        for budget in budgets if ax is whole else [min(budgets)]:
+            ax.axhline(budget / MiB, color="crimson", ls="--", lw=1)
+            ax.annotate(f"{budget / MiB:.0f} MiB budget", (1, budget / MiB),
+                        xycoords=("axes fraction", "data"), textcoords="offset points",
+                        xytext=(-4, 3), ha="right", fontsize=8, color="crimson")
+        ax.set_xlabel("parameters of the policy, actor + critic (millions)")
+        ax.grid(alpha=0.3)
+    lowest = min(budgets)
+    fits = [x["parameter_count"] for x in report["results"]
+            if x["budget_bytes"] == lowest and x["parameter_count"]]
+    small.set_xlim(0, 2.0 * max(fits, default=1e6) / 1e6)
+    floors = [p["floor_bytes"] for p in report["probes"] if p.get("floor_bytes")]
+    small.set_ylim((min(floors) / MiB - 3) if floors else None, lowest / MiB + 12)
+    small.set_title(f"zoomed in on {lowest / MiB:.0f} MiB", fontsize=9)
+    whole.set_ylim(top=max(budgets) / MiB * 1.06)
+    whole.set_title("every probe", fontsize=9)
+    whole.set_ylabel("peak RSS of the training process, VmHWM (MiB)")
+    whole.plot([], [], "--", color="gray", lw=1, label="RSS while training only (sampled)")
+    whole.scatter([], [], marker="^", color="gray", label="stopped above the budget (RSS seen)")
+    whole.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Capacity probes: measured peak RSS by policy size (hidden=[W, W] for actor "
+                 f"and critic)\n{_title(report)}", fontsize=10)
+    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

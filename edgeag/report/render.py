@@ -242,7 +242,8 @@ def capacity_markdown(r: dict) -> str:
                     "while training, MiB", "peak set by", "plan at W, MiB"],
                    [[f"{mib(x['budget_bytes'], 0)} MiB", f"`{x['row']}`", x["width"] or "none",
                      f"{x['parameter_count']:,}" if x["parameter_count"] else
-                     (f"— (smallest probe: {mib(x['smallest_probe_rss_bytes'])} MiB)"
+                     (f"— (width 1 went above the budget: stopped at "
+                      f"{mib(x['smallest_probe_rss_bytes'])} MiB)"
                       if x["smallest_probe_rss_bytes"] else "—"),
                      f"{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "—",
                      mib(x["peak_rss_bytes"]), mib(x.get("setup_peak_rss_bytes")),
