@@ -147,7 +147,7 @@ probes and ~50 minutes on a 2-core x86-64 machine.
 Threads: runs use the profile's threads (at most this machine's cores). When other
 processes compete for those cores, a multi-threaded run can slow down a hundredfold
 (measured: 4,150 -> 36 env steps/s on 2 cores beside one busy process); on a shared
-machine pass --threads 1. Peak RSS barely depends on it; the report records it.
+machine pass --threads 1 (the peak changes by a MiB or two; the report records it).
 
 output (--out, default results/compare-<profile>-<time>/ or results/capacity-...):
   report.md, report.json, PNG figures; runs/<row>-s<seed>/ (each run's directory

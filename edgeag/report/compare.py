@@ -201,6 +201,11 @@ def _row_summary(row: Row, cfg, origin: str, runs: list[dict], plan: dict) -> di
     }
 
 
+def _median_delta(row: dict, base: dict, key: str) -> float | None:
+    a, b = row.get(key), base.get(key)
+    return a["median"] - b["median"] if a and b else None
+
+
 def baseline(rows: list[dict]) -> dict | None:
     """The row the others are measured against: plain AlphaGrad, else the first row."""
     plain = [r for r in rows if r["optimizer"] == "alphagrad" and not r["options"]]
@@ -232,5 +237,9 @@ def differences(rows: list[dict]) -> list[dict]:
             "optimizer_state_delta_bytes": (row["optimizer_state_bytes"]["analytic"]
                                             - base["optimizer_state_bytes"]["analytic"]),
             "beyond_spread": abs(delta) > noise,
+            # RSS at the end of the runs, split: anonymous memory (tensors, allocator) and
+            # file-backed pages (mostly the code of the kernels a row uses)
+            "anon_at_end_delta_bytes": _median_delta(row, base, "rss_anon_bytes"),
+            "file_at_end_delta_bytes": _median_delta(row, base, "rss_file_bytes"),
         })
     return out

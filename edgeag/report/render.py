@@ -103,7 +103,11 @@ def headline(diff: dict) -> str:
             f"{signed_mib(diff['peak_delta_high_bytes'])} MiB; run-to-run spread "
             f"{mib(diff['spread_bytes'], 2)} MiB), against an analytic "
             f"{signed_mib(diff['plan_delta_bytes'])} MiB in the plan "
-            f"({diff['optimizer_state_delta_bytes']:+,d} bytes of optimizer state): {verdict}.")
+            f"({diff['optimizer_state_delta_bytes']:+,d} bytes of optimizer state): {verdict}."
+            + (f" At the end of the runs the difference was {signed_mib(diff['anon_at_end_delta_bytes'])} "
+               f"MiB of anonymous memory and {signed_mib(diff['file_at_end_delta_bytes'])} MiB of "
+               f"file-backed pages (mapped library code)."
+               if diff.get("anon_at_end_delta_bytes") is not None else ""))
 
 
 def compare_markdown(r: dict) -> str:
@@ -141,15 +145,20 @@ def compare_markdown(r: dict) -> str:
     if r["differences"]:
         lines += [f"### Against `{base['label']}`", ""]
         lines += table(["row", "Δ peak RSS (medians), MiB", "Δ over the runs, MiB",
-                        "run-to-run spread, MiB", "Δ plan, MiB", "Δ optimizer state, bytes",
-                        "reading"],
+                        "run-to-run spread, MiB", "reading", "Δ plan, MiB",
+                        "Δ optimizer state, bytes", "Δ anon at end, MiB", "Δ file at end, MiB"],
                        [[f"`{d['row']}`", signed_mib(d["peak_median_delta_bytes"]),
                          f"{signed_mib(d['peak_delta_low_bytes'])} to "
                          f"{signed_mib(d['peak_delta_high_bytes'])}", mib(d["spread_bytes"], 2),
+                         "beyond the spread" if d["beyond_spread"] else "within the spread",
                          signed_mib(d["plan_delta_bytes"]), f"{d['optimizer_state_delta_bytes']:+,d}",
-                         "beyond the spread" if d["beyond_spread"] else "within the spread"]
+                         signed_mib(d.get("anon_at_end_delta_bytes")),
+                         signed_mib(d.get("file_at_end_delta_bytes"))]
                         for d in r["differences"]])
-        lines.append("")
+        lines += ["", "Δ anon / Δ file: the difference of the runs' RSS at their end, split "
+                  "into anonymous memory (tensors, allocator) and file-backed pages (mostly "
+                  "the code of the torch kernels a row uses, which the kernel can drop under "
+                  "pressure).", ""]
 
     lines += ["## Where the memory goes: the plan beside the measurement", "",
               "Analytic bytes are the memory plan's items (`edgeag.train.ppo.plan_ppo`, the plan "
@@ -186,10 +195,11 @@ def compare_markdown(r: dict) -> str:
               "a budget is about. The spread is max − min over the seeds: two rows whose "
               "difference lies within it are not told apart by this measurement.",
               "- **Floor**: RSS after Python, torch and gymnasium are loaded and warmed up, "
-              "measured in each run before training. For a CartPole-sized policy it is almost "
-              "all of the peak; the optimizer's state (a few KiB to a few hundred KiB) is below "
-              "the run-to-run noise. Where the optimizer decides what fits is the capacity "
-              "sweep: `edgeag compare --capacity`.",
+              "measured in each run before training. For a small policy it is almost all of "
+              "the peak, and an optimizer's state (see the exact table) is tiny beside it; "
+              "rows then differ mostly by the library code their kernels map (the Δ file "
+              "column), not by their state. Where the optimizer decides what fits is the "
+              "capacity sweep: `edgeag compare --capacity`.",
               "- **Refused** runs never trained: the plan (floor + the items above) was over "
               "the budget, as for optimizers built on `torch.optim.Optimizer`, whose first "
               "use imports `torch._dynamo` (~70 MiB).",
