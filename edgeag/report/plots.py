@@ -83,8 +83,9 @@ def peak_rss(report: dict, path: Path) -> None:
         whole.axhline(min(floors) / MiB, color="gray", ls=":", lw=1,
                       label="measured floor (lowest median)")
     _budget_line(whole, budget)
-    whole.scatter([], [], marker="^", facecolors="none", edgecolors="gray",
-                  label="plan of a refused run (never started)")
+    if any(r["status"] == "refused" for row in rows for r in row["runs"]):
+        whole.scatter([], [], marker="^", facecolors="none", edgecolors="gray",
+                      label="plan of a refused run (never started)")
     whole.errorbar([], [], fmt="_", color="black", label="median, min-max over seeds")
     whole.set_ylabel("peak RSS of the whole process (MiB)")
     whole.set_title("against the budget", fontsize=9)
