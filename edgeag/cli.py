@@ -23,6 +23,12 @@ examples:
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
                                   TD3 (twin critics, replay buffer) inside rpi4's 1 GiB
   edgeag train --resume runs/pend continue a stopped run from its checkpoint
+  edgeag compare --profile rpi4 --budget 256MB
+                                  AlphaGrad against Adam and the others: peak RSS report
+  edgeag compare --profile rpi4 --capacity
+                                  widest policy each optimizer trains in 256 MiB/512 MiB/1 GiB
+  edgeag report results/*/report.json
+                                  one table from reports of several devices
   edgeag profiles                 list device profiles with their RAM and default budget
   edgeag profiles rpi4            show one profile
   edgeag profiles ./my-board.toml validate and show your own profile
@@ -32,7 +38,7 @@ examples:
                                   run the policy with onnxruntime (no torch)
 
 exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved),
-4 export verification failed, 1 internal error
+4 export verification failed, 130 interrupted, 1 internal error
 """
 
 
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_export_parser(sub)
     add_run_parser(sub)
+    add_compare_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -96,7 +104,9 @@ exit codes: 0 done, 2 bad input or plan over budget, 3 stopped at the memory bud
 
 OPTIMIZER_HELP = ("alphagrad (stateless, updates inside backward; PPO's default; "
                   "experimental on DQN), adam (lean, no torch._dynamo import; DQN's and TD3's "
-                  "default), torch-adam (torch.optim.Adam: +~70 MiB), sgd")
+                  "default), torch-adam (torch.optim.Adam: +~70 MiB), sgd (lean; --momentum), "
+                  "torch-adafactor (torch.optim.Adafactor: +~70 MiB), lion (lion-pytorch "
+                  "package: +~70 MiB)")
 """Written out so `edgeag --help` does not import torch; a test checks it names exactly
 `edgeag.optim.supported_optimizers()`."""
 
@@ -139,6 +149,115 @@ def add_train_parser(sub) -> None:
                    "then exit without training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+
+COMPARE_EPILOG = """\
+Each (row, seed) trains alone in a fresh `edgeag train` process under the budget
+(no allocator state shared; each child reports its own VmHWM). A run the plan
+refuses (torch.optim optimizers at 256 MiB) is reported as "cannot start", a run
+the guard stops as "budget"; neither is an error.
+
+rows (--optimizers): NAME[:SETTING=VALUE...] separated by commas; NAME from the
+optimizer registry (see `edgeag train --help`), SETTING any PPO setting, e.g.
+  alphagrad,adam,sgd:momentum=0.9,alphagrad:momentum=0.9,alphagrad:fuse_backward=false
+default: alphagrad, adam, torch-adam, sgd, sgd:momentum=0.9, alphagrad:momentum=0.9,
+torch-adafactor, lion (3 seeds: ~10 minutes on CartPole-v1 on 2 idle cores)
+
+--capacity: instead, for each budget in --budgets and each row (default alphagrad,
+alphagrad:fuse_backward=false, adam, torch-adam), the widest policy hidden=[W, W]
+whose short training run (2 PPO iterations) peaks inside the budget, found by
+running it (width doubling from 64, then bisection); the default sweep took 86
+probes and ~50 minutes on a 2-core x86-64 machine.
+
+Threads: runs use the profile's threads (at most this machine's cores). When other
+processes compete for those cores, a multi-threaded run can slow down a hundredfold
+(measured: 4,150 -> 36 env steps/s on 2 cores beside one busy process); on a shared
+machine pass --threads 1 (the peak changes by a MiB or two; the report records it).
+
+output (--out, default results/compare-<profile>-<time>/ or results/capacity-...):
+  report.md, report.json, PNG figures; runs/<row>-s<seed>/ (each run's directory
+  and train.log) or probes/ (each probe's log and summary)
+
+examples:
+  edgeag compare --profile rpi4 --budget 256MB
+  edgeag compare --profile rpi4 --budget 1GB --optimizers alphagrad,adam --seeds 5
+  edgeag compare --profile rpi4 --capacity --budgets 256MB,512MB,1GB
+  edgeag compare --budget 512MB --optimizers alphagrad,adam --seeds 1 --total-steps 2048
+
+exit codes: 0 done (refused or budget-stopped runs included), 2 bad input, 130
+interrupted with Ctrl-C (the report holds what finished), 1 a run failed
+unexpectedly (the report is still written)
+"""
+
+
+def add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="memory comparison of optimizers: report.md, "
+                       "report.json, figures", description="Train every optimizer row in "
+                       "isolated processes under one budget and report peak RSS (with its "
+                       "run-to-run spread), RSS over time, returns and the memory plan beside "
+                       "the measurement; or, with --capacity, the widest policy each optimizer "
+                       "can train inside each budget.",
+                       epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default CartPole-v1)")
+    p.add_argument("--optimizers", metavar="ROWS", help="rows to compare (see below)")
+    p.add_argument("--seeds", help="runs per row: a count (default 3: seeds 1-3) or a list "
+                   "such as 1,7,9")
+    p.add_argument("--profile", help="device profile name or TOML path (threads, default "
+                   "budget, recorded in the report)")
+    p.add_argument("--budget", help="whole-process RSS budget of every run, e.g. 256MB "
+                   "(default: the profile's)")
+    p.add_argument("--capacity", action="store_true", help="find the widest policy per "
+                   "optimizer and budget instead (measured by running it)")
+    p.add_argument("--budgets", metavar="SIZES", help="budgets of --capacity (default "
+                   "256MB,512MB,1GB)")
+    p.add_argument("--total-steps", type=int, metavar="N", help="env steps per run (default: "
+                   "the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="PPO setting for every row (repeatable; a row's own settings win)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: the "
+                   "profile's, at most this machine's cores; 1 without a profile)")
+    p.add_argument("--out", help="report directory (must be new or empty)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
+
+
+REPORT_EPILOG = """\
+Each file is a report.json written by `edgeag compare` (or `--capacity`), e.g.
+copied from each device into results/. Devices are told apart by their profile,
+hostname and machine architecture (all recorded in report.json).
+
+examples:
+  edgeag report results/pi4.json results/orin.json
+  edgeag report results/*.json --out results/devices.md
+
+exit codes: 0 ok, 2 a file is missing or not an edgeag report
+"""
+
+
+def add_report_parser(sub) -> None:
+    p = sub.add_parser("report", help="merge report.json files from several devices",
+                       description="Build one comparison (Markdown tables) from the "
+                       "report.json files of several devices.",
+                       epilog=REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="report.json files")
+    p.add_argument("--out", metavar="FILE.md", help="write the Markdown here instead of "
+                   "printing it")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_compare(args) -> int:
+    from edgeag.report.launch import launch_compare
+
+    return launch_compare(env=args.env, optimizers=args.optimizers, seeds=args.seeds,
+                          profile=args.profile, budget=args.budget, capacity=args.capacity,
+                          budgets=args.budgets, total_steps=args.total_steps, sets=args.set,
+                          threads=args.threads, out=args.out, progress=not args.no_progress)
+
+
+def cmd_report(args) -> int:
+    from edgeag.report.launch import launch_report
+
+    return launch_report(args.reports, args.out)
 
 
 def cmd_train(args) -> int:

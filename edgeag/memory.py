@@ -171,8 +171,8 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
                   slack_fraction: float = 0.10) -> MemoryPlan:
     """Plan a run from its parts. Gradients are every parameter's, or only the largest
     tensor when the update is fused into backward; optimizer state follows the
-    optimizer's own rule (`OptimizerSpec.state_bytes`); update temporaries are one
-    largest tensor (edgeag's loops) or two (Adam's ``denom`` and ``grad`` copy);
+    optimizer's own rule (`OptimizerSpec.state_bytes`); update temporaries are
+    `OptimizerSpec.temporaries` copies of the largest tensor;
     allocator slack is ``slack_fraction`` of the tensors above the floor;
     ``runtime_bytes`` (such as `RUNTIME_BYTES`) is added as its own item;
     ``temporary_bytes`` replaces the update-temporaries rule for updates that differ;
@@ -181,7 +181,6 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
     param_bytes = tensor_bytes(trainable)
     largest = max((p.numel() * p.element_size() for p in trainable), default=0)
     grad_bytes = largest if fused_backward else param_bytes
-    adam_like = optimizer_spec.name in ("adam", "torch-adam")
     items = [
         PlanItem("floor", floor_bytes, "measured: interpreter + torch + gymnasium"),
         PlanItem("parameters", param_bytes, f"{sum(p.numel() for p in trainable):,} values"),
@@ -189,7 +188,8 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
                  else "one per parameter"),
         PlanItem("optimizer state", optimizer_spec.state_bytes(trainable, momentum),
                  optimizer_spec.name + (f", momentum {momentum}" if momentum else "")),
-        PlanItem("update temporaries", largest * (2 if adam_like else 1), "largest tensor")
+        PlanItem("update temporaries", largest * optimizer_spec.temporaries,
+                 f"{optimizer_spec.temporaries} x largest tensor")
         if temporary_bytes is None else PlanItem("update temporaries", temporary_bytes),
         PlanItem(buffer_name, buffer_bytes),
         PlanItem("activations", activation_bytes, "largest batch, forward + backward"),

@@ -16,6 +16,7 @@ from edgeag.memory import MiB, measure_floor
 from edgeag.train.config import PPOConfig, resolve_config
 from edgeag.train.envs import make_vector_env
 from edgeag.train.ppo import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
+    uses_fused_backward, \
     what_fits
 from edgeag.train.run import EXIT_BUDGET, TIME_KEYS, BudgetRefused, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
@@ -253,3 +254,20 @@ def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(t
     assert summary["stopped"] == "budget" and summary["hard_cap"].startswith("RLIMIT_DATA")
     assert summary["steps"] == load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
     assert 0 < summary["steps"] < 800  # the leak happens at step 800
+
+
+def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
+    """``fuse_backward=false`` runs AlphaGrad's plain ``step()`` after ``backward()``
+    (every gradient alive at once, as the plan counts) and trains the same policy."""
+    fused, unfused = short_cfg(), short_cfg(fuse_backward=False)
+    assert uses_fused_backward(fused) and not uses_fused_backward(unfused)
+    assert not uses_fused_backward(short_cfg(optimizer="adam"))
+    grads = {cfg.fuse_backward: dict((i.name, i.nbytes) for i in
+                                     plan_ppo(cfg, 1 << 30, 0, 4, 2, True).items)["gradients"]
+             for cfg in (fused, unfused)}
+    assert grads == {True: 4 * 64 * 64, False: 4 * 2 * (4 * 64 + 64 + 64 * 64 + 64) + 4 * (64 + 1 + 64 * 2 + 2)}
+    run_quiet(fused, tmp_path / "fused")
+    run_quiet(unfused, tmp_path / "unfused")
+    a, b = final_params(tmp_path / "fused"), final_params(tmp_path / "unfused")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert deterministic_rows(tmp_path / "fused") == deterministic_rows(tmp_path / "unfused")

@@ -93,6 +93,10 @@ class PPOConfig(TrainConfig):
     max_grad_norm: float = 0.5
     """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
     AlphaGrad never clips: its step is already bounded per element."""
+    fuse_backward: bool = True
+    """AlphaGrad only: update each parameter inside ``backward()`` as soon as its
+    gradient is complete, so one gradient tensor is alive at a time; false runs the
+    usual ``backward()`` then ``step()`` (all gradients alive at once)."""
     num_envs: int = 8
     """Environments stepped in one `gymnasium.vector.SyncVectorEnv` (no subprocesses)."""
     num_steps: int = 32

@@ -32,12 +32,7 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
 
     if algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
-    prof = load_profile(profile) if profile else None
-    budget_bytes = resolve_budget(prof, budget) if prof else (parse_size(budget) if budget else None)
-    if threads is not None and threads < 1:
-        raise EdgeagError(f"invalid --threads {threads}: expected a positive integer")
-    if threads is None:
-        threads = min(prof.threads, os.cpu_count() or 1) if prof else 1
+    prof, budget_bytes, threads = resolve_device(profile, budget, threads)
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise EdgeagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
     if hard_cap and budget_bytes is None:
@@ -63,6 +58,7 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
             raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
                               f"{', '.join(supported_optimizers())})")
         cfg, origin = resolve_config(env, optimizer, overrides, algo)
+        check_optimizer_available(cfg.optimizer)
         run = RunDir(out or default_run_dir(cfg))
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
             raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
@@ -108,6 +104,31 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     elif summary["stopped"] == "interrupted":
         print(f"interrupted; continue with: edgeag train --resume {run.path}", file=sys.stderr)
     return code
+
+
+def resolve_device(profile: str | None, budget: str | None, threads: int | None):
+    """(profile or None, budget in bytes or None, torch threads) from the flags: the
+    budget is ``--budget``, else the profile's default, else none; threads are
+    ``--threads``, else the profile's (at most this machine's cores), else 1."""
+    from edgeag.profiles import load_profile, parse_size, resolve_budget
+
+    prof = load_profile(profile) if profile else None
+    budget_bytes = resolve_budget(prof, budget) if prof else (parse_size(budget) if budget else None)
+    if threads is not None and threads < 1:
+        raise EdgeagError(f"invalid --threads {threads}: expected a positive integer")
+    if threads is None:
+        threads = min(prof.threads, os.cpu_count() or 1) if prof else 1
+    return prof, budget_bytes, threads
+
+
+def check_optimizer_available(optimizer: str) -> None:
+    """EdgeagError naming the pip package a registered optimizer needs, if missing."""
+    from edgeag.optim import get_spec
+
+    missing = get_spec(optimizer).missing_package()
+    if missing:
+        raise EdgeagError(f"--optimizer {optimizer} needs the {missing} package "
+                          f"(pip install {missing})")
 
 
 def default_run_dir(cfg) -> Path:

@@ -210,8 +210,9 @@ def build_state(cfg: PPOConfig, envs) -> PPOState:
 
 
 def uses_fused_backward(cfg: PPOConfig) -> bool:
-    """AlphaGrad updates inside backward: nothing needs all gradients at once."""
-    return cfg.optimizer == "alphagrad"
+    """AlphaGrad updates inside backward (unless ``fuse_backward`` is off): nothing
+    needs all gradients at once."""
+    return cfg.optimizer == "alphagrad" and cfg.fuse_backward
 
 
 FLAT_MAX_BYTES = 4 * 2**20
@@ -373,7 +374,7 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
     for group in optimizer.param_groups:
         group["lr"] = lr
     fused = uses_fused_backward(cfg)  # AlphaGrad: no clipping, each tensor updated on its own
-    clip_norm = 0.0 if fused else cfg.max_grad_norm
+    clip_norm = 0.0 if cfg.optimizer == "alphagrad" else cfg.max_grad_norm
     flat = None if reference else state.flat
     segments = flat is not None and fused and cfg.momentum == 0  # the whole update in ~10 ops
     updated_in_backward = not reference and fused and (segments or flat is None)
@@ -501,7 +502,7 @@ def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         return {"num_steps": n, "batch_size": min(cfg.batch_size, n * cfg.num_envs)}
 
     parts = []
-    if get_spec(cfg.optimizer).imports_dynamo and plan_with(optimizer="adam").fits:
+    if cfg.optimizer == "torch-adam" and plan_with(optimizer="adam").fits:
         parts.append("--optimizer adam (the same Adam without the torch._dynamo import)")
     steps = largest_fitting(lambda n: plan_with(**rollout(n)), 1, cfg.num_steps)
     if steps is not None and steps * cfg.num_envs > cfg.batch_size:

@@ -172,6 +172,7 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
         log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
     old_handler = signal.signal(signal.SIGINT, on_sigint)
 
+    setup_peak = peak_rss_bytes()  # imports, envs, network initialisation, optimizer
     guard = BudgetGuard(budget if budget is not None else 2**62).start()
     t_start = time.monotonic()
     stopped = "done"
@@ -248,6 +249,7 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
         "peak_rss_bytes": max(guard.peak_bytes(), previous["peak_rss_bytes"]),
         "rss_anon_bytes": status.get("RssAnon"), "rss_file_bytes": status.get("RssFile"),
         "max_sampled_rss_bytes": max(r for _, r in guard.series),
+        "setup_peak_rss_bytes": setup_peak,
         "floor_bytes": floor.rss_bytes, "floor_anon_bytes": floor.anon_bytes,
         "floor_file_bytes": floor.file_bytes,
         "budget_bytes": budget, "profile": opts.profile, "threads": opts.threads,

@@ -1,0 +1,136 @@
+"""``edgeag compare`` and ``edgeag report``: validate every input before anything
+runs or is written, then hand over to `run_compare` / `run_capacity` / `merge_markdown`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from edgeag.errors import EdgeagError
+
+MATPLOTLIB_MISSING = ("edgeag compare draws its figures with matplotlib, which is not "
+                      "installed: pip install 'edgeag[report]'")
+
+
+def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profile: str | None,
+                   budget: str | None, capacity: bool, budgets: str | None,
+                   total_steps: int | None, sets: list[str], threads: int | None,
+                   out: str | None, progress: bool = True) -> int:
+    """Run the comparison (or the capacity sweep), write the report, print where."""
+    import psutil
+
+    from edgeag.profiles import format_size, parse_size
+    from edgeag.report import capacity as cap
+    from edgeag.report import compare as cmp
+    from edgeag.report.runs import parse_rows, parse_seeds, split_top_level
+    from edgeag.train.config import parse_set
+    from edgeag.train.launch import resolve_device
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise EdgeagError(MATPLOTLIB_MISSING)
+    prof, budget_bytes, threads = resolve_device(profile, budget, threads)
+    if capacity:
+        if budget is not None:
+            raise EdgeagError("--capacity searches every size in --budgets (default "
+                              f"{cap.DEFAULT_BUDGETS}); --budget is for the comparison runs")
+        if seeds is not None or total_steps is not None:
+            raise EdgeagError("--capacity runs short probes of its own (seed 1, "
+                              f"{cap.PROBE_ITERATIONS} iterations): --seeds and --total-steps "
+                              "are for the comparison runs")
+        ram = psutil.virtual_memory().total
+        sizes = []
+        for text in split_top_level(budgets or cap.DEFAULT_BUDGETS):
+            nbytes = parse_size(text.strip())
+            limit = min(ram, prof.ram_bytes) if prof else ram
+            if nbytes > limit:
+                raise EdgeagError(f"invalid budget {text.strip()!r} in --budgets: "
+                                  f"{format_size(nbytes)} is more than the RAM here "
+                                  f"({format_size(limit)}); a probe must be able to reach it")
+            sizes.append(nbytes)
+        if len(set(sizes)) != len(sizes):
+            raise EdgeagError(f"invalid --budgets {budgets!r}: a size is listed twice")
+    else:
+        if budgets is not None:
+            raise EdgeagError("--budgets is for --capacity; a comparison runs under one "
+                              "--budget")
+        if budget_bytes is None:
+            raise EdgeagError("edgeag compare needs a budget: --budget SIZE (e.g. 256MB) or "
+                              "--profile NAME (its default budget)")
+        if total_steps is not None and total_steps < 1:
+            raise EdgeagError(f"invalid --total-steps {total_steps}: expected a positive integer")
+    rows = parse_rows(optimizers or (cap.DEFAULT_ROWS if capacity else cmp.DEFAULT_ROWS))
+    seed_list = parse_seeds(seeds or "3")
+    overrides = parse_set(sets)
+    if capacity:
+        cap.check_rows(rows, overrides)
+    cmp.resolve_rows(env, rows, overrides)  # every row's settings, before anything runs
+    cmp.env_dims(env)
+    out_dir = Path(out) if out else default_out(prof, capacity)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise EdgeagError(f"{out_dir} is not empty: choose another --out (a report is never "
+                          "written over another)")
+
+    log = lambda text: print(text, file=sys.stderr, flush=True)
+    if capacity:
+        log(f"edgeag compare --capacity: {len(rows)} rows ({', '.join(r.label for r in rows)}) "
+            f"on {env}, budgets {', '.join(f'{b / 2**20:.0f} MiB' for b in sizes)}, "
+            f"{threads} thread(s); probes run one at a time; writing to {out_dir}")
+        report = cap.run_capacity(env, rows, sizes, threads, out_dir, profile=prof,
+                                  sets=overrides, progress=progress)
+    else:
+        log(f"edgeag compare: {len(rows)} rows × {len(seed_list)} seed(s) on {env}, budget "
+            f"{budget_bytes / 2**20:.1f} MiB ({budget_bytes:,} bytes), {threads} thread(s); "
+            f"each run in its own process; writing to {out_dir}")
+        report = cmp.run_compare(cmp.CompareSettings(
+            env=env, rows=rows, seeds=seed_list, budget_bytes=budget_bytes, threads=threads,
+            out=out_dir, profile=prof, profile_arg=profile, total_steps=total_steps,
+            sets=overrides, progress=progress))
+
+    from edgeag.report.render import headline, write_report
+
+    paths = write_report(report, out_dir)
+    print("report: " + ", ".join(str(p) for p in paths))
+    if report["interrupted"]:
+        print("edgeag: interrupted: the report holds what finished before Ctrl-C",
+              file=sys.stderr)
+        return 130
+    if capacity:
+        for x in report["results"]:
+            ratio = f", {x['parameter_ratio']:.2f}x {x['reference']}" if x["parameter_ratio"] else ""
+            print(f"{x['budget_bytes'] / 2**20:6.0f} MiB  {x['row']:32s} "
+                  + (f"W={x['width']} ({x['parameter_count']:,} parameters{ratio})"
+                     if x["width"] else "none fits"))
+        return 0
+    for d in report["differences"]:
+        if d["row"] in ("adam", "torch-adam"):
+            print(headline(d).replace("**", ""))
+    failed = [f"{row['label']}: {m}" for row in report["rows"] for m in row["failures"]]
+    if failed:
+        print("some runs failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def default_out(prof, capacity: bool) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kind = "capacity" if capacity else "compare"
+    return Path("results") / f"{kind}-{prof.name if prof else 'noprofile'}-{stamp}"
+
+
+def launch_report(paths: list[str], out: str | None) -> int:
+    """Merge report.json files into one Markdown comparison (stdout, or ``out``)."""
+    from edgeag.report.merge import merge_markdown
+    from edgeag.train.rundir import write_text
+
+    if out and Path(out).is_dir():
+        raise EdgeagError(f"invalid --out {out!r}: a directory (expected a file such as "
+                          "merged.md)")
+    text = merge_markdown(paths)
+    if out:
+        write_text(Path(out), text)
+        print(f"report: {out}")
+    else:
+        sys.stdout.write(text)
+    return 0
