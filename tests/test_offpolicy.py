@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,7 +15,7 @@ from edgeag.train import dqn, td3
 from edgeag.train.buffers import ReplayBuffer
 from edgeag.train.config import DQNConfig, TD3Config, resolve_config
 from edgeag.train.envs import make_vector_env
-from edgeag.train.run import TIME_KEYS, BudgetRefused, RunOptions, train
+from edgeag.train.run import TIME_KEYS, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
 
 import toy_envs

@@ -48,6 +48,10 @@ class TrainConfig:
     """Momentum of AlphaGrad or SGD (0: stateless)."""
     eps: float = 1e-5
     """Optimizer epsilon (AlphaGrad's norm guard, Adam's denominator guard)."""
+    fuse_backward: bool = True
+    """AlphaGrad only: update each parameter inside ``backward()`` as soon as its
+    gradient is complete, so one gradient tensor is alive at a time; false runs the
+    usual ``backward()`` then ``step()`` (all gradients alive at once)."""
 
     @property
     def steps_per_iteration(self) -> int:
@@ -93,10 +97,6 @@ class PPOConfig(TrainConfig):
     max_grad_norm: float = 0.5
     """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
     AlphaGrad never clips: its step is already bounded per element."""
-    fuse_backward: bool = True
-    """AlphaGrad only: update each parameter inside ``backward()`` as soon as its
-    gradient is complete, so one gradient tensor is alive at a time; false runs the
-    usual ``backward()`` then ``step()`` (all gradients alive at once)."""
     num_envs: int = 8
     """Environments stepped in one `gymnasium.vector.SyncVectorEnv` (no subprocesses)."""
     num_steps: int = 32

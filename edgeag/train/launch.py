@@ -28,7 +28,6 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
            dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False) -> int:
     """Train (or resume) and print the outcome; returns the exit code. ``env`` and
     ``optimizer`` None: the algorithm's defaults."""
-    from edgeag.profiles import load_profile, parse_size, resolve_budget
 
     if algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")

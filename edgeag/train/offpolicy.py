@@ -160,7 +160,7 @@ def optimize(state: OffPolicyState, name: str, loss: torch.Tensor) -> None:
         return
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if state.cfg.max_grad_norm > 0:
+    if state.cfg.max_grad_norm > 0 and state.cfg.optimizer != "alphagrad":  # bounded already
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                        state.cfg.max_grad_norm)
     opt.step()
