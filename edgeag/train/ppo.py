@@ -364,9 +364,11 @@ def ppo_loss(policy: ActorCritic, cfg: PPOConfig, mb: Minibatch) -> tuple[Tensor
 def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = False) -> dict:
     """``update_epochs`` passes of minibatch steps on the clipped PPO objective.
 
-    The gradients are written out by hand (`output_grads`, then `mlp_backward` through
-    each network), about 3x faster than autograd on a small policy; with AlphaGrad each
-    tensor is updated as soon as its gradient is complete (``AlphaGrad.update_param``).
+    The gradients are written out by hand (`output_grads`, then
+    `FlatActorCritic.backward` for a small policy or `mlp_backward` through each network
+    of a large one); with stateless AlphaGrad a small policy is then updated in ~10 ops
+    (`edgeag.optim.alphagrad_segments_`), a large one tensor by tensor as soon as each
+    gradient is complete (``AlphaGrad.update_param``); other optimizers clip and step.
     ``reference=True`` takes the same steps the textbook way, `ppo_loss`, then
     ``loss.backward()`` and ``optimizer.step()``; tests check the two equal.
     """
