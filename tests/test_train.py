@@ -234,9 +234,11 @@ def train_in_child(out, env, budget_headroom_mib, *args):
 
 
 def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_path):
-    # Fits the plan, but the env leaks 2 x 48 MiB at its 400th step (global step 800).
+    # Fits the plan, but the env leaks 2 x 160 MiB at its 400th step (global step 800).
+    # The headroom is wide: on a fresh install, library pages mapped while training
+    # (large page-cache folios of just-written files) can add tens of MiB of RSS.
     out = tmp_path / "run"
-    proc = train_in_child(out, "edgeag-test/Leaky-v0", 40)
+    proc = train_in_child(out, "edgeag-test/Leaky-v0", 150)
     assert proc.returncode == EXIT_BUDGET, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "budget"

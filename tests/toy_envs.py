@@ -28,7 +28,7 @@ class Leaky(gym.Env):
     observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, leak_at: int = 400, leak_bytes: int = 48 << 20):
+    def __init__(self, leak_at: int = 400, leak_bytes: int = 160 << 20):
         self.leak_at, self.leak_bytes = leak_at, leak_bytes
         self.total_steps = 0
         self._cache = []  # where leaks usually live: not plain data, so never checkpointed
