@@ -286,6 +286,13 @@ class TD3Config(OffPolicyConfig):
         ]
 
 
+def uses_fused_backward(cfg: TrainConfig) -> bool:
+    """AlphaGrad updates each tensor on its own, inside the backward pass (unless
+    ``fuse_backward`` is off): nothing needs all gradients at once. Every algorithm
+    asks this one question."""
+    return cfg.optimizer == "alphagrad" and cfg.fuse_backward
+
+
 CONFIGS: dict[str, type[TrainConfig]] = {c.algo: c for c in (PPOConfig, DQNConfig, TD3Config)}
 """Configuration dataclass of each algorithm in `edgeag.train.ALGORITHMS`."""
 

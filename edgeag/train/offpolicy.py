@@ -34,10 +34,9 @@ from torch import nn
 from edgeag.memory import RUNTIME_BYTES, MemoryPlan, PlanItem, largest_fitting, plan_training
 from edgeag.optim import build_optimizer, fuse_into_backward, get_spec
 from edgeag.train.buffers import ReplayBuffer
-from edgeag.train.config import OffPolicyConfig
+from edgeag.train.config import OffPolicyConfig, uses_fused_backward
 from edgeag.train.envs import ObsNormalizer, check_spaces, env_state, set_env_state
 from edgeag.train.networks import relu_mlp
-from edgeag.train.ppo import uses_fused_backward
 
 
 @dataclass

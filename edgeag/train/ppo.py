@@ -48,7 +48,7 @@ from torch import Tensor
 
 from edgeag.memory import RUNTIME_BYTES, MemoryPlan, largest_fitting, plan_training
 from edgeag.optim import alphagrad_segments_, build_optimizer, get_spec
-from edgeag.train.config import PPOConfig
+from edgeag.train.config import PPOConfig, uses_fused_backward
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces, env_state, set_env_state
 from edgeag.train.networks import (LOG_2PI, ActorCritic, FlatActorCritic, mlp_activations,
                                    mlp_backward)
@@ -207,12 +207,6 @@ def build_state(cfg: PPOConfig, envs) -> PPOState:
                     next_obs, np.zeros(cfg.num_envs, dtype=bool), np.zeros(cfg.num_envs),
                     np.zeros(cfg.num_envs, dtype=np.int64), collections.deque(maxlen=100),
                     flat=flat)
-
-
-def uses_fused_backward(cfg: PPOConfig) -> bool:
-    """AlphaGrad updates inside backward (unless ``fuse_backward`` is off): nothing
-    needs all gradients at once."""
-    return cfg.optimizer == "alphagrad" and cfg.fuse_backward
 
 
 FLAT_MAX_BYTES = 4 * 2**20
