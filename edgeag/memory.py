@@ -167,6 +167,7 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
                   momentum: float = 0.0, fused_backward: bool = False, buffer_bytes: int = 0,
                   buffer_name: str = "rollout buffer", activation_bytes: int = 0,
                   runtime_bytes: int = 0, temporary_bytes: int | None = None,
+                  gradient_bytes: int | None = None,
                   extra_items: tuple[PlanItem, ...] = (),
                   slack_fraction: float = 0.10) -> MemoryPlan:
     """Plan a run from its parts. Gradients are every parameter's, or only the largest
@@ -175,17 +176,21 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
     `OptimizerSpec.temporaries` copies of the largest tensor;
     allocator slack is ``slack_fraction`` of the tensors above the floor;
     ``runtime_bytes`` (such as `RUNTIME_BYTES`) is added as its own item;
-    ``temporary_bytes`` replaces the update-temporaries rule for updates that differ;
+    ``temporary_bytes`` replaces the update-temporaries rule for updates that differ,
+    ``gradient_bytes`` the gradients rule for a fused update whose largest tensors get
+    no gradient of their size (AlphaGrad from a layer's gradient factors);
     ``extra_items`` (such as target networks) are added before the slack."""
     trainable = [p for p in params if p.requires_grad]
     param_bytes = tensor_bytes(trainable)
     largest = max((p.numel() * p.element_size() for p in trainable), default=0)
     grad_bytes = largest if fused_backward else param_bytes
+    grad_note = "one tensor (fused into backward)" if fused_backward else "one per parameter"
+    if gradient_bytes is not None:
+        grad_bytes, grad_note = gradient_bytes, "largest formed (large weights: from factors)"
     items = [
         PlanItem("floor", floor_bytes, "measured: interpreter + torch + gymnasium"),
         PlanItem("parameters", param_bytes, f"{sum(p.numel() for p in trainable):,} values"),
-        PlanItem("gradients", grad_bytes, "one tensor (fused into backward)" if fused_backward
-                 else "one per parameter"),
+        PlanItem("gradients", grad_bytes, grad_note),
         PlanItem("optimizer state", optimizer_spec.state_bytes(trainable, momentum),
                  optimizer_spec.name + (f", momentum {momentum}" if momentum else "")),
         PlanItem("update temporaries", largest * optimizer_spec.temporaries,

@@ -3,14 +3,18 @@ textbook one (``loss.backward(); optimizer.step()``), in float64."""
 
 import collections
 import copy
+import importlib
 
 import pytest
 import torch
 
 from edgeag.optim import build_optimizer
+from edgeag.train import networks
 from edgeag.train.config import PPOConfig
 from edgeag.train.networks import ActorCritic, FlatActorCritic, mlp_activations, mlp_backward
 from edgeag.train.ppo import Minibatch, PPOState, RolloutBuffer, output_grads, ppo_loss, update
+
+alphagrad_module = importlib.import_module("edgeag.optim.alphagrad")  # the module, not the function
 
 
 @pytest.fixture
@@ -51,6 +55,13 @@ def test_mlp_backward_equals_autograd_even_when_the_sink_updates_in_place(float6
     assert [p for p, _ in seen] == [p for layer in reversed(linears) for p in (layer.weight, layer.bias)]
     for param, grad in seen:
         torch.testing.assert_close(grad, expected[param], rtol=1e-12, atol=1e-12)
+
+
+def _recording(fn, calls: list):
+    def wrapper(param, *args, **kwargs):
+        calls.append(tuple(param.shape))
+        return fn(param, *args, **kwargs)
+    return wrapper
 
 
 def make_minibatch(policy: ActorCritic, n: int, generator: torch.Generator) -> Minibatch:
@@ -131,10 +142,17 @@ def test_flat_layout_equals_the_per_network_passes(float64, discrete, hidden):
     assert flat.lengths.sum() == flat.grad.numel() == sum(p.numel() for p in policy.parameters())
 
 
-@pytest.mark.parametrize("layout", ["layers", "flat"])
-@pytest.mark.parametrize("optimizer", ["alphagrad", "alphagrad-momentum", "adam", "sgd"])
+@pytest.mark.parametrize("optimizer,layout", [
+    (optimizer, layout) for optimizer in ("alphagrad", "alphagrad-momentum", "adam", "sgd")
+    for layout in ("layers", "flat")] + [("alphagrad", "factored")])
 @pytest.mark.parametrize("discrete", [True, False])
-def test_update_equals_the_textbook_update(float64, optimizer, discrete, layout):
+def test_update_equals_the_textbook_update(float64, optimizer, discrete, layout, monkeypatch):
+    if layout == "factored":  # stateless AlphaGrad, weights above 256 values updated from factors
+        monkeypatch.setattr(networks, "OUTER_BLOCK_NUMEL", 256)
+        monkeypatch.setattr(alphagrad_module, "OUTER_BLOCK_NUMEL", 256)
+        factored = []
+        monkeypatch.setattr(alphagrad_module, "alphagrad_outer_",
+                            _recording(alphagrad_module.alphagrad_outer_, factored))
     momentum = 0.9 if optimizer in ("alphagrad-momentum", "sgd") else 0.0
     optimizer = optimizer.removesuffix("-momentum")
     cfg = PPOConfig(env_id="x", optimizer=optimizer, num_envs=4, num_steps=16, batch_size=16,
@@ -158,9 +176,32 @@ def test_update_equals_the_textbook_update(float64, optimizer, discrete, layout)
         stats = [update(state, buf, cfg.lr, reference=reference) for _ in range(2)]
         results.append((net, stats))
     (ref, ref_stats), (fast, fast_stats) = results
+    if layout == "factored":  # both networks' 64x5 and 64x64 weights, each minibatch, 2 updates
+        assert set(factored) == {(64, 5), (64, 64)}
+        assert len(factored) == 2 * 2 * cfg.update_epochs * (cfg.batch // cfg.batch_size) * 2
     changed = [not torch.equal(p, q) for p, q in zip(ref.parameters(), policy.parameters())]
     assert all(changed)
     for p, q in zip(fast.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
     for f, r in zip(fast_stats, ref_stats):
         assert f == pytest.approx(r, rel=1e-7)
+
+
+@pytest.mark.parametrize("n", [300, 700])  # one block; blocks of 512 and a remainder
+def test_lean_orthogonal_init_equals_torch(n):
+    torch.manual_seed(3)
+    expected = torch.nn.init.orthogonal_(torch.empty(n, n), 1.7)
+    torch.manual_seed(3)
+    weight = networks.lean_orthogonal_(torch.empty(n, n), 1.7)
+    torch.testing.assert_close(weight, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weight @ weight.t(), 1.7 ** 2 * torch.eye(n), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="square"):
+        networks.lean_orthogonal_(torch.empty(3, 4), 1.0)
+
+
+def test_large_square_weights_use_the_lean_init(monkeypatch):
+    monkeypatch.setattr(networks, "LEAN_ORTHOGONAL_NUMEL", 1000)
+    calls = []
+    monkeypatch.setattr(networks, "lean_orthogonal_", _recording(networks.lean_orthogonal_, calls))
+    ActorCritic(4, 2, True, hidden=(40, 40))
+    assert calls == [(40, 40), (40, 40)]  # the hidden-to-hidden weight of each network

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from edgeag.memory import RUNTIME_BYTES, MemoryPlan, largest_fitting, plan_training
 from edgeag.optim import alphagrad_segments_, build_optimizer, get_spec
+from edgeag.optim.alphagrad import OUTER_BLOCK_NUMEL, outer_temporary_bytes
 from edgeag.train.config import PPOConfig, uses_fused_backward
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces, env_state, set_env_state
 from edgeag.train.networks import (LOG_2PI, ActorCritic, FlatActorCritic, mlp_activations,
@@ -374,8 +375,10 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
     flat = None if reference else state.flat
     segments = flat is not None and fused and cfg.momentum == 0  # the whole update in ~10 ops
     updated_in_backward = not reference and fused and (segments or flat is None)
+    outer = None
     if updated_in_backward and not segments:
         sink = optimizer.update_param
+        outer = optimizer.update_param_outer  # large weights: no gradient of their size
     else:
         def sink(param: Tensor, grad: Tensor) -> None:
             param.grad = grad
@@ -411,8 +414,8 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
                     critic = mlp_activations(policy._critic, mb.obs)
                     grads = output_grads(policy, cfg, actor[-1], critic[-1].squeeze(-1), mb,
                                          losses=record)
-                    mlp_backward(policy._critic, critic, grads.value.unsqueeze(-1), sink)
-                    mlp_backward(policy._actor, actor, grads.out, sink)
+                    mlp_backward(policy._critic, critic, grads.value.unsqueeze(-1), sink, outer)
+                    mlp_backward(policy._actor, actor, grads.out, sink, outer)
                     if grads.log_std is not None:
                         sink(policy.log_std, grads.log_std)
                 losses = grads.losses
@@ -473,12 +476,23 @@ def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
     params = _meta_params(obs_dim, action_dim, discrete, cfg.hidden)
     param_bytes = 4 * sum(p.numel() for p in params)
     flat = uses_flat_layout(param_bytes)
-    segments = flat and uses_fused_backward(cfg) and cfg.momentum == 0
+    stateless = uses_fused_backward(cfg) and cfg.momentum == 0
+    segments = flat and stateless
+    # Large weights of a large policy are updated from their gradient's factors
+    # (`mlp_backward`'s ``outer``): no gradient of their size, one block of temporaries.
+    outer = [p for p in params if p.dim() == 2 and p.numel() > OUTER_BLOCK_NUMEL] \
+        if stateless and not flat else []
+    formed = max(4 * p.numel() for p in params if not any(p is q for q in outer))
+    temporaries = None
+    if segments:
+        temporaries = 2 * param_bytes  # squares, repeated scales
+    elif outer:
+        temporaries = max(formed, outer_temporary_bytes())
     return plan_training(
         budget_bytes=budget_bytes, floor_bytes=floor_bytes, params=params,
         optimizer_spec=get_spec(cfg.optimizer), momentum=cfg.momentum,
         fused_backward=uses_fused_backward(cfg) and not flat,
-        temporary_bytes=2 * param_bytes if segments else None,  # squares, repeated scales
+        gradient_bytes=formed if outer else None, temporary_bytes=temporaries,
         buffer_bytes=RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, obs_dim, action_dim,
                                           discrete),
         activation_bytes=activation_bytes(cfg, obs_dim, action_dim), runtime_bytes=RUNTIME_BYTES)
