@@ -293,3 +293,24 @@ def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
     ra, rb = deterministic_rows(tmp_path / "fused"), deterministic_rows(tmp_path / "unfused")
     assert [r["rollout/ep_rew_mean"] for r in ra] == [r["rollout/ep_rew_mean"] for r in rb]
+
+
+def test_atomic_write_gives_a_new_file_the_usual_permissions_and_keeps_the_old_on_error(tmp_path):
+    from edgeag.train.rundir import atomic_write, write_json
+
+    code = ("import os, sys; os.umask(0o027); from edgeag.train.rundir import write_json; "
+            "write_json(sys.argv[1], {'x': 1})")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], check=True)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
+    write_json(tmp_path / "b.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(tmp_path / "b.json", fail)
+    assert json.loads((tmp_path / "b.json").read_text()) == {"x": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]

@@ -248,11 +248,17 @@ def capacity_probes(report: dict, path: Path) -> None:
     small.set_ylim((min(floors) / MiB - 3) if floors else None, lowest / MiB + 12)
     small.set_title(f"zoomed in on {lowest / MiB:.0f} MiB", fontsize=9)
     whole.set_ylim(top=max(budgets) / MiB * 1.06)
+    measured = [p["parameter_count"] for p in report["probes"]
+                if p["status"] == "measured" and p.get("parameter_count")]
+    if measured:  # probes stopped far beyond every budget would squeeze the rest
+        whole.set_xlim(0, 1.25 * max(measured) / 1e6)
     whole.set_title("every probe", fontsize=9)
     whole.set_ylabel("peak RSS of the training process, VmHWM (MiB)")
     whole.plot([], [], "--", color="gray", lw=1, label="RSS while training only (sampled)")
     whole.scatter([], [], marker="^", color="gray", label="stopped above the budget (RSS seen)")
-    whole.legend(fontsize=8, loc="upper left")
+    handles, names = whole.get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="lower center", ncol=3,
+               bbox_to_anchor=(0.5, -0.09))
     fig.suptitle(f"Capacity probes: measured peak RSS by policy size (hidden=[W, W] for actor "
                  f"and critic)\n{_title(report)}", fontsize=10)
     fig.tight_layout()

@@ -265,8 +265,10 @@ def capacity_markdown(r: dict) -> str:
               "- The floor (Python, torch, gymnasium) is paid by every row; what remains of "
               "the budget above it holds parameters, gradients, optimizer state, update "
               "temporaries and activations, and whatever initialising the network needs.",
-              "- `alphagrad` updates each parameter inside `backward()`, so one gradient is "
-              "alive at a time; `alphagrad fuse_backward=false` keeps every gradient until "
+              "- `alphagrad` updates each parameter inside the backward pass as soon as its "
+              "gradient is complete, so one gradient is alive at a time, and a weight above "
+              "1M values never has a gradient of its size (it is updated from the gradient's "
+              "factors, 4 MiB at a time); `alphagrad fuse_backward=false` keeps every gradient until "
               "`step()`; `adam` keeps gradients and two moment buffers; `torch-adam` adds "
               "the `torch._dynamo` import (~70 MiB) to that.",
               "- **before training** is the child's VmHWM just before its first iteration "

@@ -463,12 +463,21 @@ def _meta_params(obs_dim: int, action_dim: int, discrete: bool, hidden) -> list[
     return [torch.empty(s, device="meta", requires_grad=True) for s in shapes]
 
 
-def activation_bytes(cfg: PPOConfig, obs_dim: int, action_dim: int) -> int:
-    """Forward activations saved for backward plus their gradients, for one minibatch
-    through both networks (float32): per network, the input, each hidden layer's
-    linear output and tanh output, and the output."""
-    per_row = 2 * (obs_dim + 2 * sum(cfg.hidden)) + 1 + action_dim
-    return 2 * 4 * cfg.batch_size * per_row
+def activation_bytes(cfg: PPOConfig, obs_dim: int, action_dim: int, flat: bool = True) -> int:
+    """Forward activations kept for the backward pass plus the backward's own tensors,
+    for one minibatch through both networks (float32).
+
+    The flat layout (small policies): per network the input, each hidden layer's
+    linear output and tanh output and the output, twice (their gradients). The
+    per-network passes of a large policy (`mlp_activations`, `mlp_backward`): the input,
+    each hidden layer's output (tanh in place) and both outputs are kept, and the
+    backward holds three ``[batch, width]`` tensors at a time (the incoming gradient,
+    its product with the weight, the result)."""
+    if flat:
+        per_row = 2 * (obs_dim + 2 * sum(cfg.hidden)) + 1 + action_dim
+        return 2 * 4 * cfg.batch_size * per_row
+    per_row = obs_dim + 2 * sum(cfg.hidden) + 1 + action_dim + 3 * max(cfg.hidden, default=0)
+    return 4 * cfg.batch_size * per_row
 
 
 def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
@@ -495,7 +504,8 @@ def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         gradient_bytes=formed if outer else None, temporary_bytes=temporaries,
         buffer_bytes=RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, obs_dim, action_dim,
                                           discrete),
-        activation_bytes=activation_bytes(cfg, obs_dim, action_dim), runtime_bytes=RUNTIME_BYTES)
+        activation_bytes=activation_bytes(cfg, obs_dim, action_dim, flat),
+        runtime_bytes=RUNTIME_BYTES)
 
 
 def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,

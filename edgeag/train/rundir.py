@@ -25,13 +25,19 @@ from edgeag.errors import EdgeagError
 CHECKPOINT_FORMAT = 1
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path`` and then move it into
-    place, so a reader (or a crash) never sees half a file."""
+    place, so a reader (or a crash) never sees half a file. The file gets the usual
+    permissions of a new file (``0o666`` less the umask), not the temporary file's 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
