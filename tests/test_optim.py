@@ -273,8 +273,9 @@ def test_segments_rule_equals_the_per_tensor_rule(maximize):
     flat = flatten_parameters_(params)
     assert all(torch.equal(p, b) for p, b in zip(params, before))  # values unchanged
     flat_grad = torch.cat([g.reshape(-1) for g in grads])
-    alphagrad_segments_(flat, flat_grad, torch.tensor([p.numel() for p in params]), lr=0.01,
-                        alpha=3.0, eps=1e-5, maximize=maximize)
+    segments = list(flat_grad.split([p.numel() for p in params]))
+    alphagrad_segments_(flat, flat_grad, segments, lr=0.01, alpha=3.0, eps=1e-5,
+                        maximize=maximize)
     offset = 0
     for p, q in zip(params, ref.parameters()):
         assert p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
@@ -329,6 +330,17 @@ def test_update_param_outer_equals_update_param(options):
         opts[1].update_param_outer(params[1], left, right)
     torch.testing.assert_close(params[1], params[0], rtol=0, atol=1e-13)
     assert len(opts[1].state) == len(opts[0].state)
+
+
+def test_segments_update_allocates_one_value_per_tensor():
+    from edgeag.memory import peak_allocated_bytes
+
+    flat_param, flat_grad = torch.zeros(300_000), torch.randn(300_000)
+    segments = list(flat_grad.split([100_000, 7, 199_993]))
+    peak = peak_allocated_bytes(lambda: alphagrad_segments_(
+        flat_param, flat_grad, segments, lr=0.01, alpha=1.0, eps=1e-5))
+    assert 0 < peak <= 1024  # norms and scales, not a copy of the gradient
+    assert flat_param.abs().max() > 0
 
 
 def test_factored_update_allocates_blocks_not_the_gradient():

@@ -139,7 +139,9 @@ def test_flat_layout_equals_the_per_network_passes(float64, discrete, hidden):
     assert set(flat.grads) == set(policy.parameters()) == set(expected)
     for p, grad in expected.items():
         torch.testing.assert_close(flat.grads[p], grad, rtol=1e-12, atol=1e-12)
-    assert flat.lengths.sum() == flat.grad.numel() == sum(p.numel() for p in policy.parameters())
+    assert flat.grad.numel() == sum(p.numel() for p in policy.parameters())
+    assert [s.data_ptr() for s in flat.segments] == [flat.grads[p].data_ptr() for p in flat.params]
+    assert [s.numel() for s in flat.segments] == [p.numel() for p in flat.params]
 
 
 @pytest.mark.parametrize("optimizer,layout", [

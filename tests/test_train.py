@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from edgeag.memory import MiB, measure_floor
+from edgeag.optim.alphagrad import outer_temporary_bytes
 from edgeag.train.config import PPOConfig, resolve_config
 from edgeag.train.envs import make_vector_env
 from edgeag.train.ppo import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
@@ -180,11 +181,15 @@ def test_plan_counts_the_policy_buffer_and_optimizer():
     # critic 4-64-64-1 and actor 4-64-64-2: (320 + 4160 + 65) + (320 + 4160 + 130) values
     assert items["parameters"] == 4 * 9155
     assert items["gradients"] == 4 * 9155  # small policy: the flat update holds them all
-    assert items["update temporaries"] == 2 * 4 * 9155
+    assert items["update temporaries"] == 0  # norms and scales: one value per tensor
     assert items["optimizer state"] == 0
     assert items["rollout buffer"] == 256 * 4 * (4 + 6) + 256 * 8
     wide = plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)), 1 << 30, 200 * MiB, 4, 2, True)
     assert dict((i.name, i.nbytes) for i in wide.items)["gradients"] == 4 * 1024 * 1024  # per layer
+    wider = plan_ppo(dataclasses.replace(cfg, hidden=(2048, 2048)), 1 << 30, 200 * MiB, 4, 2, True)
+    items = dict((i.name, i.nbytes) for i in wider.items)
+    assert items["gradients"] == 4 * 2048 * 4  # the 2048 x 2048 weights: from their factors
+    assert items["update temporaries"] == outer_temporary_bytes()
     adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), 1 << 30, 200 * MiB, 4, 2, True)
     assert dict((i.name, i.nbytes) for i in adam.items)["optimizer state"] == 2 * 4 * 9155 + 12 * 4  # 12 tensors, one step counter each
 

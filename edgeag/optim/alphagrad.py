@@ -84,19 +84,21 @@ def flatten_parameters_(params: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def alphagrad_segments_(flat_param: Tensor, flat_grad: Tensor, lengths: Tensor, *, lr: float,
-                        alpha: float, eps: float, maximize: bool = False) -> None:
-    """The stateless rule on parameters laid end to end (`flatten_parameters_`): the
-    tensor ``i`` is the segment of ``lengths[i]`` elements, and each segment is
-    normalised by its own norm, exactly as :func:`scaled_direction` does per tensor
-    (tested equal). ~10 ops whatever the number of tensors: on CPU a small tensor's
-    update costs the overhead of its ~5 ops, not their arithmetic, so a policy of a
-    dozen small tensors updates ~4x faster this way. ``flat_grad`` is overwritten.
+def alphagrad_segments_(flat_param: Tensor, flat_grad: Tensor, segments: list[Tensor], *,
+                        lr: float, alpha: float, eps: float, maximize: bool = False) -> None:
+    """The stateless rule on parameters laid end to end (`flatten_parameters_`):
+    ``segments`` are the views of ``flat_grad`` that hold each tensor's gradient, in
+    order and covering it (``flat_grad.split(numels)``), and each is normalised by its
+    own norm, exactly as :func:`scaled_direction` does per tensor (tested equal). Six
+    ops whatever the number of tensors (on CPU a small tensor's update costs the
+    overhead of its ~5 ops, not their arithmetic, so a policy of a dozen small tensors
+    updates ~4x faster this way), and no temporary larger than one value per tensor.
+    ``flat_grad`` is overwritten.
     """
     _check_dense(flat_grad)
-    norms = torch.segment_reduce(flat_grad.square(), "sum", lengths=lengths).sqrt_()
+    norms = torch.stack(torch._foreach_norm(segments))
     scale = norms.add_(eps).reciprocal_().mul_(-2.0 * alpha if maximize else 2.0 * alpha)
-    flat_grad.mul_(scale.repeat_interleave(lengths, output_size=flat_grad.numel()))
+    torch._foreach_mul_(segments, scale.unbind())
     flat_grad.sigmoid_().sub_(0.5)  # tanh(alpha g~) = 2 (sigmoid(2 alpha g~) - 1/2)
     flat_param.add_(flat_grad, alpha=-2.0 * lr)
 

@@ -21,10 +21,10 @@ LEAN_ORTHOGONAL_NUMEL = 1 << 20
 
 
 def orthogonal_(weight: Tensor, gain: float) -> Tensor:
-    """``nn.init.orthogonal_``, with the same values; for a large square weight through
+    """``nn.init.orthogonal_``, with the same values; a large square weight goes through
     `lean_orthogonal_`, which needs ~0.3x the matrix of extra memory where torch's QR
-    takes ~3x (8192 x 8192: +67 MiB against +818 MiB), and sets the setup peak of a large
-    policy otherwise."""
+    takes ~3x (8192 x 8192: +67 MiB against +818 MiB) and would set a large policy's
+    peak RSS."""
     rows, cols = weight.shape
     if rows == cols and weight.numel() > LEAN_ORTHOGONAL_NUMEL:
         return lean_orthogonal_(weight, gain)
@@ -218,7 +218,7 @@ class FlatActorCritic:
     - the parameters live end to end in one buffer, ``param``, and the backward pass
       writes every gradient into a second one, ``grad`` (per parameter: ``grads[p]``),
       so an optimizer can update all of them in a few ops
-      (`edgeag.optim.alphagrad_segments_`, over the segments ``lengths``);
+      (`edgeag.optim.alphagrad_segments_`, over the views ``segments``);
     - each actor hidden layer sits beside the critic's (same widths), so the two
       networks' hidden layers run as one batched matmul over a ``[2, out, in]`` view:
       half the ops of two passes.
@@ -240,12 +240,12 @@ class FlatActorCritic:
         self.policy, self.params = policy, order
         self.param = flatten_parameters_(order)
         self.grad = torch.zeros_like(self.param)
-        self.lengths = torch.tensor([p.numel() for p in order])
         self._offset, self.grads, offset = {}, {}, 0
         for p in order:
             self._offset[p] = offset
             self.grads[p] = self.grad[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
+        self.segments = list(self.grad.split([p.numel() for p in order]))
         self.hidden = []  # per hidden layer: weights [2, out, in], biases [2, 1, out], their grads
         for a, _ in zip(actor[:-1], critic[:-1]):
             n_out, n_in = a.weight.shape

@@ -401,7 +401,7 @@ def update(state: PPOState, buf: RolloutBuffer, lr: float, reference: bool = Fal
                     flat.backward(acts, grads.out, grads.value, grads.log_std)
                     if segments:
                         group = optimizer.param_groups[0]
-                        alphagrad_segments_(flat.param, flat.grad, flat.lengths, lr=group["lr"],
+                        alphagrad_segments_(flat.param, flat.grad, flat.segments, lr=group["lr"],
                                             alpha=group["alpha"], eps=group["eps"],
                                             maximize=group["maximize"])
                     else:
@@ -494,7 +494,7 @@ def plan_ppo(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
     formed = max(4 * p.numel() for p in params if not any(p is q for q in outer))
     temporaries = None
     if segments:
-        temporaries = 2 * param_bytes  # squares, repeated scales
+        temporaries = 0  # norms and scales: one value per tensor
     elif outer:
         temporaries = max(formed, outer_temporary_bytes())
     return plan_training(
