@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -11,6 +9,7 @@ from edgeag.cli import OPTIMIZER_HELP, main
 from edgeag.optim import supported_optimizers
 
 import toy_envs
+from train_child import train_and_list_heavy_imports
 
 toy_envs.register()
 
@@ -91,13 +90,8 @@ def test_optimizer_help_names_exactly_the_registry():
 
 def test_training_process_never_imports_dynamo_or_export_modules(tmp_path):
     """A real `edgeag train` process: the modules it may not load stay unloaded."""
-    code = ("import sys; from edgeag.cli import main; "
-            f"rc = main(['train', '--total-steps', '512', '--out', {str(tmp_path / 'r')!r}, "
-            "'--no-progress', '--set', 'eval_episodes=1']); "
-            "bad = [m for m in ('torch._dynamo', 'onnx', 'onnxruntime', 'executorch', "
-            "'matplotlib', 'tensorboard') if m in sys.modules]; "
-            "print(rc, bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    assert train_and_list_heavy_imports([
+        "--total-steps", "512", "--out", str(tmp_path / "r"), "--no-progress",
+        "--set", "eval_episodes=1"]) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["stopped"] == "done" and summary["steps"] == 512

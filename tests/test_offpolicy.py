@@ -212,17 +212,11 @@ def test_dqn_alphagrad_is_marked_experimental(capsys):
 def test_offpolicy_training_process_never_imports_dynamo_or_export_modules(tmp_path):
     """A real `edgeag train --algo td3` process (the lean Adam, the default) loads none
     of the heavy modules: the replay buffer and target networks need nothing more."""
-    import subprocess
-    import sys
+    from train_child import train_and_list_heavy_imports
 
-    code = ("import sys; from edgeag.cli import main; "
-            f"rc = main(['train', '--algo', 'td3', '--total-steps', '600', '--out', {str(tmp_path / 'r')!r}, "
-            "'--no-progress', '--set', 'learning_starts=300', '--set', 'iteration_steps=300', "
-            "'--set', 'hidden=[16]', '--set', 'eval_episodes=1']); "
-            "bad = [m for m in ('torch._dynamo', 'onnx', 'onnxruntime', 'executorch', "
-            "'matplotlib', 'tensorboard') if m in sys.modules]; "
-            "print(rc, bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    assert train_and_list_heavy_imports([
+        "--algo", "td3", "--total-steps", "600", "--out", str(tmp_path / "r"), "--no-progress",
+        "--set", "learning_starts=300", "--set", "iteration_steps=300", "--set", "hidden=[16]",
+        "--set", "eval_episodes=1"]) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["algo"] == "td3" and summary["steps"] == 600 and summary["stopped"] == "done"
