@@ -140,8 +140,14 @@ def add_train_parser(sub) -> None:
                    "this machine's cores; 1 without a profile)")
     p.add_argument("--tensorboard", action="store_true", help="also log to <run>/tensorboard "
                    "(needs the tensorboard package; costs memory)")
-    p.add_argument("--hard-cap", action="store_true", help="also set RLIMIT_DATA to the budget: "
-                   "an allocation beyond it fails at once and the run stops at its last checkpoint")
+    p.add_argument("--hard-cap", nargs="?", const="auto", metavar="auto|cgroup|rlimit",
+                   help="also have the kernel enforce the budget: cgroup trains in a cgroup "
+                   "of its own with memory.max = budget and no swap (cgroup v2, or v1's "
+                   "memory hierarchy; the kernel OOM-kills at the limit and the run resumes "
+                   "from its last checkpoint); rlimit sets RLIMIT_DATA so an allocation "
+                   "beyond the budget's headroom fails at once and the run stops at its last "
+                   "checkpoint; auto (the default) is cgroup where one can be made, else "
+                   "rlimit. The run says which applied"),
     p.add_argument("--shrink-buffer", action="store_true", help="dqn, td3: when the replay "
                    "buffer does not fit the budget, shrink it to the largest that does "
                    "(reported) instead of refusing")
@@ -267,7 +273,8 @@ def cmd_train(args) -> int:
                   overrides=_overrides(args), profile=args.profile, budget=args.budget,
                   out=args.out, resume=args.resume, threads=args.threads,
                   tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
-                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer)
+                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
+                  argv=args.argv)
 
 
 def _overrides(args) -> dict:
@@ -401,7 +408,9 @@ def cmd_profiles(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = parser.parse_args(argv)
+        args.argv = argv
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

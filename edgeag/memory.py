@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 import resource
 import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import psutil
@@ -16,18 +18,55 @@ MiB = 1 << 20
 
 
 def proc_status() -> dict[str, int]:
-    """Bytes of VmRSS, VmHWM, RssAnon and RssFile from /proc/self/status (Linux); empty
-    where /proc is missing."""
+    """Bytes of VmRSS, VmHWM, RssAnon, RssFile and RssShmem from /proc/self/status
+    (Linux); empty where /proc is missing."""
+    return _status("/proc/self/status")
+
+
+def _status(path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                    out[key] = int(rest.split()[0]) * 1024
+        with open(path, "rb") as f:
+            text = f.read()
     except OSError:
-        pass
+        return out
+    for key, value in _STATUS_FIELDS.findall(text):
+        out[key.decode()] = int(value) * 1024
     return out
+
+
+_STATUS_FIELDS = re.compile(rb"^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):\s+(\d+) kB", re.M)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One reading of a process's resident memory, in bytes.
+
+    ``anon`` is what edgeag's budgets count: anonymous plus shared-memory pages
+    (``RssAnon + RssShmem``), the memory the kernel cannot take back without swap and
+    what a cgroup's ``memory.max`` OOM-kills on. ``file`` is mapped files (library code):
+    clean pages the kernel drops and re-reads under pressure, whose resident size
+    depends on the page cache (more right after ``pip install``). ``rss = anon + file``.
+    """
+
+    rss: int
+    anon: int
+    file: int
+
+
+def read_memory(pid: int | str = "self") -> Reading:
+    """A `Reading` of process ``pid`` (default this one). Without /proc (macOS), the
+    whole RSS counts as anonymous: the budget is then never looser than the RSS."""
+    status = _status(f"/proc/{pid}/status")
+    if "RssAnon" not in status:
+        rss = psutil.Process(None if pid == "self" else int(pid)).memory_info().rss
+        return Reading(rss, rss, 0)
+    anon = status["RssAnon"] + status.get("RssShmem", 0)
+    return Reading(anon + status.get("RssFile", 0), anon, status.get("RssFile", 0))
+
+
+BUDGET_COUNTS = "RssAnon + RssShmem"
+"""The quantity a budget caps (see `Reading`), as reports name it."""
 
 
 def peak_rss_bytes() -> int:
@@ -102,14 +141,16 @@ with torch 2.13 on x86-64: 10.6 MiB for PPO on CartPole-v1 (1 and 2 threads) aft
 the floor's warm-up."""
 
 SAMPLE_INTERVAL = 0.05
-"""Guard sampling interval in seconds. One psutil RSS reading took ~17 us on the
-2-core x86-64 development machine, so 20 readings a second cost under 0.1% of one
-core, while a crossing is seen within 50 ms."""
+"""Guard sampling interval in seconds. One reading of /proc/self/status takes tens of
+microseconds, so 20 readings a second cost well under 0.1% of one core, while a
+crossing is seen within 50 ms."""
 
 
 @dataclass(frozen=True)
 class Floor:
-    """RSS of this process after the imports training needs: what no setting can shrink."""
+    """Memory of this process after the imports training needs: what no setting can
+    shrink. ``anon_bytes`` (RssAnon + RssShmem) is what the plan builds on;
+    ``rss_bytes = anon_bytes + file_bytes``."""
 
     rss_bytes: int
     anon_bytes: int
@@ -117,10 +158,9 @@ class Floor:
 
 
 def measure_floor() -> Floor:
-    """The current RSS, split into anonymous and file-backed pages (Linux)."""
-    status = proc_status()
-    return Floor(psutil.Process().memory_info().rss, status.get("RssAnon", 0),
-                 status.get("RssFile", 0))
+    """The current memory, split into anonymous (+ shared) and file-backed pages."""
+    r = read_memory()
+    return Floor(r.rss, r.anon, r.file)
 
 
 @dataclass(frozen=True)
@@ -132,7 +172,8 @@ class PlanItem:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """An itemised estimate of a training run's peak RSS, against its budget."""
+    """An itemised estimate of a training run's peak anonymous memory (`Reading.anon`:
+    RssAnon + RssShmem, what the budget counts), against its budget."""
 
     budget_bytes: int
     items: tuple[PlanItem, ...]
@@ -188,7 +229,7 @@ def plan_training(*, budget_bytes: int, floor_bytes: int, params: list, optimize
     if gradient_bytes is not None:
         grad_bytes, grad_note = gradient_bytes, "largest formed (large weights: from factors)"
     items = [
-        PlanItem("floor", floor_bytes, "measured: interpreter + torch + gymnasium"),
+        PlanItem("floor", floor_bytes, "measured anonymous memory after the imports"),
         PlanItem("parameters", param_bytes, f"{sum(p.numel() for p in trainable):,} values"),
         PlanItem("gradients", grad_bytes, grad_note),
         PlanItem("optimizer state", optimizer_spec.state_bytes(trainable, momentum),
@@ -225,48 +266,92 @@ def largest_fitting(plan_for, low: int, high: int) -> int | None:
     return low
 
 
-@dataclass
 class BudgetGuard:
-    """Samples this process's RSS on a daemon thread and raises a flag when it crosses
-    the budget; the training loop checks :attr:`exceeded` at each update boundary.
+    """Samples this process's memory on a daemon thread and raises a flag when its
+    anonymous memory (`Reading.anon`: RssAnon + RssShmem) crosses the budget; the
+    training loop checks :attr:`exceeded` at each update boundary.
 
-    The reported peak (:meth:`peak_bytes`) is the kernel's own high-water mark, so a
-    spike between two samples still shows.
+    Its state is constant whatever the length of the run (the number of samples, the
+    last one and the peaks); with ``csv`` each sample is also appended to that file as
+    it is taken (``seconds,rss_bytes,anon_bytes``, flushed), so a run killed with
+    SIGKILL keeps its series. :meth:`peak_rss_bytes` is the kernel's high-water mark of
+    the whole RSS, so a spike between two samples still shows there.
     """
 
-    budget_bytes: int
-    interval: float = SAMPLE_INTERVAL
-    series: list[tuple[float, int]] = field(default_factory=list)
-    exceeded_at: float | None = None
-    """Monotonic time of the first sample above the budget."""
+    CSV_HEADER = "seconds,rss_bytes,anon_bytes\n"
 
-    def __post_init__(self) -> None:
+    def __init__(self, budget_bytes: int, interval: float = SAMPLE_INTERVAL,
+                 csv: str | os.PathLike | None = None, t_offset: float = 0.0) -> None:
+        self.budget_bytes = budget_bytes
+        self.interval = interval
+        self.t_offset = t_offset
+        """Added to every sample's time in the csv (a resumed run's earlier seconds)."""
+        self.samples = 0
+        self.last: tuple[float, Reading] | None = None
+        self.peak_anon_bytes = 0
+        """The highest anonymous memory sampled."""
+        self.max_sampled_rss_bytes = 0
+        self.exceeded_at: float | None = None
+        """Monotonic time of the first sample above the budget."""
+        self._csv_path = csv
+        self._csv = None
+        self.write_error: OSError | None = None
+        """Why streaming to the csv stopped (a full disk, a file-size limit); sampling
+        and the budget go on."""
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._exceeded = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
-        self._process = psutil.Process()
 
     @property
     def exceeded(self) -> bool:
         return self._exceeded.is_set()
 
-    def sample(self) -> int:
-        """Take one RSS reading now (also called by the thread)."""
-        rss = self._process.memory_info().rss
+    def sample(self) -> Reading:
+        """Take one reading now (also called by the thread)."""
+        reading = read_memory()
         now = time.monotonic()
-        self.series.append((now - self._t0, rss))
-        if rss > self.budget_bytes and not self._exceeded.is_set():
+        with self._lock:
+            self.samples += 1
+            self.last = (now - self._t0, reading)
+            self.peak_anon_bytes = max(self.peak_anon_bytes, reading.anon)
+            self.max_sampled_rss_bytes = max(self.max_sampled_rss_bytes, reading.rss)
+            if self._csv is not None:
+                try:
+                    self._csv.write(f"{now - self._t0 + self.t_offset:.3f},{reading.rss},"
+                                    f"{reading.anon}\n")
+                    self._csv.flush()
+                except OSError as e:
+                    self.write_error, csv, self._csv = e, self._csv, None
+                    try:
+                        csv.close()
+                    except OSError:
+                        pass
+        if reading.anon > self.budget_bytes and not self._exceeded.is_set():
             self.exceeded_at = now
             self._exceeded.set()
-        return rss
+        return reading
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
 
+    def stream_to(self, csv: str | os.PathLike, t_offset: float = 0.0) -> None:
+        """From now on append every sample to ``csv`` (with a header if it is new);
+        ``t_offset`` is added to the samples' times (a resumed run's earlier seconds)."""
+        new = not os.path.exists(csv) or os.path.getsize(csv) == 0
+        f = open(csv, "a", buffering=1 << 16)
+        if new:
+            f.write(self.CSV_HEADER)
+            f.flush()
+        with self._lock:
+            self.t_offset, self._csv = t_offset, f
+
     def start(self) -> "BudgetGuard":
         self._t0 = time.monotonic()
+        if self._csv_path is not None:
+            self.stream_to(self._csv_path, self.t_offset)
         self.sample()
         self._thread = threading.Thread(target=self._run, name="edgeag-budget-guard",
                                         daemon=True)
@@ -278,6 +363,13 @@ class BudgetGuard:
         if self._thread is not None:
             self._thread.join()
         self.sample()
+        with self._lock:
+            if self._csv is not None:
+                try:
+                    self._csv.close()
+                except OSError as e:
+                    self.write_error = self.write_error or e
+                self._csv = None
 
     def __enter__(self) -> "BudgetGuard":
         return self.start()
@@ -285,6 +377,6 @@ class BudgetGuard:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def peak_bytes(self) -> int:
-        """The kernel's high-water mark (never below any sample)."""
-        return max(peak_rss_bytes(), max((r for _, r in self.series), default=0))
+    def peak_rss_bytes(self) -> int:
+        """The kernel's high-water mark of the whole RSS (never below any sample)."""
+        return max(peak_rss_bytes(), self.max_sampled_rss_bytes)

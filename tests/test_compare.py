@@ -101,7 +101,7 @@ def tiny_compare(tmp_path_factory):
     from edgeag.memory import measure_floor
 
     out = tmp_path_factory.mktemp("compare") / "report"
-    budget = measure_floor().rss_bytes + 48 * MiB
+    budget = measure_floor().anon_bytes + 48 * MiB
     code = main(["compare", "--budget", str(budget), "--optimizers", "alphagrad,adam,torch-adam",
                  "--seeds", "1", "--total-steps", "512", "--set", "eval_episodes=1",
                  "--threads", "1", "--out", str(out), "--no-progress"])
@@ -128,6 +128,7 @@ def test_tiny_compare_writes_the_report(tiny_compare):
         run = rows[label]["runs"][0]
         assert run["status"] in ("done", "budget")  # a budget stop is a result too
         assert 0 < run["floor_bytes"] < run["peak_rss_bytes"]
+        assert 0 < run["floor_anon_bytes"] <= run["peak_anon_bytes"] < run["peak_rss_bytes"]
         assert run["steps"] == 512 or run["status"] == "budget"
         assert (out / run["run_dir"] / "summary.json").exists()
         assert (out / run["run_dir"] / "train.log").exists()
@@ -138,7 +139,7 @@ def test_tiny_compare_writes_the_report(tiny_compare):
 
     refused = rows["torch-adam"]["runs"][0]
     assert refused["status"] == "refused" and refused["exit_code"] == 2
-    assert refused["plan_total_bytes"] > budget and refused["floor_bytes"] > 0
+    assert refused["plan_total_bytes"] > budget and refused["floor_anon_bytes"] > 0
     assert rows["torch-adam"]["plan"]["torch._dynamo import"] == 70 * MiB
     assert rows["torch-adam"]["peak_rss_bytes"] is None
 
@@ -178,20 +179,20 @@ def test_report_merges_reports_from_two_devices(tiny_compare, tmp_path, capsys):
 
 
 def test_capacity_sweep_reports_what_cannot_start(tmp_path):
-    """torch.optim.Adam inside 256 MiB: even width 1 is seen above the budget (its
-    torch._dynamo import) and is stopped there; measured, not planned."""
+    """torch.optim.Adam inside 192 MiB of anonymous memory: even width 1 is seen above
+    the budget (its torch._dynamo import) and is stopped there; measured, not planned."""
     out = tmp_path / "cap"
-    assert main(["compare", "--capacity", "--budgets", "256MB", "--optimizers", "torch-adam",
+    assert main(["compare", "--capacity", "--budgets", "192MB", "--optimizers", "torch-adam",
                  "--threads", "1", "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     (result,) = report["results"]
-    assert result["width"] is None and result["smallest_probe_rss_bytes"] > 256 * MiB
+    assert result["width"] is None and result["smallest_probe_anon_bytes"] > 192 * MiB
     assert [p["width"] for p in report["probes"]] == [1, 64]
-    assert all(p["status"] == "exceeded" and p["max_seen_rss_bytes"] > 256 * MiB
+    assert all(p["status"] == "exceeded" and p["max_seen_anon_bytes"] > 192 * MiB
                for p in report["probes"])
     for name in ("capacity.png", "capacity_probes.png"):
         assert (out / name).read_bytes().startswith(PNG)
-    assert "| 256 MiB | `torch-adam` | none |" in (out / "report.md").read_text()
+    assert "| 192 MiB | `torch-adam` | none |" in (out / "report.md").read_text()
     assert not (out / "probes" / "torch-adam-w64").exists()  # no probe's run left behind
 
 

@@ -146,7 +146,7 @@ def test_plan_counts_the_replay_buffer_and_target_networks():
 
 
 def test_over_budget_replay_buffer_is_refused_with_the_largest_that_fits(tmp_path, capsys):
-    floor = measure_floor().rss_bytes
+    floor = measure_floor().anon_bytes
     budget = floor + 80 * MiB
     out = tmp_path / "run"
     argv = ["train", "--algo", "dqn", "--budget", str(budget), "--set", "buffer_size=10000000",

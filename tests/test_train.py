@@ -217,7 +217,7 @@ def test_refusal_names_settings_that_fit():
 
 
 def test_plan_over_budget_is_refused_before_anything_is_written(tmp_path):
-    floor = measure_floor().rss_bytes
+    floor = measure_floor().anon_bytes
     with pytest.raises(BudgetRefused, match="exceeds the budget .* largest settings that fit"):
         run_quiet(short_cfg(hidden=(2048, 2048)), tmp_path / "run", budget_bytes=floor + 16 * MiB)
     assert not (tmp_path / "run").exists()
@@ -229,7 +229,7 @@ def train_in_child(out, env, budget_headroom_mib, *args):
     a budget this tight."""
     code = ("import sys, torch, gymnasium, toy_envs; toy_envs.register(); "
             "from edgeag.memory import MiB, measure_floor; from edgeag.cli import main; "
-            f"budget = measure_floor().rss_bytes + {budget_headroom_mib} * MiB; "
+            f"budget = measure_floor().anon_bytes + {budget_headroom_mib} * MiB; "
             f"sys.exit(main(['train', '--env', {env!r}, '--budget', str(budget), "
             "'--threads', '1', '--no-progress', '--total-steps', '4096', "
             "'--set', 'num_envs=2', '--set', 'num_steps=64', '--set', 'batch_size=128', "
@@ -262,10 +262,10 @@ def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_pat
 
 
 def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(tmp_path):
-    """--hard-cap (RLIMIT_DATA, set in a child process: it cannot be undone) makes the
+    """--hard-cap rlimit (RLIMIT_DATA, set in a child process: it cannot be undone) makes the
     leaking env's 512 MiB allocation fail at once; the run stops at its last checkpoint."""
     out = tmp_path / "run"
-    proc = train_in_child(out, "edgeag-test/BigLeak-v0", 80, "--hard-cap", "--set",
+    proc = train_in_child(out, "edgeag-test/BigLeak-v0", 80, "--hard-cap", "rlimit", "--set",
                           "checkpoint_every=1")
     assert proc.returncode == EXIT_BUDGET, proc.stderr
     assert "hard cap hit" in proc.stderr and "Traceback" not in proc.stderr
@@ -319,3 +319,35 @@ def test_atomic_write_gives_a_new_file_the_usual_permissions_and_keeps_the_old_o
         atomic_write(tmp_path / "b.json", fail)
     assert json.loads((tmp_path / "b.json").read_text()) == {"x": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_hard_cap_cgroup_kernel_kill_is_a_budget_stop_and_the_run_resumes(tmp_path):
+    """--hard-cap cgroup: training runs in a cgroup of its own whose limit is the budget;
+    the env's 512 MiB allocation inside one iteration is beyond what the guard can stop
+    at a boundary, so the kernel OOM-kills the child. The parent says so, writes
+    summary.json (stopped: budget) and exits 3; the last checkpoint loads and resumes."""
+    from edgeag.hardcap import make_cgroup
+
+    probe = make_cgroup(1 << 30, f"edgeag-test-{os.getpid()}")
+    if probe is None:
+        pytest.skip("no writable cgroup memory controller (v2 memory.max or v1 memory) here")
+    probe.remove()
+    out = tmp_path / "run"
+    proc = train_in_child(out, "toy_envs:edgeag-test/BigLeak-v0", 80, "--hard-cap", "cgroup",
+                          "--set", "checkpoint_every=1")
+    assert proc.returncode == EXIT_BUDGET, proc.stderr
+    assert "training in cgroup v" in proc.stderr and "Traceback" not in proc.stderr
+    assert "the kernel stopped training at the hard cap" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "budget" and summary["stopped_by"] == "kernel"
+    step = load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
+    assert 0 < step < 800  # the leak happens at step 800
+    assert not list(Path(summary["hard_cap"].split("(")[1].split(")")[0]).parent.glob(
+        "edgeag-train-*")), "the cgroup was not removed"
+    code = ("import sys, toy_envs; from edgeag.cli import main; "
+            f"sys.exit(main(['train', '--resume', {str(out)!r}, '--budget', '4GiB', "
+            "'--no-progress']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4096

@@ -106,3 +106,6 @@ def register() -> None:
         env_id = f"edgeag-test/{name}"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry, max_episode_steps=steps)
+
+
+register()  # importing the module registers its envs (for `--env toy_envs:edgeag-test/...`)

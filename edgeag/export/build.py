@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeag.errors import EdgeagError
+from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
 from edgeag.export import FORMATS, METADATA, PTE_MAX_BATCH, QUANTIZE
 from edgeag.export.verify import TOLERANCES, VerificationFailed
 
@@ -119,6 +119,11 @@ def export_run(run_path: str | Path, formats: list[str] | None = None, out: str 
             (out / stale).unlink(missing_ok=True)
         from edgeag.train.rundir import write_json
         write_json(out / METADATA, meta)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise WriteFailed(f"cannot write the export to {out}: {describe_write_error(e)}; the "
+                          "previous export there, if any, is unchanged") from None
     except VerificationFailed:
         removed = [p.name for p in (out / n for n in (*names, METADATA)) if p.exists()]
         for name in removed:

@@ -101,6 +101,22 @@ class TrainedRun:
                             self.obs_norm["var"] if norm else None, low, high).eval()
 
 
+EXPORTABLE = ("ppo",)
+"""Algorithms whose policies `load_run` can rebuild."""
+
+
+def _algo(run: RunDir) -> str:
+    """The algorithm a run was trained with, from its config.toml (ppo if unreadable:
+    the checkpoint then decides)."""
+    import tomllib
+
+    try:
+        with open(run.config, "rb") as f:
+            return str(tomllib.load(f).get("run", {}).get("algo", "ppo"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "ppo"
+
+
 def load_run(path: str | Path) -> TrainedRun:
     """The policy, normaliser and spaces of the run in ``path``; EdgeagError (exit 2)
     for a missing directory, a run without a checkpoint or an unreadable one."""
@@ -113,6 +129,10 @@ def load_run(path: str | Path) -> TrainedRun:
         raise EdgeagError(f"cannot export: {run.path} has no checkpoint "
                           f"({run.checkpoint.relative_to(run.path)}); train it first with "
                           f"edgeag train --out {run.path}")
+    algo = _algo(run)
+    if algo not in EXPORTABLE:
+        raise EdgeagError(f"cannot export: {run.path} is a {algo} run; edgeag export accepts "
+                          f"runs of {', '.join(EXPORTABLE)}")
     ckpt = run.load_checkpoint(purpose="export")
     try:
         cfg, arch = ckpt["config"], ckpt["arch"]

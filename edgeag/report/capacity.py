@@ -72,16 +72,19 @@ class Probe:
     row: str
     width: int
     status: str
-    """``measured`` (finished: ``peak_rss_bytes`` is its VmHWM) or ``exceeded`` (killed
-    when its RSS was seen above ``killed_above_bytes``)."""
-    peak_rss_bytes: int | None = None
+    """``measured`` (finished: ``peak_anon_bytes`` is its peak anonymous memory, what
+    the budget counts) or ``exceeded`` (killed when its anonymous memory was seen above
+    ``killed_above_bytes``)."""
+    peak_anon_bytes: int | None = None
     killed_above_bytes: int | None = None
-    max_seen_rss_bytes: int = 0
+    max_seen_anon_bytes: int = 0
+    peak_rss_bytes: int | None = None
+    """Its whole RSS's high-water mark (VmHWM), anonymous and mapped files."""
     setup_peak_rss_bytes: int | None = None
     """VmHWM before the first iteration: imports, envs, network initialisation."""
     training_rss_bytes: int | None = None
     """Highest RSS sampled (every 50 ms) while training."""
-    floor_bytes: int | None = None
+    floor_anon_bytes: int | None = None
     plan_total_bytes: int | None = None
     parameter_count: int | None = None
     seconds: float = 0.0
@@ -89,7 +92,7 @@ class Probe:
     def fits(self, budget: int) -> bool | None:
         """Whether it fits ``budget``; None when this probe cannot tell (killed below it)."""
         if self.status == "measured":
-            return self.peak_rss_bytes <= budget
+            return self.peak_anon_bytes <= budget
         return False if budget <= self.killed_above_bytes else None
 
 
@@ -127,14 +130,15 @@ class Prober:
                           self.out / "probes" / f"{name}.log", kill_above=kill_above,
                           threads=self.threads)
         probe = Probe(self.row.label, width, "exceeded", killed_above_bytes=kill_above,
-                      max_seen_rss_bytes=child.max_seen_rss_bytes, seconds=round(child.seconds, 2),
+                      max_seen_anon_bytes=child.max_seen_anon_bytes, seconds=round(child.seconds, 2),
                       parameter_count=parameter_count(self.dims, [width] * len(self.cfg.hidden)))
         summary_path = run_dir / "summary.json"
         if child.exit_code == 0 and summary_path.exists():
             summary = json.loads(summary_path.read_text())
-            probe = Probe(self.row.label, width, "measured", summary["peak_rss_bytes"], None,
-                          child.max_seen_rss_bytes, summary["setup_peak_rss_bytes"],
-                          summary["max_sampled_rss_bytes"], summary["floor_bytes"],
+            probe = Probe(self.row.label, width, "measured", summary["peak_anon_bytes"], None,
+                          child.max_seen_anon_bytes, summary["peak_rss_bytes"],
+                          summary["setup_peak_rss_bytes"],
+                          summary["max_sampled_rss_bytes"], summary["floor_anon_bytes"],
                           summary["plan_total_bytes"], summary["parameter_count"],
                           round(child.seconds, 2))
             (self.out / "probes" / f"{name}.json").write_text(json.dumps(summary, indent=1))
@@ -144,7 +148,7 @@ class Prober:
                               f"{self.out / 'probes' / (name + '.log')}")
         shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoint can be hundreds of MiB
         self.bar.update(1)
-        shown = (f"{probe.peak_rss_bytes / 2**20:.0f} MiB" if probe.status == "measured" else
+        shown = (f"{probe.peak_anon_bytes / 2**20:.0f} MiB anon" if probe.status == "measured" else
                  f"> {kill_above / 2**20:.0f} MiB, stopped")
         self.bar.set_postfix_str(f"width {width}: {shown}")
         return probe
@@ -188,11 +192,12 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
                     "budget_bytes": budget, "row": row.label, "width": width,
                     "hidden": [width] * len(cfg.hidden) if width else None,
                     "parameter_count": probe.parameter_count if probe else None,
+                    "peak_anon_bytes": probe.peak_anon_bytes if probe else None,
                     "peak_rss_bytes": probe.peak_rss_bytes if probe else None,
                     "setup_peak_rss_bytes": probe.setup_peak_rss_bytes if probe else None,
                     "training_rss_bytes": probe.training_rss_bytes if probe else None,
                     "plan_total_bytes": probe.plan_total_bytes if probe else None,
-                    "smallest_probe_rss_bytes": None if width else _smallest(probers[row]),
+                    "smallest_probe_anon_bytes": None if width else _smallest(probers[row]),
                 })
     except KeyboardInterrupt:  # report the searches that finished and every probe
         interrupted = True
@@ -223,7 +228,7 @@ def _smallest(prober: Prober) -> int | None:
     probe = prober.probes.get(1)
     if probe is None:
         return None
-    return probe.peak_rss_bytes if probe.status == "measured" else probe.max_seen_rss_bytes
+    return probe.peak_anon_bytes if probe.status == "measured" else probe.max_seen_anon_bytes
 
 
 def reference_row(labels: list[str]) -> str | None:

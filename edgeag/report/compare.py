@@ -22,7 +22,7 @@ FORMAT = "edgeag-report/1"
 DEFAULT_ROWS = ("alphagrad,adam,torch-adam,sgd,sgd:momentum=0.9,alphagrad:momentum=0.9,"
                 "torch-adafactor,lion")
 """Every optimizer of the registry; momentum 0.9 is the paper's AlphaGrad mode."""
-_FLOOR = re.compile(r"^floor [\d.]+ MiB \(([\d,]+) bytes;", re.M)
+_FLOOR = re.compile(r"^floor [\d.]+ MiB anonymous \(([\d,]+) bytes", re.M)
 _REFUSED = re.compile(r"^plan ([\d.]+) MiB exceeds the budget")
 
 
@@ -138,11 +138,12 @@ def _bar(total: int | None, unit: str, enabled: bool):
 
 def _postfix(row: Row, r: dict) -> str:
     if r["status"] in ("done", "budget"):
-        return f"{row.label}: {r['status']}, peak {r['peak_rss_bytes'] / 2**20:.1f} MiB"
+        return (f"{row.label}: {r['status']}, peak {r['peak_anon_bytes'] / 2**20:.1f} MiB anon, "
+                f"{r['peak_rss_bytes'] / 2**20:.1f} MiB RSS")
     return f"{row.label}: {r['status']}"
 
 
-SUMMARY_KEYS = ("peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "max_sampled_rss_bytes",
+SUMMARY_KEYS = ("peak_anon_bytes", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "max_sampled_rss_bytes",
                 "setup_peak_rss_bytes",
                 "floor_bytes", "floor_anon_bytes", "floor_file_bytes", "plan_total_bytes",
                 "optimizer_state_bytes", "parameter_count", "steps", "wall_seconds",
@@ -165,7 +166,7 @@ def _result(child, run_dir: Path, rel: Path, seed: int) -> dict:
     refused = _REFUSED.match(child.last_error)
     out.update(status="refused" if child.exit_code == 2 and refused else "failed",
                message=child.last_error or f"exit code {child.exit_code}",
-               floor_bytes=int(floor.group(1).replace(",", "")) if floor else None,
+               floor_anon_bytes=int(floor.group(1).replace(",", "")) if floor else None,
                plan_total_bytes=round(float(refused.group(1)) * 2**20) if refused else None)
     return out
 
@@ -185,7 +186,10 @@ def _row_summary(row: Row, cfg, origin: str, runs: list[dict], plan: dict) -> di
         "plan": plan,
         "plan_above_floor_bytes": sum(plan.values()),
         "statuses": statuses,
+        "peak_anon_bytes": spread(get("peak_anon_bytes")),
         "peak_rss_bytes": spread(get("peak_rss_bytes")),
+        "floor_anon_bytes": spread([r["floor_anon_bytes"] for r in runs
+                                    if r.get("floor_anon_bytes")]),
         "floor_bytes": spread([r["floor_bytes"] for r in runs if r.get("floor_bytes")]),
         "above_floor_bytes": spread(above),
         "rss_anon_bytes": spread(get("rss_anon_bytes")),

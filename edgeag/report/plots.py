@@ -49,20 +49,22 @@ def _title(report: dict) -> str:
 
 
 def peak_rss(report: dict, path: Path) -> None:
-    """Peak RSS per row, twice: against the budget and the floor (with the plans of
-    refused rows), and zoomed in on the measured peaks, where the run-to-run spread
-    shows."""
+    """Per row, twice: the peak anonymous memory (RssAnon + RssShmem, what the budget
+    counts) against the budget and the floor (with the plans of refused rows), and the
+    peak RSS of the whole process (VmHWM), zoomed in on the measured runs, where the
+    run-to-run spread shows."""
     plt = _pyplot()
     rows = report["rows"]
     budget = report["settings"]["budget_bytes"]
     colors = _colors(len(rows))
     fig, (whole, zoom) = plt.subplots(1, 2, figsize=(max(10, 1.5 * len(rows) + 4), 5.2))
     ticks = [r["label"].replace(" ", "\n") for r in rows]
-    for ax in (whole, zoom):
+    for ax, key in ((whole, "peak_anon_bytes"), (zoom, "peak_rss_bytes")):
         for i, (row, color) in enumerate(zip(rows, colors)):
-            ys = [r["peak_rss_bytes"] / MiB for r in row["runs"] if r["status"] in ("done", "budget")]
+            ys = [r[key] / MiB for r in row["runs"]
+                  if r["status"] in ("done", "budget") and r.get(key)]
             ax.scatter([i - 0.15] * len(ys), ys, color=color, s=22, alpha=0.8, zorder=3)
-            p = row["peak_rss_bytes"]
+            p = row.get(key)
             if p:
                 ax.errorbar([i], [p["median"] / MiB], yerr=[[(p["median"] - p["min"]) / MiB],
                                                            [(p["max"] - p["median"]) / MiB]],
@@ -78,7 +80,7 @@ def peak_rss(report: dict, path: Path) -> None:
             whole.scatter([i], [y], marker="^", s=60, facecolors="none", edgecolors=color, zorder=3)
             whole.annotate(f"refused:\nplan {y:.0f}", (i, y), textcoords="offset points",
                            xytext=(0, 7), ha="center", va="bottom", fontsize=7)
-    floors = [r["floor_bytes"]["median"] for r in rows if r["floor_bytes"]]
+    floors = [r["floor_anon_bytes"]["median"] for r in rows if r.get("floor_anon_bytes")]
     if floors:
         whole.axhline(min(floors) / MiB, color="gray", ls=":", lw=1,
                       label="measured floor (lowest median)")
@@ -87,8 +89,9 @@ def peak_rss(report: dict, path: Path) -> None:
         whole.scatter([], [], marker="^", facecolors="none", edgecolors="gray",
                       label="plan of a refused run (never started)")
     whole.errorbar([], [], fmt="_", color="black", label="median, min-max over seeds")
-    whole.set_ylabel("peak RSS of the whole process (MiB)")
-    whole.set_title("against the budget", fontsize=9)
+    whole.set_ylabel("peak anonymous memory, RssAnon + RssShmem (MiB)")
+    whole.set_title("what the budget counts, against the budget", fontsize=9)
+    whole.set_ylim(bottom=0)
     whole.margins(y=0.15)
     whole.legend(fontsize=7, loc="best")
     measured = [r["peak_rss_bytes"] for r in rows if r["peak_rss_bytes"]]
@@ -97,24 +100,24 @@ def peak_rss(report: dict, path: Path) -> None:
         high = max(p["max"] for p in measured) / MiB
         pad = max(0.25, 0.1 * (high - low))
         zoom.set_ylim(low - pad, high + pad)
-        if low - pad <= budget / MiB <= high + pad:
-            _budget_line(zoom, budget)
-    zoom.set_ylabel("peak RSS (MiB), zoomed to the measured runs")
-    zoom.set_title("zoomed: dots are seeds", fontsize=9)
-    fig.suptitle(f"Peak RSS per optimizer\n{_title(report)}", fontsize=10)
+    zoom.set_ylabel("peak RSS of the whole process, VmHWM (MiB)")
+    zoom.set_title("whole RSS (with mapped files), zoomed: dots are seeds", fontsize=9)
+    fig.suptitle(f"Peak memory per optimizer\n{_title(report)}", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
 
 
 def _read_rss(run_dir: Path) -> tuple[list[float], list[float]]:
+    """(seconds, anonymous MiB) of a run's rss.csv."""
     with open(run_dir / "rss.csv") as f:
-        rows = list(csv.DictReader(f))
-    return [float(r["seconds"]) for r in rows], [int(r["rss_bytes"]) / MiB for r in rows]
+        rows = [r for r in csv.DictReader(f) if r.get("anon_bytes")]
+    return [float(r["seconds"]) for r in rows], [int(r["anon_bytes"]) / MiB for r in rows]
 
 
 def rss_over_time(report: dict, out: Path, path: Path) -> None:
-    """RSS sampled by each run's guard (every seed), against the budget."""
+    """Anonymous memory (what the budget counts) sampled by each run's guard (every
+    seed), against the budget."""
     plt = _pyplot()
     rows = report["rows"]
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -129,8 +132,9 @@ def rss_over_time(report: dict, out: Path, path: Path) -> None:
             labelled = True
     _budget_line(ax, report["settings"]["budget_bytes"])
     ax.set_xlabel("seconds since training started")
-    ax.set_ylabel("RSS (MiB)")
-    ax.set_title(f"RSS while training (one line per seed)\n{_title(report)}", fontsize=10)
+    ax.set_ylabel("anonymous memory, RssAnon + RssShmem (MiB)")
+    ax.set_title(f"Memory the budget counts, while training (one line per seed)\n"
+                 f"{_title(report)}", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best", ncol=2)
     ax.grid(alpha=0.3)
@@ -201,7 +205,7 @@ def capacity(report: dict, path: Path) -> None:
     ref = next((x["reference"] for x in report["results"] if x.get("reference")), None)
     fig.legend(bars, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
                bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle("Largest policy that trains inside the budget (measured peak RSS)"
+    fig.suptitle("Largest policy that trains inside the budget (measured peak anonymous memory)"
                  + (f"; ratio: parameters / {ref}'s" if ref else "") + f"\n{_title(report)}",
                  fontsize=10)
     fig.tight_layout()
@@ -210,7 +214,7 @@ def capacity(report: dict, path: Path) -> None:
 
 
 def capacity_probes(report: dict, path: Path) -> None:
-    """Every probe: peak RSS against the policy's parameters (so a row is close to a
+    """Every probe: peak anonymous memory (what the budget counts) against the policy's parameters (so a row is close to a
     line whose slope is its bytes per parameter), the budgets as lines; the right
     panel zooms in on the smallest budget."""
     plt = _pyplot()
@@ -220,16 +224,11 @@ def capacity_probes(report: dict, path: Path) -> None:
     for ax in (whole, small):
         for label, color in zip(labels, _colors(len(labels))):
             probes = [p for p in report["probes"] if p["row"] == label and p.get("parameter_count")]
-            done = sorted((p["parameter_count"] / 1e6, p["peak_rss_bytes"] / MiB) for p in probes
+            done = sorted((p["parameter_count"] / 1e6, p["peak_anon_bytes"] / MiB) for p in probes
                           if p["status"] == "measured")
             ax.plot(*(zip(*done) if done else ([], [])), "o-", color=color, ms=4, lw=1.2,
                     label=label)
-            training = sorted((p["parameter_count"] / 1e6, p["training_rss_bytes"] / MiB)
-                              for p in probes if p["status"] == "measured"
-                              and p.get("training_rss_bytes"))
-            if training:
-                ax.plot(*zip(*training), "--", color=color, lw=1, alpha=0.7)
-            over = [(p["parameter_count"] / 1e6, p["max_seen_rss_bytes"] / MiB) for p in probes
+            over = [(p["parameter_count"] / 1e6, p["max_seen_anon_bytes"] / MiB) for p in probes
                     if p["status"] == "exceeded"]
             if over:
                 ax.scatter(*zip(*over), marker="^", color=color, s=30, zorder=3)
@@ -244,7 +243,7 @@ def capacity_probes(report: dict, path: Path) -> None:
     fits = [x["parameter_count"] for x in report["results"]
             if x["budget_bytes"] == lowest and x["parameter_count"]]
     small.set_xlim(0, 2.0 * max(fits, default=1e6) / 1e6)
-    floors = [p["floor_bytes"] for p in report["probes"] if p.get("floor_bytes")]
+    floors = [p["floor_anon_bytes"] for p in report["probes"] if p.get("floor_anon_bytes")]
     small.set_ylim((min(floors) / MiB - 3) if floors else None, lowest / MiB + 12)
     small.set_title(f"zoomed in on {lowest / MiB:.0f} MiB", fontsize=9)
     whole.set_ylim(top=max(budgets) / MiB * 1.06)
@@ -253,9 +252,8 @@ def capacity_probes(report: dict, path: Path) -> None:
     if measured:  # probes stopped far beyond every budget would squeeze the rest
         whole.set_xlim(0, 1.25 * max(measured) / 1e6)
     whole.set_title("every probe", fontsize=9)
-    whole.set_ylabel("peak RSS of the training process, VmHWM (MiB)")
-    whole.plot([], [], "--", color="gray", lw=1, label="RSS while training only (sampled)")
-    whole.scatter([], [], marker="^", color="gray", label="stopped above the budget (RSS seen)")
+    whole.set_ylabel("peak anonymous memory of the training process (MiB)")
+    whole.scatter([], [], marker="^", color="gray", label="stopped above the budget (seen)")
     handles, names = whole.get_legend_handles_labels()
     fig.legend(handles, names, fontsize=8, loc="lower center", ncol=3,
                bbox_to_anchor=(0.5, -0.09))

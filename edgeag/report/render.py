@@ -132,13 +132,15 @@ def compare_markdown(r: dict) -> str:
     body = []
     for row in rows:
         refused = row["refusals"][0] if row["refusals"] else None
-        body.append([f"`{row['label']}`", _status(row), stat_mib(row["peak_rss_bytes"]),
+        body.append([f"`{row['label']}`", _status(row), stat_mib(row.get("peak_anon_bytes")),
+                     stat_mib(row["peak_rss_bytes"]),
                      mib(row["peak_rss_bytes"]["range"], 2) if row["peak_rss_bytes"] else "—",
                      stat_mib(row["floor_bytes"]), stat_mib(row["above_floor_bytes"]),
                      stat_plain(row["final_eval_return"]),
                      f"cannot start: {refused}" if refused else
                      "; ".join(row["failures"]) or ""])
-    lines += table(["row", "runs", "peak RSS, MiB: median [min–max]", "spread, MiB",
+    lines += table(["row", "runs", "peak anonymous (budgeted), MiB",
+                    "peak RSS, MiB: median [min–max]", "spread, MiB",
                     "floor, MiB", "peak − floor, MiB", "final eval return", "note"], body)
     lines += ["", "![Peak RSS per optimizer](peak_rss.png)", ""]
 
@@ -167,13 +169,14 @@ def compare_markdown(r: dict) -> str:
               "buffers and activations are not separately visible to the kernel.", ""]
     body = []
     for row in rows:
-        plan, floor, peak = row["plan"], row["floor_bytes"], row["peak_rss_bytes"]
+        plan, floor, peak = row["plan"], row.get("floor_anon_bytes"), row.get("peak_anon_bytes")
         total = floor["median"] + row["plan_above_floor_bytes"] if floor else None
         body.append([f"`{row['label']}`", mib(floor and floor["median"]),
                      *(mib(plan.get(c, 0), 2) for c in PLAN_COLUMNS), mib(total),
                      mib(peak and peak["median"]),
                      signed_mib(peak["median"] - total, 1) if peak and total else "—"])
-    lines += table(["row", "floor (measured)", *PLAN_COLUMNS, "plan total", "peak RSS (measured)",
+    lines += table(["row", "floor, anonymous (measured)", *PLAN_COLUMNS, "plan total",
+                    "peak anonymous (measured)",
                     "measured − plan"], body)
     lines += ["", "Optimizer state, exact bytes: the plan's rule against the bytes held in the "
               "real `optimizer.state` after training.", ""]
@@ -191,8 +194,11 @@ def compare_markdown(r: dict) -> str:
                   f"`{row['label']}`: lr {row['config']['lr']:g}, {row['config_origin']}"
                   for row in rows) + ".", ""]
     lines += ["## How to read this report", "",
-              "- **Peak RSS** is each child's own kernel high-water mark (VmHWM), the figure "
-              "a budget is about. The spread is max − min over the seeds: two rows whose "
+              "- **Peak anonymous** memory (RssAnon + RssShmem) is what a budget counts: "
+              "the memory the kernel cannot take back, on which a cgroup's `memory.max` "
+              "OOM-kills; the plan estimates it. **Peak RSS** is each child's own kernel "
+              "high-water mark (VmHWM) of the whole process, mapped library files included: "
+              "the comparison users read. The spread is max − min over the seeds: two rows whose "
               "difference lies within it are not told apart by this measurement.",
               "- **Floor**: RSS after Python, torch and gymnasium are loaded and warmed up, "
               "measured in each run before training. For a small policy it is almost all of "
@@ -203,7 +209,7 @@ def compare_markdown(r: dict) -> str:
               "- **Refused** runs never trained: the plan (floor + the items above) was over "
               "the budget, as for optimizers built on `torch.optim.Optimizer`, whose first "
               "use imports `torch._dynamo` (~70 MiB).",
-              "- **Budget** runs trained until the guard saw RSS above the budget, then "
+              "- **Budget** runs trained until the guard saw anonymous memory above the budget, then "
               "stopped with a checkpoint (their peak is just above the budget).", ""]
     lines += ["## Runs", ""]
     lines += table(["row", "seed", "status", "peak RSS, MiB", "floor, MiB", "anon / file at end, MiB",
@@ -241,7 +247,8 @@ def capacity_markdown(r: dict) -> str:
              f"running it**: a probe is an `edgeag train` run of {probe['iterations']} PPO "
              f"iterations ({probe['steps']:,} env steps, `update_epochs={probe['update_epochs']}`, "
              f"no evaluation) in a fresh process with no budget, so the plan refuses nothing; "
-             f"its peak is its own VmHWM. A probe seen above the budget is stopped. Widths "
+             f"it is judged by its own peak anonymous memory (RssAnon + RssShmem, what the budget "
+             f"counts). A probe seen above the budget is stopped. Widths "
              f"double from {s['start_width']}, then bisect to within {s['tolerance']:.1%}. "
              f"{len(r['probes'])} probes, {r['seconds']:.0f} s.", ""]
     if r.get("interrupted"):
@@ -253,8 +260,8 @@ def capacity_markdown(r: dict) -> str:
                    [[f"{mib(x['budget_bytes'], 0)} MiB", f"`{x['row']}`", x["width"] or "none",
                      f"{x['parameter_count']:,}" if x["parameter_count"] else
                      (f"— (width 1 went above the budget: stopped at "
-                      f"{mib(x['smallest_probe_rss_bytes'])} MiB)"
-                      if x["smallest_probe_rss_bytes"] else "—"),
+                      f"{mib(x['smallest_probe_anon_bytes'])} MiB)"
+                      if x["smallest_probe_anon_bytes"] else "—"),
                      f"{x['parameter_ratio']:.2f}x" if x["parameter_ratio"] else "—",
                      mib(x["peak_rss_bytes"]), mib(x.get("setup_peak_rss_bytes")),
                      mib(x.get("training_rss_bytes")), _phase(x), mib(x["plan_total_bytes"])]
@@ -280,16 +287,16 @@ def capacity_markdown(r: dict) -> str:
               "- One probe per width: near a boundary, run-to-run noise (a few MiB) can move "
               "the answer by a step of the bisection.", "",
               "## Probes", ""]
-    lines += table(["row", "width", "parameters", "result", "peak RSS, MiB",
-                    "before training, MiB", "while training, MiB", "floor, MiB", "plan, MiB",
-                    "seconds"],
+    lines += table(["row", "width", "parameters", "result", "peak anonymous, MiB",
+                    "peak RSS, MiB", "RSS before training, MiB", "RSS while training, MiB",
+                    "floor (anonymous), MiB", "plan, MiB", "seconds"],
                    [[f"`{p['row']}`", p["width"],
                      f"{p['parameter_count']:,}" if p["parameter_count"] else "—",
                      "measured" if p["status"] == "measured" else
                      f"stopped above {mib(p['killed_above_bytes'], 0)} MiB",
-                     mib(p["peak_rss_bytes"]) if p["status"] == "measured" else
-                     f"> {mib(p['max_seen_rss_bytes'])} (seen)",
+                     mib(p["peak_anon_bytes"]) if p["status"] == "measured" else
+                     f"> {mib(p['max_seen_anon_bytes'])} (seen)", mib(p.get("peak_rss_bytes")),
                      mib(p.get("setup_peak_rss_bytes")), mib(p.get("training_rss_bytes")),
-                     mib(p["floor_bytes"]), mib(p["plan_total_bytes"]), f"{p['seconds']:.1f}"]
+                     mib(p.get("floor_anon_bytes")), mib(p["plan_total_bytes"]), f"{p['seconds']:.1f}"]
                     for p in r["probes"]])
     return "\n".join(lines) + "\n"

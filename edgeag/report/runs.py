@@ -1,9 +1,10 @@
 """What a comparison is made of: rows (an optimizer with its settings), seeds, the
 device it ran on, and `edgeag train` children, each in its own fresh process.
 
-A child reports its own peak: `edgeag train` writes the kernel's high-water mark of
-its own process (VmHWM) into ``summary.json``. ``ru_maxrss`` would not do: it survives
-``exec`` and can report the parent's peak.
+A child reports its own peaks into ``summary.json``: of its anonymous memory (RssAnon +
+RssShmem, what budgets count, sampled) and of its whole RSS (the kernel's high-water
+mark, VmHWM). ``ru_maxrss`` would not do: it survives ``exec`` and can report the
+parent's peak.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from pathlib import Path
 import psutil
 
 from edgeag.errors import EdgeagError
+from edgeag.memory import read_memory
 
 ROW_SYNTAX = "NAME[:SETTING=VALUE...] separated by commas, e.g. alphagrad,adam,sgd:momentum=0.9"
 RESERVED = ("env_id", "optimizer", "seed")
 """Settings compare chooses itself, so a row may not set them."""
 KILL_POLL_SECONDS = 0.02
-"""How often a watched child's RSS is read (psutil, ~20 us a reading)."""
+"""How often a watched child's memory is read (/proc/PID/status)."""
 
 
 @dataclass(frozen=True)
@@ -156,15 +158,17 @@ class Child:
     exit_code: int | None
     """None when killed for crossing ``kill_above``."""
     seconds: float
-    max_seen_rss_bytes: int
+    max_seen_anon_bytes: int
+    """The highest anonymous memory (RssAnon + RssShmem) read while watching it."""
     last_error: str
     """The child's last ``edgeag: error:`` line (without the prefix), or ''."""
 
 
 def run_child(cmd: list[str], log: Path, kill_above: int | None = None,
               threads: int | None = None) -> Child:
-    """Run ``cmd`` with its output in ``log``. With ``kill_above``, read its RSS every
-    20 ms and kill it the moment it is seen above that many bytes."""
+    """Run ``cmd`` with its output in ``log``. With ``kill_above``, read its anonymous
+    memory (what budgets count) every 20 ms and kill it the moment it is seen above
+    that many bytes."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -174,7 +178,7 @@ def run_child(cmd: list[str], log: Path, kill_above: int | None = None,
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         try:
-            watched = psutil.Process(proc.pid) if kill_above is not None else None
+            watched = proc.pid if kill_above is not None else None
             while True:
                 try:
                     code = proc.wait(timeout=KILL_POLL_SECONDS if watched else None)
@@ -182,7 +186,7 @@ def run_child(cmd: list[str], log: Path, kill_above: int | None = None,
                 except subprocess.TimeoutExpired:
                     pass
                 try:
-                    seen = max(seen, watched.memory_info().rss)
+                    seen = max(seen, read_memory(watched).anon)
                 except psutil.NoSuchProcess:
                     continue
                 if seen > kill_above:

@@ -60,12 +60,22 @@ class TrainConfig:
 
     @property
     def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.steps_per_iteration)
+        """Iterations to run: enough for at least ``total_steps`` (a last, partial
+        iteration counts), as Stable-Baselines3's ``learn`` trains at least the steps
+        asked for."""
+        return max(1, -(-self.total_steps // self.steps_per_iteration))
+
+    @property
+    def planned_steps(self) -> int:
+        """The env steps the run will take: ``total_steps`` rounded up to what an
+        iteration can stop at (PPO: whole rollouts; off-policy: whole vector steps)."""
+        return self.num_iterations * self.steps_per_iteration
 
     def checks(self) -> list[tuple[str, bool, str]]:
         """(field, valid?, what is accepted) for every constrained field."""
         return [
             ("total_steps", self.total_steps >= 1, "a positive integer"),
+            ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
             ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
@@ -193,6 +203,10 @@ class OffPolicyConfig(TrainConfig):
     @property
     def steps_per_iteration(self) -> int:
         return self.iteration_steps
+
+    @property
+    def planned_steps(self) -> int:
+        return -(-self.total_steps // self.num_envs) * self.num_envs
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return super().checks() + [

@@ -7,10 +7,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from edgeag.errors import EdgeagError
+from edgeag.hardcap import inherited_cgroup
 from edgeag.train import ALGORITHMS, supported_algos
 
 RESUME_OPTIONS = {"total_steps"}
@@ -24,8 +26,9 @@ EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the Alp
 
 def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict,
            profile: str | None, budget: str | None, out: str | None, resume: str | None,
-           threads: int | None, tensorboard: bool = False, hard_cap: bool = False,
-           dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False) -> int:
+           threads: int | None, tensorboard: bool = False, hard_cap: str | None = None,
+           dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False,
+           argv: list[str] | None = None) -> int:
     """Train (or resume) and print the outcome; returns the exit code. ``env`` and
     ``optimizer`` None: the algorithm's defaults."""
 
@@ -34,6 +37,8 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     prof, budget_bytes, threads = resolve_device(profile, budget, threads)
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise EdgeagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
+    if hard_cap not in (None, *HARD_CAPS):
+        raise EdgeagError(f"invalid --hard-cap {hard_cap!r}: expected one of {', '.join(HARD_CAPS)}")
     if hard_cap and budget_bytes is None:
         raise EdgeagError("--hard-cap needs a budget (--budget or --profile)")
 
@@ -67,8 +72,12 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     from edgeag.train.run import RunOptions, train
 
     log = lambda text: print(text, file=sys.stderr, flush=True)
+    steps = f"{cfg.planned_steps:,} steps"
+    if cfg.planned_steps != cfg.total_steps:
+        steps += (f" ({cfg.total_steps:,} asked, rounded up to whole iterations of "
+                  f"{cfg.steps_per_iteration:,})")
     log(f"edgeag train: {cfg.algo} on {cfg.env_id} with {cfg.optimizer} ({origin}); "
-        f"{cfg.total_steps:,} steps, seed {cfg.seed}, {threads} thread(s)"
+        f"{steps}, seed {cfg.seed}, {threads} thread(s)"
         + (f"; profile {prof.name}" if prof else "")
         + (f"; budget {budget_bytes / MiB:.1f} MiB ({budget_bytes:,} bytes)" if budget_bytes else
            "; no budget"))
@@ -76,9 +85,30 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
         log(f"note: {EXPERIMENTAL[cfg.algo, cfg.optimizer]}")
     opts = RunOptions(budget_bytes=budget_bytes, threads=threads,
                       profile=prof.name if prof else None, resume=bool(resume),
-                      progress=progress, tensorboard=tensorboard, hard_cap=hard_cap,
+                      progress=progress, tensorboard=tensorboard, hard_cap=bool(hard_cap),
                       dry_run=dry_run, shrink_buffer=shrink_buffer)
-    code, summary = train(cfg, run, opts, log=log)
+    created = [] if resume else claim_run_dir(run.path)
+    if hard_cap in ("auto", "cgroup") and not dry_run and inherited_cgroup() is None:
+        from edgeag.hardcap import make_cgroup
+
+        group = make_cgroup(budget_bytes, f"edgeag-train-{os.getpid()}")
+        if group is None and hard_cap == "cgroup":
+            release(created)
+            raise EdgeagError("--hard-cap cgroup: no cgroup memory controller can be used here "
+                              "(needs cgroup v2 with the memory controller, or v1's memory "
+                              "hierarchy, writable); --hard-cap rlimit works everywhere")
+        if group is not None:
+            log(f"hard cap: training in {group.description} = {budget_bytes:,} bytes, no swap")
+            return _train_in_cgroup(group, argv or sys.argv[1:], run, bool(resume or out),
+                                    budget_bytes)
+        log("hard cap: no cgroup memory controller here; RLIMIT_DATA instead")
+    try:
+        code, summary = train(cfg, run, opts, log=log)
+    except BaseException:
+        release(created)  # refused or failed before anything was written: leave no trace
+        raise
+    if dry_run:
+        release(created)
     if dry_run:
         print("dry run: plan fits" if summary["plan"]["fits"] else "dry run")
         return code
@@ -89,10 +119,13 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     if ev is not None:
         print(f"final eval return: {ev['mean']:.1f} +- {ev['std']:.1f} over {ev['episodes']} "
               "deterministic episodes")
-    print(f"peak RSS: {summary['peak_rss_bytes'] / MiB:.1f} MiB ({summary['peak_rss_bytes']:,} "
-          f"bytes; floor {summary['floor_bytes'] / MiB:.1f} MiB, plan "
-          f"{summary['plan_total_bytes'] / MiB:.1f} MiB"
+    print(f"peak anonymous memory: {summary['peak_anon_bytes'] / MiB:.1f} MiB "
+          f"({summary['peak_anon_bytes']:,} bytes; floor {summary['floor_anon_bytes'] / MiB:.1f} "
+          f"MiB, plan {summary['plan_total_bytes'] / MiB:.1f} MiB"
           + (f", budget {budget_bytes / MiB:.1f} MiB" if budget_bytes else "") + ")")
+    print(f"peak RSS: {summary['peak_rss_bytes'] / MiB:.1f} MiB ({summary['peak_rss_bytes']:,} "
+          f"bytes, VmHWM; floor {summary['floor_bytes'] / MiB:.1f} MiB, of which mapped files "
+          f"{summary['floor_file_bytes'] / MiB:.1f} MiB)")
     print(f"optimizer state: {summary['optimizer_state_bytes']:,} bytes")
     if summary.get("buffer_shrunk_from"):
         print(f"replay buffer: shrunk to {summary['buffer_size']:,} transitions to fit the budget "
@@ -100,6 +133,10 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     if summary["stopped"] == "budget":
         print(f"stopped to respect the budget; continue with: edgeag train --resume {run.path} "
               "--budget <larger>", file=sys.stderr)
+    elif summary["stopped"] == "write_failed":
+        print(f"edgeag: error: cannot write to {run.path}: {summary['write_error']}; the last "
+              f"checkpoint (step {summary['steps']:,}) is intact: make room and continue with "
+              f"edgeag train --resume {run.path}", file=sys.stderr)
     elif summary["stopped"] == "interrupted":
         print(f"interrupted; continue with: edgeag train --resume {run.path}", file=sys.stderr)
     return code
@@ -112,7 +149,8 @@ def resolve_device(profile: str | None, budget: str | None, threads: int | None)
     from edgeag.profiles import load_profile, parse_size, resolve_budget
 
     prof = load_profile(profile) if profile else None
-    budget_bytes = resolve_budget(prof, budget) if prof else (parse_size(budget) if budget else None)
+    budget_bytes = (resolve_budget(prof, budget) if prof else
+                    parse_size(budget) if budget is not None else None)
     if threads is not None and threads < 1:
         raise EdgeagError(f"invalid --threads {threads}: expected a positive integer")
     if threads is None:
@@ -128,6 +166,89 @@ def check_optimizer_available(optimizer: str) -> None:
     if missing:
         raise EdgeagError(f"--optimizer {optimizer} needs the {missing} package "
                           f"(pip install {missing})")
+
+
+HARD_CAPS = ("auto", "cgroup", "rlimit")
+"""``--hard-cap`` values: auto is a cgroup where one can be made, else RLIMIT_DATA."""
+
+
+def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: int) -> int:
+    """Run this same ``edgeag train`` in a child process inside ``group`` and wait for it.
+    The child trains as usual (its guard stops it at an iteration boundary, exit 3); if
+    the kernel kills it at the limit between two boundaries, say so, write
+    ``summary.json`` with ``"stopped": "budget"`` and exit 3: the last checkpoint it
+    wrote is complete (every file is written to a temporary name first)."""
+    import signal
+    import subprocess
+
+    from edgeag.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
+    from edgeag.memory import BUDGET_COUNTS
+    from edgeag.train.rundir import write_json
+
+    cmd = [sys.executable, "-m", "edgeag.cli", *argv]
+    if not has_dir:
+        cmd += ["--out", str(run.path)]
+    env = {**os.environ, IN_CGROUP_ENV: f"{group.description} = {budget_bytes:,} bytes"}
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child itself
+    try:
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: group.add(os.getpid()))
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    try:
+        if code == -signal.SIGKILL and group.oom_kills():
+            print(f"edgeag train: the kernel stopped training at the hard cap ({group.description} "
+                  f"= {budget_bytes:,} bytes, {BUDGET_KILLED}); the last checkpoint is "
+                  f"intact: continue with edgeag train --resume {run.path} --budget <larger>",
+                  file=sys.stderr)
+            if run.path.is_dir():
+                write_json(run.summary, {
+                    "stopped": "budget", "stopped_by": "kernel", "budget_bytes": budget_bytes,
+                    "budget_counts": BUDGET_COUNTS, "hard_cap": group.description,
+                    "checkpoint": str(run.checkpoint.relative_to(run.path))
+                    if run.checkpoint.exists() else None})
+            return 3
+        return code if code >= 0 else 128 - code
+    finally:
+        group.remove()
+
+
+def claim_run_dir(path: Path) -> list[Path]:
+    """Create the run directory (and its missing parents) now, before the floor is
+    measured, so an ``--out`` that cannot be written is refused at once; returns the
+    directories created, for `release`."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgeagError(f"invalid --out {str(path)!r}: cannot create it ({existing} is a "
+                          "file, not a directory)")
+    created: list[Path] = []
+    for d in reversed([p for p in (path, *path.parents) if p not in (existing, *existing.parents)]):
+        try:
+            d.mkdir()
+        except OSError as e:
+            release(created)
+            raise EdgeagError(f"invalid --out {str(path)!r}: cannot create {d} "
+                              f"({e.strerror or type(e).__name__})") from None
+        created.append(d)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        release(created)
+        raise EdgeagError(f"invalid --out {str(path)!r}: cannot write there "
+                          f"({e.strerror or type(e).__name__})") from None
+    return created
+
+
+def release(created: list[Path]) -> None:
+    """Remove the directories `claim_run_dir` created, if nothing was written in them."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def default_run_dir(cfg) -> Path:
@@ -149,7 +270,5 @@ def _resumed_config(run, overrides: dict):
     except (OSError, KeyError, AttributeError, tomllib.TOMLDecodeError) as e:
         raise EdgeagError(f"cannot resume: {run.config} is not a readable edgeag config "
                           f"({type(e).__name__})") from None
-    if not run.checkpoint.exists():
-        raise EdgeagError(f"cannot resume: no checkpoint at {run.checkpoint}")
     data.update(overrides)
     return config_from_dict(data, str(run.config), algo)

@@ -180,13 +180,15 @@ def random_actions(state: OffPolicyState) -> np.ndarray:
 
 
 def run_iteration(state: OffPolicyState, act, learn, after_step=None) -> tuple[list, dict]:
-    """``iteration_steps`` env steps, each stored in the replay buffer, with the
+    """``iteration_steps`` env steps (fewer in a last iteration that reaches the
+    total), each stored in the replay buffer, with the
     gradient steps that fall due after ``learning_starts``; ``after_step(state,
     step_before)`` runs after every env step's updates (DQN's target updates)."""
     cfg, envs = state.cfg, state.envs
     finished: list[tuple[float, int]] = []
     stats: dict[str, list[float]] = collections.defaultdict(list)
-    for _ in range(cfg.iteration_steps // cfg.num_envs):
+    remaining = max(cfg.num_envs, cfg.planned_steps - state.global_step)
+    for _ in range(min(cfg.iteration_steps, remaining) // cfg.num_envs):
         obs = state.next_obs
         if state.global_step < cfg.learning_starts:
             actions = random_actions(state)

@@ -6,7 +6,8 @@
       config.toml          fully resolved configuration (+ device, budget, edgeag version)
       metrics.jsonl        one JSON object per iteration (keys in README "Metrics")
       checkpoints/latest.pt  policy, optimizer, normalisers, RNGs, env state
-      rss.csv              the budget guard's RSS samples (seconds, bytes)
+      rss.csv              the budget guard's samples (seconds, rss_bytes, anon_bytes),
+                           appended as they are taken
       summary.json         the outcome (written at the end, also on a budget stop)
 """
 
@@ -18,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgeag.errors import EdgeagError
 
@@ -36,16 +36,38 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    f = None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as raw:
+            f = _Recording(raw)
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if f is not None and f.error is not None and not isinstance(e, OSError):
+            raise f.error from None  # a writer (torch.save) that reports it as its own error
         raise
+
+
+class _Recording:
+    """A binary file that remembers the OSError a write raised (a full disk, a file-size
+    limit), so that a writer which wraps it in an error of its own cannot hide it."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.error = raw, None
+
+    def write(self, data) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -79,12 +101,14 @@ class RunDir:
         keep = [r for r in rows if json.loads(r).get("time/iterations", 0) <= iterations]
         write_text(self.metrics, "".join(keep))
 
-    def append_rss(self, series: list[tuple[float, int]], t_offset: float) -> None:
-        new = not self.rss.exists()
-        with open(self.rss, "a") as f:
-            if new:
-                f.write("seconds,rss_bytes\n")
-            f.writelines(f"{t + t_offset:.3f},{rss}\n" for t, rss in series)
+    def truncate_rss(self, seconds: float) -> None:
+        """Keep the samples of rss.csv up to ``seconds`` (a resumed run's checkpoint
+        time): the budget guard appends to it as it samples."""
+        if not self.rss.exists():
+            return
+        lines = self.rss.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [line for line in lines[1:] if _seconds(line) <= seconds]
+        write_text(self.rss, "".join(keep))
 
     def save_checkpoint(self, state: dict, files: dict | None = None) -> None:
         """Write ``state`` to ``checkpoints/latest.pt``. ``files`` (``{name: write(f)}``,
@@ -92,8 +116,13 @@ class RunDir:
         so latest.pt only ever names complete files; the same kind of file from older
         checkpoints (same prefix before the ``-``) is removed afterwards."""
         files = files or {}
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.checkpoint.parent.glob(".*.tmp"):  # left by a killed process
+            stale.unlink(missing_ok=True)
         for name, write in files.items():
             atomic_write(self.checkpoint.parent / name, write)
+        import torch
+
         state = {"format": CHECKPOINT_FORMAT, **_to_torch(state)}
         atomic_write(self.checkpoint, lambda f: torch.save(state, f))
         prefixes = {name.split("-")[0] + "-" for name in files}
@@ -108,6 +137,8 @@ class RunDir:
 def load_checkpoint(path: Path, purpose: str = "resume") -> dict:
     """A checkpoint written by `RunDir.save_checkpoint` (``torch.load(weights_only=True)``);
     errors read "cannot <purpose>: ..."."""
+    import torch
+
     try:
         state = torch.load(path, weights_only=True)
     except FileNotFoundError:
@@ -121,8 +152,17 @@ def load_checkpoint(path: Path, purpose: str = "resume") -> dict:
     return _to_numpy(state)
 
 
+def _seconds(csv_line: str) -> float:
+    try:
+        return float(csv_line.split(",", 1)[0])
+    except ValueError:  # a line cut short by a kill
+        return float("inf")
+
+
 # numpy arrays travel as {"__ndarray__": tensor}: weights_only loading accepts tensors.
 def _to_torch(tree):
+    import torch
+
     if isinstance(tree, np.ndarray):
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(tree).copy())}
     if isinstance(tree, dict):

@@ -1,0 +1,192 @@
+"""Every bad input, through the real command in a fresh process: exit 2, one line
+``edgeag: error: ...`` naming the bad value (checked by a pattern per case), no
+traceback, and nothing written: the working directory stays empty and every file of
+the fixtures stays as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+CASES = [
+    # (id, arguments, pattern the error line must match); {w} is the fixtures' directory
+    # --- train: budget, counts, numbers
+    ("train-budget-empty", ["train", "--budget="], r"invalid budget ''"),
+    ("train-budget-unit", ["train", "--budget", "12XB"], r"invalid budget '12XB'"),
+    ("train-budget-negative", ["train", "--budget=-5MB"], r"invalid budget '-5MB'"),
+    ("train-budget-zero", ["train", "--budget", "0"], r"invalid budget '0'"),
+    ("train-budget-below-plan", ["train", "--budget", "8MB"], r"plan .* exceeds the budget 8\.0 MiB"),
+    ("train-total-steps-zero", ["train", "--total-steps", "0"], r"invalid total_steps 0"),
+    ("train-total-steps-negative", ["train", "--total-steps", "-100"], r"invalid total_steps -100"),
+    ("train-total-steps-text", ["train", "--total-steps", "many"], r"--total-steps.*'many'"),
+    ("train-seed-negative", ["train", "--seed", "-1"], r"invalid seed -1"),
+    ("train-threads-zero", ["train", "--threads", "0"], r"invalid --threads 0"),
+    ("train-lr-negative", ["train", "--lr", "-1"], r"invalid lr -1"),
+    ("train-lr-nan", ["train", "--lr", "nan"], r"invalid lr nan"),
+    ("train-alpha-zero", ["train", "--alpha", "0"], r"invalid alpha 0"),
+    ("train-momentum-one", ["train", "--momentum", "1.5"], r"invalid momentum 1.5"),
+    # --- train: names
+    ("train-algo", ["train", "--algo", "a2c"], r"unknown algo 'a2c'.*ppo"),
+    ("train-optimizer", ["train", "--optimizer", "adamw"], r"unknown optimizer 'adamw'.*alphagrad"),
+    ("train-env", ["train", "--env", "NoSuchEnv-v0"], r"NoSuchEnv-v0"),
+    ("train-env-module", ["train", "--env", "no_such_module:Thing-v0"], r"no_such_module"),
+    ("train-dqn-continuous", ["train", "--algo", "dqn", "--env", "Pendulum-v1"], r"Pendulum-v1.*Discrete"),
+    ("train-profile", ["train", "--profile", "rpi9"], r"rpi9"),
+    ("train-profile-garbage", ["train", "--profile", "{w}/garbage.toml"], r"garbage\.toml"),
+    ("train-hard-cap-no-budget", ["train", "--hard-cap"], r"--hard-cap needs a budget"),
+    ("train-shrink-ppo", ["train", "--shrink-buffer"], r"--shrink-buffer.*not ppo"),
+    ("train-unknown-flag", ["train", "--fast"], r"unrecognized arguments: --fast"),
+    # --- train: --set
+    ("train-set-unknown", ["train", "--set", "learning_rate=1"], r"unknown setting 'learning_rate'"),
+    ("train-set-no-equals", ["train", "--set", "num_steps"], r"invalid --set 'num_steps'"),
+    ("train-set-bad-int", ["train", "--set", "num_steps=abc"], r"invalid num_steps 'abc'"),
+    ("train-set-zero-width", ["train", "--set", "hidden=[0]"], r"invalid hidden"),
+    ("train-set-empty-hidden", ["train", "--set", "hidden=[]"], r"invalid hidden"),
+    ("train-set-float-for-int", ["train", "--set", "num_envs=2.5"], r"invalid num_envs 2\.5"),
+    ("train-set-zero-envs", ["train", "--set", "num_envs=0"], r"invalid num_envs 0"),
+    ("train-set-gamma", ["train", "--set", "gamma=2"], r"invalid gamma 2"),
+    # --- train: --out
+    ("train-out-is-file", ["train", "--out", "{w}/a-file"], r"a-file.*not a directory"),
+    ("train-out-under-file", ["train", "--out", "{w}/a-file/run"], r"a-file/run.*cannot"),
+    ("train-out-unwritable", ["train", "--out", "/proc/edgeag-run"], r"/proc/edgeag-run.*cannot"),
+    ("train-out-holds-run", ["train", "--out", "{w}/ppo-run"], r"already holds a run"),
+    # --- train --resume
+    ("resume-missing", ["train", "--resume", "{w}/nothing-here"], r"cannot resume: .*nothing-here"),
+    ("resume-not-a-run", ["train", "--resume", "{w}/empty-dir"], r"cannot resume: .*empty-dir"),
+    ("resume-config-garbage", ["train", "--resume", "{w}/bad-config"], r"cannot resume: .*config\.toml"),
+    ("resume-config-bad-value", ["train", "--resume", "{w}/bad-value"], r"invalid num_envs -3"),
+    ("resume-checkpoint-truncated", ["train", "--resume", "{w}/truncated"], r"cannot resume: .*latest"),
+    ("resume-checkpoint-garbage", ["train", "--resume", "{w}/garbage-ckpt"], r"cannot resume: .*latest"),
+    ("resume-checkpoint-mismatch", ["train", "--resume", "{w}/mismatch"], r"cannot resume: .*does not match"),
+    ("resume-changes-settings", ["train", "--resume", "{w}/ppo-run", "--set", "hidden=[8]"],
+     r"cannot change hidden"),
+    # --- export
+    ("export-missing", ["export", "{w}/nothing-here"], r"nothing-here"),
+    ("export-garbage-ckpt", ["export", "{w}/garbage-ckpt"], r"garbage-ckpt.*latest"),
+    ("export-format", ["export", "{w}/ppo-run", "--format", "tflite"], r"tflite.*onnx"),
+    ("export-quantize", ["export", "{w}/ppo-run", "--quantize", "int4"], r"int4"),
+    ("export-out-is-file", ["export", "{w}/ppo-run", "--out", "{w}/a-file"], r"a-file"),
+    ("export-dqn", ["export", "{w}/dqn-run"], r"dqn"),
+    # --- run
+    ("run-missing", ["run", "{w}/nothing.onnx"], r"nothing\.onnx"),
+    ("run-garbage-model", ["run", "{w}/garbage.onnx"], r"garbage\.onnx"),
+    ("run-unknown-suffix", ["run", "{w}/a-file"], r"a-file"),
+    ("run-episodes-zero", ["run", "{w}/garbage.onnx", "--episodes", "0"], r"--episodes 0"),
+    ("run-episodes-negative", ["run", "{w}/garbage.onnx", "--episodes", "-2"], r"--episodes -2"),
+    # --- compare
+    ("compare-seeds-zero", ["compare", "--budget", "1GB", "--seeds", "0"], r"--seeds '?0"),
+    ("compare-seeds-text", ["compare", "--budget", "1GB", "--seeds", "abc"], r"--seeds 'abc'"),
+    ("compare-optimizer", ["compare", "--budget", "1GB", "--optimizers", "alphagrad,adamw"], r"adamw"),
+    ("compare-budgets", ["compare", "--capacity", "--budgets", "256MB,1XB"], r"1XB"),
+    ("compare-total-steps", ["compare", "--budget", "1GB", "--total-steps", "0"], r"--total-steps 0"),
+    ("compare-out-not-empty", ["compare", "--budget", "1GB", "--out", "{w}/ppo-run"], r"ppo-run"),
+    ("compare-no-budget", ["compare"], r"budget"),
+    # --- report
+    ("report-missing", ["report", "{w}/nothing.json"], r"nothing\.json"),
+    ("report-garbage", ["report", "{w}/garbage.json"], r"garbage\.json"),
+    ("report-not-a-report", ["report", "{w}/ppo-run/summary.json"], r"summary\.json"),
+    # --- profiles
+    ("profiles-unknown", ["profiles", "rpi9"], r"rpi9"),
+    ("profiles-garbage", ["profiles", "{w}/garbage.toml"], r"garbage\.toml"),
+    ("profiles-unknown-key", ["profiles", "{w}/extra-key.toml"], r"colour"),
+    ("profiles-negative-ram", ["profiles", "{w}/negative-ram.toml"], r"ram"),
+    # --- the command itself
+    ("no-such-command", ["fly"], r"invalid choice: 'fly'"),
+]
+
+
+def _edgeag(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeag.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """The files the cases point at: two short runs (PPO, DQN), damaged copies of the
+    PPO run, garbage files of each kind."""
+    w = tmp_path_factory.mktemp("world")
+    for algo, extra in (("ppo", ["--set", "num_steps=32"]),
+                        ("dqn", ["--set", "learning_starts=100", "--set", "iteration_steps=300"])):
+        out = _edgeag(["train", "--algo", algo, "--total-steps", "600", "--set", "eval_episodes=1",
+                       "--out", str(w / f"{algo}-run"), "--no-progress", *extra], w)
+        assert out.returncode == 0, out.stderr
+    ppo = w / "ppo-run"
+    (w / "a-file").write_text("not a directory\n")
+    (w / "empty-dir").mkdir()
+    (w / "garbage.toml").write_text("name = [unclosed\n")
+    (w / "garbage.json").write_text("{not json")
+    (w / "garbage.onnx").write_bytes(os.urandom(256))
+    (w / "extra-key.toml").write_text((Path(__file__).parents[1] / "device_profiles" / "rpi4.toml")
+                                      .read_text() + '\ncolour = "red"\n')
+    (w / "negative-ram.toml").write_text(re.sub(r"(?m)^ram = .*$", 'ram = "-4GB"',
+        (Path(__file__).parents[1] / "device_profiles" / "rpi4.toml").read_text()))
+    for name in ("bad-config", "bad-value", "truncated", "garbage-ckpt", "mismatch"):
+        shutil.copytree(ppo, w / name)
+    (w / "bad-config" / "config.toml").write_text("[ppo\nseed = ")
+    text = (ppo / "config.toml").read_text()
+    (w / "bad-value" / "config.toml").write_text(re.sub(r"(?m)^num_envs = .*$", "num_envs = -3", text))
+    ckpt = ppo / "checkpoints" / "latest.pt"
+    (w / "truncated" / "checkpoints" / "latest.pt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    (w / "garbage-ckpt" / "checkpoints" / "latest.pt").write_bytes(os.urandom(4096))
+    (w / "mismatch" / "config.toml").write_text(re.sub(r"(?m)^hidden = .*$", "hidden = [16, 16]", text))
+    return w
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+def _run_case(case, world: Path, scratch: Path) -> str | None:
+    """None when the case behaves, else what went wrong."""
+    name, args, pattern = case
+    w = scratch / "w"
+    shutil.copytree(world, w, symlinks=True)
+    cwd = scratch / "cwd"
+    cwd.mkdir()
+    before = _snapshot(w)
+    out = _edgeag([a.replace("{w}", str(w)) for a in args], cwd)
+    problems = []
+    if out.returncode != 2:
+        problems.append(f"exit {out.returncode}")
+    if "Traceback" in out.stderr + out.stdout:
+        problems.append("traceback")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("edgeag: error: ")]
+    if len(errors) != 1:
+        problems.append(f"{len(errors)} error lines")
+    elif not re.search(pattern, errors[0]):
+        problems.append(f"message {errors[0]!r} does not match {pattern!r}")
+    if out.stderr.strip().splitlines()[-1:] != errors[-1:]:
+        problems.append("the error is not the last line")
+    if list(cwd.iterdir()):
+        problems.append(f"wrote {[p.name for p in cwd.iterdir()]} in the working directory")
+    if _snapshot(w) != before:
+        after = _snapshot(w)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        problems.append(f"changed {changed[:5]}")
+    return f"{name}: {', '.join(problems)}; stderr: {out.stderr.strip()[-300:]!r}" if problems else None
+
+
+def test_every_bad_input_is_refused_in_one_line_with_exit_2_and_nothing_written(world, tmp_path):
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda ic: _run_case(ic[1], world, tmp_path / str(ic[0])),
+                                enumerate(CASES)))
+    failures = [r for r in results if r]
+    assert not failures, "\n".join(failures)
+
+
+def test_dqn_export_error_names_what_is_exported(world):
+    """The DQN run is refused with the algorithms export accepts, not an internal key."""
+    out = _edgeag(["export", str(world / "dqn-run")], world)
+    assert out.returncode == 2 and "KeyError" not in out.stderr and "log_std" not in out.stderr
+    assert json.loads((world / "dqn-run" / "summary.json").read_text())["algo"] == "dqn"
