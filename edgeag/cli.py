@@ -38,7 +38,8 @@ examples:
                                   run the policy with onnxruntime (no torch)
 
 exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved),
-4 export verification failed, 130 interrupted, 1 internal error
+4 export verification failed, 5 a file could not be written (disk full, file-size
+limit; nothing half-written), 130 interrupted, 1 internal error
 """
 
 
@@ -72,13 +73,21 @@ algorithms (--algo):
        EXPERIMENTAL: the AlphaGrad paper reports it unstable against Adam
   td3  off-policy, continuous actions (bounded Box); default optimizer adam
 
-The run is planned before it starts: the measured floor (Python + torch + gymnasium)
-plus parameters, gradients, optimizer state, the rollout or replay buffer, target
-networks, activations and slack. A plan above the budget is refused (exit 2) with the
-largest settings that fit, such as the largest replay buffer; --shrink-buffer (dqn,
-td3) shrinks the replay buffer to the largest that fits instead, and says so.
-While training, RSS is sampled 20 times a second; above the budget the run stops at
-the next iteration with a checkpoint and summary.json (exit 3); --resume continues it.
+The budget counts the process's anonymous memory (RssAnon + RssShmem): what the kernel
+cannot reclaim and what a cgroup's memory.max OOM-kills on. Mapped library files are
+reported (peak RSS, VmHWM) but not counted: the kernel drops them under pressure, and
+how many are resident depends on the page cache (more right after pip install), not
+on the run.
+
+The run is planned before it starts: the measured floor (anonymous memory after
+Python + torch + gymnasium) plus parameters, gradients, optimizer state, the rollout
+or replay buffer, target networks, activations and slack. A plan above the budget is
+refused (exit 2) with the largest settings that fit, such as the largest replay
+buffer; --shrink-buffer (dqn, td3) shrinks the replay buffer to the largest that fits
+instead, and says so. While training, memory is sampled 20 times a second (streamed
+to rss.csv); above the budget the run stops at the next iteration with a checkpoint
+and summary.json (exit 3); --resume continues it. --total-steps is rounded up to what
+an iteration can stop at, never down.
 
 hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml),
 then --lr/--alpha/--momentum/--total-steps/--seed, then --set NAME=VALUE (any field of
@@ -97,8 +106,11 @@ examples:
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
 
-exit codes: 0 done, 2 bad input or plan over budget, 3 stopped at the memory budget
-(checkpoint saved), 130 interrupted with Ctrl-C (checkpoint saved), 1 internal error
+exit codes: 0 done, 2 bad input or plan over budget (nothing written), 3 stopped at the
+memory budget (checkpoint saved; by the guard, or by the kernel under --hard-cap),
+5 a file could not be written (disk full, ulimit -f; the last checkpoint is intact:
+--resume once there is room), 130 interrupted with Ctrl-C (checkpoint saved),
+1 internal error
 """
 
 
@@ -127,8 +139,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--momentum", type=float, help="AlphaGrad/SGD momentum (default 0: stateless)")
     p.add_argument("--profile", help="device profile name or TOML path (sets threads and the "
                    "default budget); see `edgeag profiles`")
-    p.add_argument("--budget", help="whole-process RSS budget, e.g. 256MB, 1GiB, 268435456 "
-                   "(default: the profile's; none without a profile)")
+    p.add_argument("--budget", help="budget on the process's anonymous memory (RssAnon + "
+                   "RssShmem; see below), e.g. 256MB, 1GiB, 268435456 (default: the "
+                   "profile's; none without a profile)")
     p.add_argument("--total-steps", type=int, metavar="N", help="environment steps to train")
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -210,7 +223,7 @@ def add_compare_parser(sub) -> None:
                    "such as 1,7,9")
     p.add_argument("--profile", help="device profile name or TOML path (threads, default "
                    "budget, recorded in the report)")
-    p.add_argument("--budget", help="whole-process RSS budget of every run, e.g. 256MB "
+    p.add_argument("--budget", help="budget of every run on its anonymous memory, e.g. 256MB "
                    "(default: the profile's)")
     p.add_argument("--capacity", action="store_true", help="find the widest policy per "
                    "optimizer and budget instead (measured by running it)")

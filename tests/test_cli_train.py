@@ -47,7 +47,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
 @pytest.mark.parametrize("make,message", [
     (lambda d: None, r"cannot resume: .* is not a directory"),
     (lambda d: d.mkdir(), r"cannot resume: .*config.toml is not a readable edgeag config"),
-    (lambda d: (d.mkdir(), (d / "config.toml").write_text("[ppo]\n")), r"no checkpoint at"),
     (lambda d: (d.mkdir(), (d / "config.toml").write_text("[ppo]\n"),
                 (d / "checkpoints").mkdir(), (d / "checkpoints" / "latest.pt").write_bytes(b"junk")),
      r"not a readable edgeag checkpoint"),
@@ -95,3 +94,20 @@ def test_training_process_never_imports_dynamo_or_export_modules(tmp_path):
         "--set", "eval_episodes=1"]) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["stopped"] == "done" and summary["steps"] == 512
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path, capsys):
+    """Killed before it wrote a checkpoint: --resume starts it again with its own config
+    (neither a new run nor a resume would take the directory otherwise)."""
+    run = tmp_path / "run"
+    args = ["--total-steps", "512", "--set", "num_steps=32", "--set", "eval_episodes=1",
+            "--no-progress"]
+    assert main(["train", *args, "--out", str(run)]) == 0
+    import shutil
+    shutil.rmtree(run / "checkpoints")
+    (run / "summary.json").unlink()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 512
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["time/iterations"] for r in rows] == [1, 2]
