@@ -80,8 +80,9 @@ td3) shrinks the replay buffer to the largest that fits instead, and says so.
 While training, RSS is sampled 20 times a second; above the budget the run stops at
 the next iteration with a checkpoint and summary.json (exit 3); --resume continues it.
 
-hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml),
-then --lr/--alpha/--momentum/--total-steps/--seed, then --set NAME=VALUE (any field of
+hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml,
+or the file given with --preset), then --lr/--alpha/--momentum/--total-steps/--seed,
+then --set NAME=VALUE (any field of
 PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_steps=64,
 --set buffer_size=50000, --set 'hidden=[128, 128]').
 
@@ -96,6 +97,7 @@ examples:
   edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
+  edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
 
 exit codes: 0 done, 2 bad input or plan over budget, 3 stopped at the memory budget
 (checkpoint saved), 130 interrupted with Ctrl-C (checkpoint saved), 1 internal error
@@ -133,6 +135,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override any setting of the algorithm's config (repeatable)")
+    p.add_argument("--preset", metavar="FILE", help="a preset file (the format of "
+                   "edgeag/train/presets/<algo>.toml, e.g. the best.toml of `edgeag tune`) "
+                   "instead of the shipped presets; --env defaults to its only env")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint "
                    "(accepts --total-steps, --profile, --budget, --threads, --hard-cap)")
@@ -267,7 +272,8 @@ def cmd_train(args) -> int:
                   overrides=_overrides(args), profile=args.profile, budget=args.budget,
                   out=args.out, resume=args.resume, threads=args.threads,
                   tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
-                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer)
+                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
+                  preset=args.preset)
 
 
 def _overrides(args) -> dict:
