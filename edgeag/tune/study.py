@@ -447,6 +447,7 @@ def plot_params(params: list[Param], trials: list, best_number: int, path: Path)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cols = min(3, len(params))
     rows = math.ceil(len(params) / cols)
@@ -464,6 +465,7 @@ def plot_params(params: list[Param], trials: list, best_number: int, path: Path)
                        edgecolors="black" if best else "none")
         if p.log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(p.name)
         ax.set_ylabel("final eval return")
         ax.grid(alpha=0.3)
