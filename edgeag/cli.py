@@ -29,6 +29,9 @@ examples:
                                   widest policy each optimizer trains in 256 MiB/512 MiB/1 GiB
   edgeag report results/*/report.json
                                   one table from reports of several devices
+  edgeag tune --env CartPole-v1 --space alpha,lr --trials 20
+                                  an Optuna study of isolated training runs; run the
+                                  same command elsewhere to add workers
   edgeag profiles                 list device profiles with their RAM and default budget
   edgeag profiles rpi4            show one profile
   edgeag profiles ./my-board.toml validate and show your own profile
@@ -39,7 +42,8 @@ examples:
 
 exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved),
 4 export verification failed, 5 a file could not be written (disk full, file-size
-limit; nothing half-written), 130 interrupted, 1 internal error
+limit; nothing half-written), 130 interrupted, 1 internal error (tune: a trial's
+training process failed)
 """
 
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_compare_parser(sub)
     add_report_parser(sub)
+    add_tune_parser(sub)
     return parser
 
 
@@ -89,8 +94,9 @@ to rss.csv); above the budget the run stops at the next iteration with a checkpo
 and summary.json (exit 3); --resume continues it. --total-steps is rounded up to what
 an iteration can stop at, never down.
 
-hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml),
-then --lr/--alpha/--momentum/--total-steps/--seed, then --set NAME=VALUE (any field of
+hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml,
+or the file given with --preset), then --lr/--alpha/--momentum/--total-steps/--seed,
+then --set NAME=VALUE (any field of
 PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_steps=64,
 --set buffer_size=50000, --set 'hidden=[128, 128]').
 
@@ -105,6 +111,7 @@ examples:
   edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
+  edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
 
 exit codes: 0 done, 2 bad input or plan over budget (nothing written), 3 stopped at the
 memory budget (checkpoint saved; by the guard, or by the kernel under --hard-cap),
@@ -146,6 +153,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override any setting of the algorithm's config (repeatable)")
+    p.add_argument("--preset", metavar="FILE", help="a preset file (the format of "
+                   "edgeag/train/presets/<algo>.toml, e.g. the best.toml of `edgeag tune`) "
+                   "instead of the shipped presets; --env defaults to its only env")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint "
                    "(accepts --total-steps, --profile, --budget, --threads, --hard-cap)")
@@ -287,7 +297,7 @@ def cmd_train(args) -> int:
                   out=args.out, resume=args.resume, threads=args.threads,
                   tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
                   progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
-                  argv=args.argv)
+                  argv=args.argv, preset=args.preset)
 
 
 def _overrides(args) -> dict:
@@ -299,6 +309,110 @@ def _overrides(args) -> dict:
            if value is not None}
     out.update(parse_set(args.set))
     return out
+
+
+TUNE_EPILOG = """\
+Each trial trains every seed (--seeds) in a fresh `edgeag train` process, one after
+another, in OUT/trials/<number>/s<seed>/, with the budget, profile and threads of
+this worker; its value is the mean final evaluation return (summary.json
+final_eval_return.mean), maximized. While a seed trains, its training return
+(metrics.jsonl) is reported to the pruner; a pruned seed's process is stopped.
+
+trial states: COMPLETE; PRUNED (by the median pruner, or a seed that cannot respect
+the memory budget: plan refused, or stopped at the budget; user attribute
+pruned_reason); FAIL (a child failed, invalid parameters, Ctrl-C, or the study was
+already at --max-total-trials; user attribute fail_reason). Each trial also keeps
+peak_rss_bytes, optimizer_state_bytes, wall_seconds, run_dirs, returns, host and
+runs (per seed: every memory figure of summary.json, returns, exit code).
+
+storage (--storage): PATH.log, an Optuna journal file (default
+results/tune/<study>.log; no server; workers on other machines join through a shared
+file system), or a database URL: sqlite:///FILE.db, postgresql://USER@HOST/DB,
+mysql://USER@HOST/DB. The same --storage and --study on any number of processes or
+machines make one study. A database password comes from EDGEAG_STORAGE_PASSWORD, or
+--storage-password-file, or PostgreSQL's own PGPASSWORD / PGPASSFILE; every line
+and file shows the URL as postgresql://USER:***@HOST/DB.
+
+search space (--space, default alpha): NAME (its default range, e.g. alpha 0.5..128
+log, lr 1e-5..1e-2 log, momentum 0..0.95), NAME=LOW:HIGH[:log], NAME=V1,V2,...
+(values; what --sampler grid needs), separated by commas, e.g.
+  --space alpha=1:64:log,lr=1e-4:3e-3:log,momentum=0,0.9
+
+output (--out, default results/tune/<study>/): study.json, trials/<n>/s<seed>/
+(each run's directory and train.log); after this worker's trials, for the whole
+study: best.toml (the best trial as a preset: edgeag train --preset best.toml),
+params.png (return against each parameter, a point per seed), tune.json
+
+examples:
+  edgeag tune --env CartPole-v1 --space alpha,lr --trials 20 --seeds 2
+  edgeag tune --env CartPole-v1 --storage results/tune/cartpole.log --trials 10
+                                  (the same command on more machines adds workers)
+  edgeag tune --sampler grid --space alpha=1,4,16,64 --seeds 3 --profile rpi4
+  EDGEAG_STORAGE_PASSWORD=... edgeag tune --storage postgresql://tune@db.lan/studies
+              --study pi-alpha --trials 10 --max-total-trials 100 --profile rpi4
+
+exit codes: 0 done (pruned trials included), 2 bad input (flag, space, storage,
+unreachable database), 130 interrupted with Ctrl-C (the running trial is marked FAIL,
+its child stopped), 1 a trial failed because its training process failed
+"""
+
+
+def add_tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="Optuna study of isolated `edgeag train` runs; "
+                       "several workers join one study",
+                       description="Tune settings (AlphaGrad's alpha, the learning rate, ...) "
+                       "with an Optuna study whose trials are isolated `edgeag train` runs "
+                       "under the memory budget; any number of workers on any machines join "
+                       "the same study through its storage.",
+                       epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", help="Gymnasium env id (default CartPole-v1; Pendulum-v1 for td3)")
+    p.add_argument("--algo", default="ppo", help="ppo, dqn or td3 (default ppo)")
+    p.add_argument("--optimizer", help="optimizer of every trial (default: the algorithm's)")
+    p.add_argument("--trials", type=int, metavar="N", help="trials this worker runs (default "
+                   "20; with --sampler grid, until the grid is done)")
+    p.add_argument("--max-total-trials", type=int, metavar="M", help="at most M trials "
+                   "complete or are pruned in the whole study, over every worker")
+    p.add_argument("--storage", metavar="PATH.log|URL", help="journal file or database URL "
+                   "(default results/tune/<study>.log; see below)")
+    p.add_argument("--storage-password-file", metavar="FILE", help="file whose first line is "
+                   "the database password (or EDGEAG_STORAGE_PASSWORD, PGPASSWORD, PGPASSFILE)")
+    p.add_argument("--study", metavar="NAME", help="study name (default <env>-<algo>-<optimizer>)")
+    p.add_argument("--seeds", help="seeds per trial: a count (default 1: seed 1) or a list "
+                   "such as 1,7,9")
+    p.add_argument("--total-steps", type=int, metavar="N", help="env steps per run (default: "
+                   "the preset's)")
+    p.add_argument("--profile", help="device profile name or TOML path (threads, default "
+                   "budget), passed to every run")
+    p.add_argument("--budget", help="whole-process RSS budget of every run, e.g. 256MB "
+                   "(default: the profile's; none without a profile)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: the "
+                   "profile's, at most this machine's cores; 1 without a profile)")
+    p.add_argument("--space", action="append", default=[], metavar="SPACE",
+                   help="parameters to tune (default alpha; see below; repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="fixed setting of every run (repeatable)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), random, or grid (every "
+                   "combination of the listed values)")
+    p.add_argument("--pruner", default="median", help="median (default: stop a run whose "
+                   "training return is below the median of earlier trials at the same step) "
+                   "or none")
+    p.add_argument("--prune-after", type=int, default=5, metavar="N", help="completed trials "
+                   "before the median pruner prunes (default 5)")
+    p.add_argument("--out", help="directory of the runs and results (default "
+                   "results/tune/<study>/; workers on one machine share it)")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    from edgeag.tune.launch import launch_tune
+
+    return launch_tune(env=args.env, algo=args.algo, optimizer=args.optimizer,
+                       trials=args.trials, max_total_trials=args.max_total_trials,
+                       storage=args.storage, storage_password_file=args.storage_password_file,
+                       study=args.study, seeds=args.seeds, total_steps=args.total_steps,
+                       profile=args.profile, budget=args.budget, threads=args.threads,
+                       space=args.space, sets=args.set, sampler=args.sampler,
+                       pruner=args.pruner, prune_after=args.prune_after, out=args.out)
 
 
 EXPORT_EPILOG = """\

@@ -15,9 +15,16 @@ DQN 2.5e-4); AlphaGrad eps 1e-5; Adam eps as in the paper (PPO and DQN 1e-5, TD3
 1e-8); everything else is the preset (``edgeag/train/presets/<algo>.toml``, the
 paper's CleanRL settings) except what ``--quick`` shortens (listed in the output).
 
-Every run is ``edgeag train`` in its own process (1 torch thread; ``--jobs`` at once),
-with no budget (measured, not enforced); a finished run (its summary.json) is reused,
-so an interrupted reproduction continues where it stopped.
+Each phase is an Optuna study with a GridSampler (``edgeag.tune``): the sweep over
+task x optimizer setting (Adam, or AlphaGrad at each momentum and alpha) x seed 1,
+then task x (Adam, best alpha of each momentum) x the other seeds. Every trial is
+``edgeag train`` in its own process (1 torch thread; ``--jobs`` at once), with no
+budget (measured, not enforced); a finished trial is kept in the study, so an
+interrupted reproduction continues where it stopped. With ``--storage`` on a database
+(``postgresql://USER@HOST/DB``, password in ``EDGEAG_STORAGE_PASSWORD`` or
+``PGPASSWORD``), the same command on N machines splits the runs between them; each
+machine waits for the others at the end of the sweep and writes the same report
+(every result, learning curve included, is kept in the study).
 
 Output (``--docs``, default ``docs/reproduction``): ``results-<mode>.md`` (the command,
 the machine, the settings, the results table: final deterministic eval return mean +-
@@ -36,16 +43,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 2**20
@@ -109,7 +116,9 @@ class Runner:
     out: Path
     mode: str
     jobs: int
-    log: list = field(default_factory=list)
+    storage: str
+    """``--storage``: a journal file (default ``<out>/study.log``) or a database URL."""
+    study: str
 
     def command(self, name: str, task: Task, cfg: Config, seed: int) -> tuple[Path, list[str]]:
         run = self.out / "runs" / f"{name}-{cfg.slug}-s{seed}"
@@ -124,30 +133,81 @@ class Runner:
                 cmd += ["--set", item]
         return run, cmd
 
-    def run_all(self, jobs: list[tuple[str, Task, Config, int]], desc: str) -> dict:
-        """Run every (task name, task, config, seed) not already done; returns their results."""
-        from tqdm import tqdm
+    def run_grid(self, phase: str, grid: dict[str, list], job_of) -> dict:
+        """Every point of ``grid`` as one trial of the GridSampler study
+        ``<study>-<phase>``: ``job_of(params)`` gives its (task name, task, config,
+        seed), run as `edgeag train` in its own process. This machine runs ``--jobs``
+        trials at once until no point is left, then waits for the trials other machines
+        are running; returns {(task name, config, seed): result}. Failed points are
+        run again by the next invocation."""
+        import optuna
+        from optuna.trial import TrialState
 
-        def one(job):
+        from edgeag.tune.children import run_seed
+        from edgeag.tune.storage import open_storage, resolve_storage
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        storage = resolve_storage(self.storage)
+        study = optuna.create_study(study_name=f"{self.study}-{phase}",
+                                    storage=open_storage(storage), direction="maximize",
+                                    sampler=optuna.samplers.GridSampler(grid),
+                                    load_if_exists=True)
+        points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+        def objective(trial) -> float:
+            params = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
+            job = job_of(params)
             run, cmd = self.command(*job)
-            if not (run / "summary.json").exists():
-                if run.exists():  # an unfinished run: start it again from nothing
-                    import shutil
-                    shutil.rmtree(run)
-                proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
-                if proc.returncode != 0:
-                    raise SystemExit(f"reproduce_paper: {shlex.join(cmd)} exited "
-                                     f"{proc.returncode}:\n{proc.stderr[-2000:]}")
-            return job, load_run(run)
+            if run.exists():  # an unfinished run: start it again from nothing
+                shutil.rmtree(run)
+            done = run_seed(cmd, run, job[3], threads=1)
+            if done.status != "done":
+                trial.set_user_attr("fail_reason", done.message)
+                raise RuntimeError(f"{shlex.join(cmd)}: {done.message}")
+            result = load_run(run)
+            trial.set_user_attr("result", result)
+            trial.set_user_attr("host", platform.node())
+            return result["eval"]
 
-        with ThreadPoolExecutor(self.jobs) as pool, tqdm(total=len(jobs), desc=desc,
-                                                        unit="run") as bar:
-            results = {}
-            for job, result in pool.map(lambda j: (one(j)), jobs):
-                results[job[0], job[2], job[3]] = result
-                bar.update()
-        return results
+        def report(study, trial) -> None:
+            what = (f"{trial.value:.1f}" if trial.state == TrialState.COMPLETE else
+                    f"{trial.state.name}: {trial.user_attrs.get('fail_reason', '')}")
+            print(f"{phase} trial {trial.number} {trial.params}: {what}", file=sys.stderr,
+                  flush=True)
+
+        def complete() -> dict:
+            got = {}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                got[tuple(sorted(t.params.items()))] = t
+            return got
+
+        missing = [p for p in points if tuple(sorted(p.items())) not in complete()]
+        running = {tuple(sorted(t.params.items()))
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        retry = [p for p in missing if tuple(sorted(p.items())) not in running]
+        if study.sampler.is_exhausted(study) and retry:  # failed before: run them again
+            for p in retry:
+                study.enqueue_trial(p)
+            study.optimize(objective, n_trials=len(retry), n_jobs=self.jobs,
+                           catch=(RuntimeError,), callbacks=[report])
+        elif retry:
+            study.optimize(objective, n_jobs=self.jobs, catch=(RuntimeError,),
+                           callbacks=[report])
+        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            print(f"{phase}: waiting for the trials other workers are running "
+                  f"({storage.display})", file=sys.stderr, flush=True)
+            time.sleep(30)
+        got = complete()
+        missing = [p for p in points if tuple(sorted(p.items())) not in got]
+        if missing:
+            raise SystemExit(f"reproduce_paper: {len(missing)} run(s) of {phase} failed "
+                             f"({missing[:3]}...); their reasons are the trials' fail_reason "
+                             "in the study; run the same command again to retry them")
+        out = {}
+        for p in points:
+            name, _, cfg, seed = job_of(p)
+            out[name, cfg, seed] = got[tuple(sorted(p.items()))].user_attrs["result"]
+        return out
 
 
 def load_run(run: Path) -> dict:
@@ -214,6 +274,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (1 thread each)")
     ap.add_argument("--out", help="run directories (default results/reproduce/<mode>)")
     ap.add_argument("--docs", default="docs/reproduction", help="where the table and plots go")
+    ap.add_argument("--storage", help="the studies' storage: a journal file (default "
+                    "OUT/study.log) or a database URL, e.g. postgresql://USER@HOST/DB "
+                    "(password: EDGEAG_STORAGE_PASSWORD or PGPASSWORD); the same command on "
+                    "several machines splits the runs")
+    ap.add_argument("--study", help="name prefix of the two studies (default "
+                    "reproduce-<mode>: <study>-sweep and <study>-seeds)")
     args = ap.parse_args()
 
     mode = "quick" if args.quick else "full"
@@ -234,15 +300,17 @@ def main() -> None:
     out = Path(args.out or f"results/reproduce/{mode}")
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, mode, args.jobs)
+    runner = Runner(out, mode, args.jobs, args.storage or str(out / "study.log"),
+                    args.study or f"reproduce-{mode}")
     grid, seeds = GRIDS[mode], SEEDS[mode]
     header = machine()
     started = time.monotonic()
 
-    sweep_jobs = [(n, TASKS[n], Config("alphagrad", a, m), seeds[0])
-                  for n in names for m in MOMENTA for a in grid]
-    sweep_jobs += [(n, TASKS[n], Config("adam"), seeds[0]) for n in names]
-    results = runner.run_all(sweep_jobs, "alpha sweep (seed 1) and Adam")
+    configs = {c.slug: c for c in [Config("alphagrad", a, m) for m in MOMENTA for a in grid]
+               + [Config("adam")]}
+    results = runner.run_grid(
+        "sweep", {"task": names, "config": list(configs), "seed": [seeds[0]]},
+        lambda p: (p["task"], TASKS[p["task"]], configs[p["config"]], p["seed"]))
 
     best: dict[tuple[str, float], Config] = {}
     for n in names:
@@ -250,8 +318,11 @@ def main() -> None:
             cands = [Config("alphagrad", a, m) for a in grid]
             best[n, m] = max(cands, key=lambda c: (results[n, c, seeds[0]]["eval"], -c.alpha))
     main_configs = {n: [Config("adam")] + [best[n, m] for m in MOMENTA] for n in names}
-    seed_jobs = [(n, TASKS[n], c, s) for n in names for c in main_configs[n] for s in seeds[1:]]
-    results.update(runner.run_all(seed_jobs, "best configs, other seeds"))
+    ranks = {"adam": lambda n: Config("adam"), **{f"best-m{m:g}": (lambda n, m=m: best[n, m])
+                                                   for m in MOMENTA}}
+    results.update(runner.run_grid(
+        "seeds", {"task": names, "rank": list(ranks), "seed": seeds[1:]},
+        lambda p: (p["task"], TASKS[p["task"]], ranks[p["rank"]](p["task"]), p["seed"])))
     wall = time.monotonic() - started
 
     command = "python scripts/reproduce_paper.py" + (" --quick" if args.quick else "") + \

@@ -111,3 +111,56 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path,
     assert json.loads((run / "summary.json").read_text())["steps"] == 512
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["time/iterations"] for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("text,message", [
+    (None, r"invalid --preset '.*': no such file"),
+    ("not = [toml", r"invalid --preset '.*': not readable TOML"),
+    ('["CartPole-v1"]\nnum_stepz = 3\n', r"preset .* \[CartPole-v1\]: unknown setting 'num_stepz'"),
+    ('["CartPole-v1"]\nnum_steps = "many"\n', r"invalid num_steps 'many': expected int"),
+    ('["CartPole-v1".rmsprop]\nalpha = 2.0\n', r"table \[CartPole-v1.rmsprop\]: unknown optimizer "
+                                                r"family 'rmsprop' \(accepted: adam, alphagrad"),
+    ('["CartPole-v1"]\nnum_steps = 16\n', r"invalid batch_size 256: expected a divisor"),
+    ('["Pendulum-v1"]\nnum_steps = 16\n["Acrobot-v1"]\n', r"has tables for several envs "
+                                                           r"\(Pendulum-v1, Acrobot-v1\): choose one with --env"),
+    ("", r"no environment table"),
+])
+def test_bad_preset_file_exits_2_with_one_line(tmp_path, capsys, text, message):
+    preset = tmp_path / "preset.toml"
+    if text is not None:
+        preset.write_text(text)
+    out = tmp_path / "run"
+    code = main(["train", "--preset", str(preset), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and re.search(message, err[-1]), err
+    assert not out.exists()
+
+
+def test_preset_file_replaces_the_shipped_preset(tmp_path, capsys):
+    """The file's env table and optimizer sub-table, then the flags; --env defaults to
+    the file's only env; a file without the requested env is refused."""
+    preset = tmp_path / "mine.toml"
+    preset.write_text('["CartPole-v1"]\nnum_steps = 16\nbatch_size = 64\neval_episodes = 1\n'
+                      '["CartPole-v1".alphagrad]\nalpha = 2.5\nlr = 0.002\n')
+    assert main(["train", "--preset", str(preset), "--total-steps", "256", "--lr", "0.004",
+                 "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    cfg = (tmp_path / "r" / "config.toml").read_text()
+    for line in ("num_steps = 16", "batch_size = 64", "alpha = 2.5", "lr = 0.004",
+                 "update_epochs = 20", "gamma = 0.98"):  # the last two: PPOConfig defaults
+        assert f"\n{line}\n" in cfg, line
+    capsys.readouterr()
+    assert main(["train", "--preset", str(preset), "--env", "Acrobot-v1",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "no table for env 'Acrobot-v1' (it has: CartPole-v1)" in capsys.readouterr().err
+    assert main(["train", "--preset", str(preset), "--resume", str(tmp_path / "r")]) == 2
+
+
+def test_a_preset_file_is_used_instead_of_the_shipped_one():
+    from edgeag.train.config import resolve_config
+
+    shipped, _ = resolve_config("Acrobot-v1", None, {})
+    mine, origin = resolve_config("Acrobot-v1", None, {}, "ppo",
+                                  {"Acrobot-v1": {"eval_episodes": 1}}, "mine.toml")
+    assert (shipped.num_envs, shipped.num_steps) == (16, 256)
+    assert (mine.num_envs, mine.num_steps, mine.eval_episodes) == (8, 32, 1)  # PPOConfig's
+    assert origin == "preset mine.toml Acrobot-v1 (no alphagrad table)"

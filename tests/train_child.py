@@ -4,7 +4,8 @@ import ast
 import subprocess
 import sys
 
-HEAVY_MODULES = ("torch._dynamo", "onnx", "onnxruntime", "executorch", "matplotlib", "tensorboard")
+HEAVY_MODULES = ("torch._dynamo", "onnx", "onnxruntime", "executorch", "matplotlib", "tensorboard",
+                 "optuna")
 """Modules a training process must never import (each costs memory inside the budget)."""
 
 

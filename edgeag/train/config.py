@@ -361,24 +361,82 @@ def optimizer_family(optimizer: str) -> str:
     return "adam" if optimizer in ("adam", "torch-adam") else optimizer
 
 
+def load_preset_file(path, algo: str = "ppo", families=None) -> dict:
+    """A preset file of one's own, in the format of ``presets/<algo>.toml`` (what
+    ``edgeag train --preset FILE`` reads and ``edgeag tune`` writes): a table per
+    environment with the settings every optimizer shares, and a sub-table per optimizer
+    family. Every key of every table is checked against the ``algo`` config's fields
+    and types; with ``families`` (the accepted sub-table names), so are the sub-tables'
+    names. EdgeagError naming the file, table, key and what is accepted."""
+    cls = config_class(algo)
+    try:
+        with open(path, "rb") as f:
+            tables = tomllib.load(f)
+    except FileNotFoundError:
+        raise EdgeagError(f"invalid --preset {str(path)!r}: no such file") from None
+    except IsADirectoryError:
+        raise EdgeagError(f"invalid --preset {str(path)!r}: a directory (expected a TOML "
+                          f"file like edgeag/train/presets/{algo}.toml)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise EdgeagError(f"invalid --preset {str(path)!r}: not readable TOML "
+                          f"({str(e).splitlines()[0][:120]})") from None
+    if not tables:
+        raise EdgeagError(f"invalid --preset {str(path)!r}: no environment table (expected "
+                          f"tables like [\"CartPole-v1\"] and [\"CartPole-v1\".alphagrad])")
+    for env_id, table in tables.items():
+        if not isinstance(table, dict):
+            raise EdgeagError(f"invalid --preset {str(path)!r}: {env_id} = {table!r} is not a "
+                              f"table (expected a table per environment, e.g. [\"{env_id}\"])")
+        for key, value in table.items():
+            if not isinstance(value, dict):
+                _coerce(key, value, f"preset {path} [{env_id}]", cls)
+                continue
+            if families is not None and key not in families:
+                raise EdgeagError(f"invalid --preset {str(path)!r}: table [{env_id}.{key}]: "
+                                  f"unknown optimizer family {key!r} (accepted: "
+                                  f"{', '.join(families)})")
+            for sub_key, sub_value in value.items():
+                _coerce(sub_key, sub_value, f"preset {path} [{env_id}.{key}]", cls)
+    return tables
+
+
+def preset_env(tables: dict, env_id: str | None, source: str) -> str:
+    """The environment a preset file is for: ``env_id`` if given (it must have a
+    table), else the file's only environment."""
+    if env_id is None:
+        if len(tables) > 1:
+            raise EdgeagError(f"--preset {source!r} has tables for several envs "
+                              f"({', '.join(tables)}): choose one with --env")
+        return next(iter(tables))
+    if env_id not in tables:
+        raise EdgeagError(f"invalid --preset {source!r}: no table for env {env_id!r} "
+                          f"(it has: {', '.join(tables)})")
+    return env_id
+
+
 def resolve_config(env_id: str | None, optimizer: str | None, overrides: dict,
-                   algo: str = "ppo") -> tuple[TrainConfig, str]:
+                   algo: str = "ppo", presets: dict | None = None,
+                   preset_source: str | None = None) -> tuple[TrainConfig, str]:
     """The ``algo`` configuration for ``env_id`` and ``optimizer`` (None: the
     algorithm's defaults) with ``overrides`` applied, and a one-line description of
-    where it came from."""
+    where it came from. ``presets`` (from `load_preset_file`, read from
+    ``preset_source``) replaces the shipped ``presets/<algo>.toml``."""
     cls = config_class(algo)
+    if presets is not None:
+        env_id = preset_env(presets, env_id, preset_source)
     env_id = env_id or cls.env_id
     optimizer = optimizer or cls.optimizer
-    table = load_presets(algo).get(env_id, {})
+    name = f"preset {preset_source} " if presets is not None else "preset "
+    table = (load_presets(algo) if presets is None else presets).get(env_id, {})
     values: dict = {}
     for key, value in table.items():
         if not isinstance(value, dict):
-            values[key] = _coerce(key, value, f"preset {env_id}", cls)
+            values[key] = _coerce(key, value, f"{name}{env_id}", cls)
     family = optimizer_family(optimizer)
     for key, value in table.get(family, {}).items():
-        values[key] = _coerce(key, value, f"preset {env_id}.{family}", cls)
-    origin = (f"preset {env_id}.{family}" if family in table else
-              f"preset {env_id} (no {family} table)" if table else
+        values[key] = _coerce(key, value, f"{name}{env_id}.{family}", cls)
+    origin = (f"{name}{env_id}.{family}" if family in table else
+              f"{name}{env_id} (no {family} table)" if table else
               f"{algo.upper()} defaults (no preset for {env_id})")
     for key, value in overrides.items():
         values[key] = _coerce(key, value, "override", cls)

@@ -28,9 +28,10 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
            profile: str | None, budget: str | None, out: str | None, resume: str | None,
            threads: int | None, tensorboard: bool = False, hard_cap: str | None = None,
            dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False,
-           argv: list[str] | None = None) -> int:
+           argv: list[str] | None = None, preset: str | None = None) -> int:
     """Train (or resume) and print the outcome; returns the exit code. ``env`` and
-    ``optimizer`` None: the algorithm's defaults."""
+    ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the
+    format of ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
 
     if algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
@@ -45,6 +46,9 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     from edgeag.train.config import resolve_config
     from edgeag.train.rundir import RunDir
 
+    if resume and preset:
+        raise EdgeagError("--resume continues a run with its own settings; --preset is for "
+                          "a new run")
     if resume:
         run = RunDir(resume)
         extra = set(overrides) - RESUME_OPTIONS
@@ -61,7 +65,8 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
         if optimizer is not None and optimizer not in supported_optimizers():
             raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
                               f"{', '.join(supported_optimizers())})")
-        cfg, origin = resolve_config(env, optimizer, overrides, algo)
+        presets = load_user_preset(preset, algo) if preset else None
+        cfg, origin = resolve_config(env, optimizer, overrides, algo, presets, preset)
         check_optimizer_available(cfg.optimizer)
         run = RunDir(out or default_run_dir(cfg))
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
@@ -156,6 +161,16 @@ def resolve_device(profile: str | None, budget: str | None, threads: int | None)
     if threads is None:
         threads = min(prof.threads, os.cpu_count() or 1) if prof else 1
     return prof, budget_bytes, threads
+
+
+def load_user_preset(path: str, algo: str) -> dict:
+    """``--preset FILE`` read and checked: every key against the ``algo`` config, every
+    sub-table against the optimizer families of the registry."""
+    from edgeag.optim import supported_optimizers
+    from edgeag.train.config import load_preset_file, optimizer_family
+
+    families = sorted({optimizer_family(name) for name in supported_optimizers()})
+    return load_preset_file(path, algo, families)
 
 
 def check_optimizer_available(optimizer: str) -> None:
