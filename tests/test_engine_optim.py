@@ -127,6 +127,35 @@ def test_in_backward_updates_equal_the_flat_step(name):
         np.testing.assert_allclose(fused_opt.state[key], flat_opt.state[key], rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", ["alphagrad-dampening", "alphagrad-nesterov", "adam",
+                                  "sgd-momentum"])
+def test_segments_updated_on_their_own_first_then_stepped_together(name):
+    """Some segments get a first update alone (their momentum or step count runs ahead),
+    then every step covers all: as torch, where parameters without a gradient skip a step."""
+    first = {"0.weight", "2.bias", "scalar"}
+    layout = Layout.from_shapes(SHAPES, np.float64)
+    flat = torch.from_numpy(start_values(layout))
+    tparams = [torch.nn.Parameter(flat[s.offset:s.stop].reshape(s.shape).clone()) for s in layout]
+    topt = TORCH_CLASSES[kind(name)](tparams, **CONFIGS[name])
+    params = layout.wrap(start_values(layout))
+    opt = ENGINE_CLASSES[kind(name)](params, **CONFIGS[name])
+    grads = layout.zeros()
+    for k, g in enumerate(gradients(layout, 5)):
+        for p, s in zip(tparams, layout):
+            use = k > 0 or s.name in first
+            p.grad = torch.from_numpy(g[s.offset:s.stop].reshape(s.shape).copy()) if use else None
+        topt.step()
+        grads.data[:] = g
+        if k == 0:
+            for s in layout:
+                if s.name in first:
+                    opt.update(s.name, grads[s.name])
+        else:
+            opt.step(grads)
+    np.testing.assert_allclose(params.data, torch.cat([p.detach().reshape(-1) for p in tparams]),
+                               rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["views", "reduceat"])
 def test_norm_methods_agree_and_handle_empty_segments(method):
     layout = Layout.from_shapes([("e0", (0,))] + SHAPES + [("e1", (0, 2))], np.float64)
