@@ -10,8 +10,11 @@
    product per view and by one ``np.add.reduceat`` (~9k and ~250k parameters).
 3. The actor and critic hidden layers as one batched matmul over ``[2, out, in]`` (what
    the torch fast path does) against two passes, forward and backward.
-4. Peak RSS (VmHWM) of a fresh process importing the engine and gymnasium, against one
+4. Peak RSS (VmHWM) of a fresh process importing the engine and gymnasium (and setting
+   BLAS threads, which imports threadpoolctl), against one
    importing torch; and what ``scipy.linalg.lapack`` (the lean init's import) adds.
+5. What initialising one square float32 weight raises peak RSS by, in a fresh process:
+   the plain ``np.linalg.qr`` path against `lean_orthogonal_` (scipy already imported).
 
     python scripts/bench_engine.py [--reps 7] [--json results/bench_engine.json]
 """
@@ -168,6 +171,22 @@ def _status_probe() -> str:
             "print(json.dumps(st))\n")
 
 
+def init_peak_rise(n: int, lean: bool) -> float:
+    """MiB that `orthogonal_` of an ``n`` x ``n`` float32 weight adds to a fresh process's
+    peak RSS over its RSS just before (the weight itself already resident)."""
+    code = (f"import numpy as np\nfrom edgeag.engine import orthogonal_\n"
+            f"{'import scipy.linalg.lapack' if lean else ''}\n"
+            f"w = np.ones(({n}, {n}), np.float32)\n"
+            "st = lambda k: next(int(l.split()[1]) for l in open('/proc/self/status') "
+            "if l.startswith(k))\n"
+            "before = st('VmRSS')\n"
+            f"orthogonal_(w, 1.0, np.random.default_rng(0), lean_numel={0 if lean else n * n})\n"
+            "print((st('VmHWM') - before) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
@@ -214,9 +233,11 @@ def main(argv=None) -> dict:
     floors = {
         "python": child_peak_rss("pass"),
         "numpy": child_peak_rss("import numpy"),
-        "engine + gymnasium": child_peak_rss("import edgeag.engine, gymnasium"),
+        "engine + gymnasium": child_peak_rss(
+            "import edgeag.engine, gymnasium; edgeag.engine.set_blas_threads(1)"),
         "engine + gymnasium + scipy.linalg.lapack": child_peak_rss(
-            "import edgeag.engine, gymnasium, scipy.linalg.lapack"),
+            "import edgeag.engine, gymnasium, scipy.linalg.lapack; "
+            "edgeag.engine.set_blas_threads(1)"),
         "torch": child_peak_rss("import torch"),
     }
     results["floors_mib"] = floors
@@ -228,6 +249,13 @@ def main(argv=None) -> dict:
         floors["engine + gymnasium"]["VmHWM"]
     print(f"  scipy.linalg.lapack adds {scipy_cost:.1f} MiB; torch over engine + gymnasium: "
           f"{floors['torch']['VmHWM'] - floors['engine + gymnasium']['VmHWM']:.1f} MiB")
+    print("Orthogonal init of one square float32 weight: peak RSS rise, MiB")
+    results["init_mib"] = {}
+    for n in (1024, 2048):
+        row = {kind: init_peak_rise(n, kind == "lean") for kind in ("plain", "lean")}
+        results["init_mib"][n] = row
+        print(f"  {n}x{n} ({n * n * 4 / 2**20:.0f} MiB): plain {row['plain']:.1f}, "
+              f"lean {row['lean']:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

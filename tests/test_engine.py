@@ -336,3 +336,10 @@ def test_engine_never_imports_torch():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(edgeag.engine)
+    assert result.attempted > 10 and result.failed == 0

@@ -39,22 +39,28 @@ Running and planning:
   activations).
 - `set_blas_threads` (`edgeag.engine.threads`): numpy's BLAS threads for the run.
 
-A PPO-style update on the engine::
+A PPO-style update on the engine (the output gradients come from the algorithm)::
 
-    actor = MLP((obs_dim, 64, 64, n_actions), prefix="actor")
-    critic = MLP((obs_dim, 64, 64, 1), prefix="critic")
-    layout = Layout.from_shapes(actor.shapes() + critic.shapes())
-    params, grads = layout.zeros(), layout.zeros()
-    rng = np.random.default_rng(seed)
-    init_orthogonal(params, actor, rng, last_gain=0.01)
-    init_orthogonal(params, critic, rng, last_gain=1.0)
-    opt = build_engine_optimizer("alphagrad", params, lr=2.5e-4)
-    path = UpdatePath.for_optimizer(opt, flat=True)
-    acts_a, acts_c = actor.forward(params, obs), critic.forward(params, obs)
-    # ... d loss / d outputs from the algorithm ...
-    path.backward(actor, params, acts_a, grad_logits, opt, grads)
-    path.backward(critic, params, acts_c, grad_value, opt, grads)
-    path.finish(opt, grads, max_grad_norm=0.5)   # clips only for Adam / SGD
+    >>> import numpy as np
+    >>> from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer,
+    ...                            init_orthogonal)
+    >>> actor = MLP((4, 64, 64, 2), prefix="actor")
+    >>> critic = MLP((4, 64, 64, 1), prefix="critic")
+    >>> layout = Layout.from_shapes(actor.shapes() + critic.shapes())
+    >>> params, grads = layout.zeros(), layout.zeros()
+    >>> rng = np.random.default_rng(0)
+    >>> init_orthogonal(params, actor, rng, last_gain=0.01)
+    >>> init_orthogonal(params, critic, rng, last_gain=1.0)
+    >>> opt = build_engine_optimizer("alphagrad", params, lr=2.5e-4)
+    >>> path = UpdatePath.for_optimizer(opt, flat=True)
+    >>> obs = rng.standard_normal((256, 4), dtype=np.float32)
+    >>> acts_a, acts_c = actor.forward(params, obs), critic.forward(params, obs)
+    >>> grad_logits, grad_value = acts_a[-1] / 256, (acts_c[-1] - 1.0) / 256
+    >>> path.backward(actor, params, acts_a, grad_logits, opt, grads)
+    >>> path.backward(critic, params, acts_c, grad_value, opt, grads)
+    >>> path.finish(opt, grads, max_grad_norm=0.5)  # clips only for Adam and SGD
+    >>> layout.size, opt.state_bytes()
+    (9155, 0)
 """
 
 from edgeag.engine.init import (LEAN_ORTHOGONAL_NUMEL, init_linear_default, init_orthogonal,

@@ -391,7 +391,8 @@ class AlphaGrad(_MomentumOptimizer):
         if not self.updates_from_factors:
             super().update_outer(name, d, x)
             return
-        weight = self.params[self.layout.segments[self._segment(name)].name]
+        self._segment(name)
+        weight = self.params[name]
         if weight.ndim != 2 or weight.shape != (d.shape[1], x.shape[1]):
             raise ValueError(f"update_outer: {name!r} has shape {weight.shape}, the factors "
                              f"give ({d.shape[1]}, {x.shape[1]})")
