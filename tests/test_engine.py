@@ -298,7 +298,8 @@ def test_set_blas_threads_limits_and_reports():
         assert info.threads == 1 and blas_threads().threads == 1
         assert info.libraries[0][0] in ("openblas", "mkl", "blis", "flexiblas")
         assert "1 thread" in info.describe()
-        with pytest.raises(ValueError, match=r"Invalid threads value: 0 \(accepted: an integer >= 1\)"):
+        with pytest.raises(ValueError,
+                           match=r"Invalid threads value: 0 \(accepted: an integer >= 1\)"):
             set_blas_threads(0)
     finally:
         while threads_module._LIMITS:

@@ -11,7 +11,7 @@ import torch
 
 import edgeag.optim as torch_optim
 from edgeag.engine import (ENGINE_OPTIMIZERS, MLP, SGD, Adam, AlphaGrad, Layout, UpdatePath,
-                           alphagrad_direction_, alphagrad_outer_, build_engine_optimizer,
+                           alphagrad_direction_, build_engine_optimizer,
                            clip_grad_norm_, outer_norm, segment_norms,
                            supported_engine_optimizers)
 from edgeag.engine.outer import outer_temporary_bytes, uses_gram
@@ -400,8 +400,10 @@ BAD = [
     ("alphagrad", dict(lr=float("nan")), r"Invalid lr value: nan"),
     ("alphagrad", dict(alpha=0.0), r"Invalid alpha value: 0\.0"),
     ("alphagrad", dict(alpha=float("inf")), r"Invalid alpha value: inf"),
-    ("alphagrad", dict(eps=0.0), r"Invalid eps value: 0\.0 \(accepted: a finite number in \(0, inf\)\)"),
-    ("alphagrad", dict(momentum=1.0), r"Invalid momentum value: 1\.0 \(accepted: a finite number in \[0, 1\)\)"),
+    ("alphagrad", dict(eps=0.0),
+     r"Invalid eps value: 0\.0 \(accepted: a finite number in \(0, inf\)\)"),
+    ("alphagrad", dict(momentum=1.0),
+     r"Invalid momentum value: 1\.0 \(accepted: a finite number in \[0, 1\)\)"),
     ("alphagrad", dict(dampening=1.5), r"Invalid dampening value: 1\.5"),
     ("alphagrad", dict(weight_decay=-1.0), r"Invalid weight_decay value: -1\.0"),
     ("alphagrad", dict(nesterov=True), r"Invalid nesterov value: True \(nesterov requires"),

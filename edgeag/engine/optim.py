@@ -268,7 +268,7 @@ class _MomentumOptimizer(EngineOptimizer):
         if self.hparams["momentum"] == 0 or all(self._started) or not any(self._started):
             self._apply(self.params.data, grads.data,
                         self._buffer() if self.hparams["momentum"] else None,
-                        first=not self._started[0] if self._started else True)
+                        first=not any(self._started))
             self._started = [self.hparams["momentum"] != 0] * len(self.layout)
             return
         for i, g in enumerate(grads.flat_views):
