@@ -21,6 +21,7 @@ from edgeag.optim.adam import Adam
 from edgeag.optim.alphagrad import (AlphaGrad, alphagrad, alphagrad_direction, alphagrad_outer_,
                                    alphagrad_segments_, flatten_parameters_, fuse_into_backward)
 from edgeag.optim.sgd import SGD
+from edgeag.optim_rules import adam_state_bytes, momentum_state_bytes
 
 __all__ = ["AlphaGrad", "Adam", "SGD", "LeanOptimizer", "OPTIMIZERS", "OptimizerSpec",
            "alphagrad", "alphagrad_direction", "alphagrad_outer_", "alphagrad_segments_",
@@ -35,13 +36,13 @@ def _no_state(p: torch.Tensor, momentum: float) -> int:
 
 def _momentum_buffer(p: torch.Tensor, momentum: float) -> int:
     """One buffer the size of the parameter when momentum > 0 (AlphaGrad, SGD)."""
-    return p.numel() * p.element_size() if momentum > 0 else 0
+    return momentum_state_bytes(p.numel(), p.element_size(), momentum)
 
 
 def _adam_moments(p: torch.Tensor, momentum: float) -> int:
     """``exp_avg`` and ``exp_avg_sq`` (each the size of the parameter) and a float32
     ``step`` counter."""
-    return 2 * p.numel() * p.element_size() + 4
+    return adam_state_bytes(p.numel(), p.element_size())
 
 
 def _adafactor_factors(p: torch.Tensor, momentum: float) -> int:

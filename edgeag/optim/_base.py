@@ -12,13 +12,14 @@ torch.optim.Optimizer)` still holds, so `torch.optim.lr_scheduler` works.
 from __future__ import annotations
 
 import functools
-import math
 from itertools import chain
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
+
+from edgeag.optim_rules import check_finite, check_nesterov  # noqa: F401  (re-exported)
 
 
 def _undecorated(name: str):
@@ -85,24 +86,3 @@ def state_bytes(optimizer: Optimizer) -> int:
             if isinstance(value, torch.Tensor):
                 total += value.numel() * value.element_size()
     return total
-
-
-def check_nesterov(nesterov: bool, momentum: float, dampening: float) -> None:
-    """Nesterov momentum needs momentum > 0 and no dampening (torch.optim.SGD's rule)."""
-    if nesterov and (momentum == 0 or dampening != 0):
-        raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires momentum > 0 "
-                         f"and dampening 0; got momentum={momentum!r}, dampening={dampening!r})")
-
-
-def check_finite(name: str, value: float, *, low: float, low_inclusive: bool,
-                 high: float = math.inf, high_inclusive: bool = False) -> None:
-    """Raise ValueError naming `name` and `value` unless it lies in the range."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (
-            value <= high if high_inclusive else value < high)
-    if not ok:
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
-        raise ValueError(f"Invalid {name} value: {value!r} (accepted: a finite number in "
-                         f"{left}{low:g}, {high:g}{right})")

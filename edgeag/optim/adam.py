@@ -13,7 +13,8 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from edgeag.optim._base import LeanOptimizer, check_finite
+from edgeag.optim._base import LeanOptimizer
+from edgeag.optim_rules import validate_adam
 
 __all__ = ["Adam"]
 
@@ -23,11 +24,7 @@ class Adam(LeanOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, maximize: bool = False) -> None:
-        check_finite("lr", lr, low=0.0, low_inclusive=True)
-        check_finite("eps", eps, low=0.0, low_inclusive=True)
-        check_finite("beta1", betas[0], low=0.0, low_inclusive=True, high=1.0)
-        check_finite("beta2", betas[1], low=0.0, low_inclusive=True, high=1.0)
-        check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
+        validate_adam(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
         super().__init__(params, defaults)

@@ -36,7 +36,8 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from edgeag.optim._base import LeanOptimizer, check_finite, check_nesterov
+from edgeag.optim._base import LeanOptimizer
+from edgeag.optim_rules import validate_alphagrad as _validate
 
 __all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "alphagrad_outer_",
            "alphagrad_segments_", "flatten_parameters_", "fuse_into_backward",
@@ -449,17 +450,6 @@ _VALIDATED = _OPTIONS[:-1]  # every option but maximize has a range
 
 def _options(group: dict) -> dict:
     return {k: group[k] for k in _OPTIONS}
-
-
-def _validate(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay) -> None:
-    check_finite("lr", lr, low=0.0, low_inclusive=True)
-    check_finite("alpha", alpha, low=0.0, low_inclusive=False)
-    check_finite("eps", eps, low=0.0, low_inclusive=False)
-    check_finite("momentum", momentum, low=0.0, low_inclusive=True, high=1.0)
-    check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
-                 high_inclusive=True)
-    check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
-    check_nesterov(nesterov, momentum, dampening)
 
 
 class FusedBackward:

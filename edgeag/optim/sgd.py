@@ -6,7 +6,8 @@ from typing import Iterable
 
 import torch
 
-from edgeag.optim._base import LeanOptimizer, check_finite, check_nesterov
+from edgeag.optim._base import LeanOptimizer
+from edgeag.optim_rules import validate_sgd
 
 __all__ = ["SGD"]
 
@@ -17,12 +18,8 @@ class SGD(LeanOptimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  maximize: bool = False) -> None:
-        check_finite("lr", lr, low=0.0, low_inclusive=True)
-        check_finite("momentum", momentum, low=0.0, low_inclusive=True, high=1.0)
-        check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
-                     high_inclusive=True)
-        check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
-        check_nesterov(nesterov, momentum, dampening)
+        validate_sgd(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                     nesterov=nesterov)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))

@@ -1,0 +1,96 @@
+"""The optimizers' hyperparameter rules and state-byte rules, written once for both engines.
+
+`edgeag.optim` (torch) and `edgeag.engine` (numpy) validate their hyperparameters with
+these functions and price their optimizer state with these rules, so the two engines
+accept the same values, raise the same messages and plan the same bytes. Imports
+nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["ADAM_DEFAULTS", "ALPHAGRAD_DEFAULTS", "SGD_DEFAULTS", "STEP_COUNTER_BYTES",
+           "adam_state_bytes", "check_finite", "check_nesterov", "momentum_state_bytes",
+           "validate_adam", "validate_alphagrad", "validate_sgd"]
+
+ALPHAGRAD_DEFAULTS = dict(lr=1e-3, alpha=1.0, eps=1e-5, momentum=0.0, dampening=0.0,
+                          nesterov=False, weight_decay=0.0, maximize=False)
+"""`edgeag.optim.AlphaGrad`'s keyword defaults (tested equal to its signature)."""
+
+ADAM_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
+"""`edgeag.optim.Adam`'s keyword defaults."""
+
+SGD_DEFAULTS = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                    maximize=False)
+"""`edgeag.optim.SGD`'s keyword defaults."""
+
+
+def check_finite(name: str, value: float, *, low: float, low_inclusive: bool,
+                 high: float = math.inf, high_inclusive: bool = False) -> None:
+    """Raise ValueError naming `name` and `value` unless it lies in the range."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low) and (
+            value <= high if high_inclusive else value < high)
+    if not ok:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        raise ValueError(f"Invalid {name} value: {value!r} (accepted: a finite number in "
+                         f"{left}{low:g}, {high:g}{right})")
+
+
+def check_nesterov(nesterov: bool, momentum: float, dampening: float) -> None:
+    """Nesterov momentum needs momentum > 0 and no dampening (torch.optim.SGD's rule)."""
+    if nesterov and (momentum == 0 or dampening != 0):
+        raise ValueError(f"Invalid nesterov value: {nesterov!r} (nesterov requires momentum > 0 "
+                         f"and dampening 0; got momentum={momentum!r}, dampening={dampening!r})")
+
+
+def validate_alphagrad(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay) -> None:
+    """AlphaGrad's ranges: lr >= 0, alpha > 0, eps > 0, momentum in [0, 1), dampening in
+    [0, 1], weight_decay >= 0, nesterov only with momentum and no dampening."""
+    check_finite("lr", lr, low=0.0, low_inclusive=True)
+    check_finite("alpha", alpha, low=0.0, low_inclusive=False)
+    check_finite("eps", eps, low=0.0, low_inclusive=False)
+    check_finite("momentum", momentum, low=0.0, low_inclusive=True, high=1.0)
+    check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
+                 high_inclusive=True)
+    check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
+    check_nesterov(nesterov, momentum, dampening)
+
+
+def validate_adam(*, lr, betas, eps, weight_decay) -> None:
+    """Adam's ranges: lr >= 0, eps >= 0, each beta in [0, 1), weight_decay >= 0."""
+    check_finite("lr", lr, low=0.0, low_inclusive=True)
+    check_finite("eps", eps, low=0.0, low_inclusive=True)
+    check_finite("beta1", betas[0], low=0.0, low_inclusive=True, high=1.0)
+    check_finite("beta2", betas[1], low=0.0, low_inclusive=True, high=1.0)
+    check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
+
+
+def validate_sgd(*, lr, momentum, dampening, weight_decay, nesterov) -> None:
+    """SGD's ranges: lr >= 0, momentum in [0, 1), dampening in [0, 1], weight_decay >= 0,
+    nesterov only with momentum and no dampening."""
+    check_finite("lr", lr, low=0.0, low_inclusive=True)
+    check_finite("momentum", momentum, low=0.0, low_inclusive=True, high=1.0)
+    check_finite("dampening", dampening, low=0.0, low_inclusive=True, high=1.0,
+                 high_inclusive=True)
+    check_finite("weight_decay", weight_decay, low=0.0, low_inclusive=True)
+    check_nesterov(nesterov, momentum, dampening)
+
+
+STEP_COUNTER_BYTES = 4
+"""Adam's step count per tensor: a float32 scalar, as `torch.optim.Adam` keeps it."""
+
+
+def momentum_state_bytes(numel: int, itemsize: int, momentum: float) -> int:
+    """AlphaGrad's and SGD's state for one tensor: a buffer its size when momentum > 0,
+    nothing otherwise."""
+    return numel * itemsize if momentum > 0 else 0
+
+
+def adam_state_bytes(numel: int, itemsize: int) -> int:
+    """Adam's state for one tensor: ``exp_avg`` and ``exp_avg_sq`` (each its size) and the
+    step count."""
+    return 2 * numel * itemsize + STEP_COUNTER_BYTES

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""The numpy engine against edgeag's torch flat path, in one process, and the import floors.
+
+1. One PPO-sized minibatch update (actor 4-64-64-2 and critic 4-64-64-1, batch 256,
+   float32): forward of both networks, hand-written backward into the flat gradient
+   buffer, stateless AlphaGrad over the segments. The numpy engine (BLAS threads 1,
+   then 2) against ``FlatActorCritic`` + ``alphagrad_segments_``
+   (torch threads 1). Medians and the ratio.
+2. The stateless AlphaGrad step alone with the per-segment norms taken by a dot
+   product per view and by one ``np.add.reduceat`` (~9k and ~250k parameters).
+3. The actor and critic hidden layers as one batched matmul over ``[2, out, in]`` (what
+   the torch fast path does) against two passes, forward and backward.
+4. Peak RSS (VmHWM) of a fresh process importing the engine and gymnasium (and setting
+   BLAS threads, which imports threadpoolctl), against one
+   importing torch; and what ``scipy.linalg.lapack`` (the lean init's import) adds.
+5. What initialising one square float32 weight raises peak RSS by, in a fresh process:
+   the plain ``np.linalg.qr`` path against `lean_orthogonal_` (scipy already imported).
+
+    python scripts/bench_engine.py [--reps 7] [--json results/bench_engine.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from edgeag.engine import MLP, AlphaGrad, Layout, init_orthogonal, set_blas_threads
+
+OBS, ACTIONS, HIDDEN, BATCH = 4, 2, (64, 64), 256
+
+
+def median_us(fn, reps: int, inner: int) -> float:
+    """Median over ``reps`` runs of the mean time of ``inner`` calls, in microseconds."""
+    fn()
+    runs = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        runs.append((time.perf_counter() - start) / inner * 1e6)
+    return statistics.median(runs)
+
+
+def engine_update(hidden=HIDDEN, norm_method="views"):
+    actor = MLP((OBS, *hidden, ACTIONS), prefix="actor")
+    critic = MLP((OBS, *hidden, 1), prefix="critic")
+    layout = Layout.from_shapes(actor.shapes() + critic.shapes())
+    params, grads = layout.zeros(), layout.zeros()
+    rng = np.random.default_rng(0)
+    init_orthogonal(params, actor, rng, last_gain=0.01)
+    init_orthogonal(params, critic, rng, last_gain=1.0)
+    opt = AlphaGrad(params, lr=1e-6, norm_method=norm_method)
+    obs = rng.standard_normal((BATCH, OBS), dtype=np.float32)
+    g_out = rng.standard_normal((BATCH, ACTIONS), dtype=np.float32)
+    g_value = rng.standard_normal((BATCH, 1), dtype=np.float32)
+
+    def update():
+        acts_a, acts_c = actor.forward(params, obs), critic.forward(params, obs)
+        actor.backward(params, acts_a, g_out, grads=grads)
+        critic.backward(params, acts_c, g_value, grads=grads)
+        opt.step(grads)
+
+    return update, layout.size
+
+
+def torch_update():
+    import torch
+
+    from edgeag.optim import alphagrad_segments_
+    from edgeag.train.networks import ActorCritic, FlatActorCritic
+
+    torch.manual_seed(0)
+    flat = FlatActorCritic(ActorCritic(OBS, ACTIONS, True, HIDDEN))
+    obs = torch.randn(BATCH, OBS)
+    g_out, g_value = torch.randn(BATCH, ACTIONS), torch.randn(BATCH)
+
+    def update():
+        with torch.no_grad():
+            acts, _, _ = flat.forward(obs)
+            flat.backward(acts, g_out, g_value)
+            alphagrad_segments_(flat.param, flat.grad, flat.segments, lr=1e-6, alpha=1.0,
+                                eps=1e-5)
+
+    return update
+
+
+def step_only(n_params_width: int, method: str):
+    """The AlphaGrad step alone on the actor-critic layout of hidden width ``w``."""
+    actor = MLP((OBS, n_params_width, n_params_width, ACTIONS), prefix="actor")
+    critic = MLP((OBS, n_params_width, n_params_width, 1), prefix="critic")
+    layout = Layout.from_shapes(actor.shapes() + critic.shapes())
+    params = layout.zeros()
+    opt = AlphaGrad(params, lr=1e-6, norm_method=method)
+    source = np.random.default_rng(0).standard_normal(layout.size, dtype=np.float32)
+    grads = layout.zeros()
+
+    def step():
+        grads.data[:] = source
+        opt.step(grads)
+
+    def copy_only():
+        grads.data[:] = source
+
+    return step, copy_only, layout.size
+
+
+def twin_candidates():
+    """Forward and backward of both networks' hidden layers: two passes, and one batched
+    matmul over stacked ``[2, out, in]`` weights."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, OBS), dtype=np.float32)
+    sizes = (OBS, *HIDDEN)
+    ws = [rng.standard_normal((2, o, i), dtype=np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [np.zeros((2, 1, o), np.float32) for o in sizes[1:]]
+    gw = [np.empty_like(w) for w in ws]
+    gb = [np.empty((2, o), np.float32) for o in sizes[1:]]
+    d_top = rng.standard_normal((2, BATCH, HIDDEN[-1]), dtype=np.float32)
+
+    def two_passes():
+        for k in range(2):
+            acts, h = [x], x
+            for w, b in zip(ws, bs):
+                h = np.matmul(h, w[k].T)
+                h += b[k]
+                np.tanh(h, out=h)
+                acts.append(h)
+            d = d_top[k] * (1 - acts[-1] * acts[-1])
+            for i in range(len(ws) - 1, -1, -1):
+                np.matmul(d.T, acts[i], out=gw[i][k])
+                np.sum(d, axis=0, out=gb[i][k])
+                if i > 0:
+                    d = np.matmul(d, ws[i][k]) * (1 - acts[i] * acts[i])
+
+    def batched():
+        h = np.broadcast_to(x, (2, *x.shape))
+        acts = [h]
+        for w, b in zip(ws, bs):
+            h = np.matmul(h, w.transpose(0, 2, 1))
+            h += b
+            np.tanh(h, out=h)
+            acts.append(h)
+        d = d_top * (1 - acts[-1] * acts[-1])
+        for i in range(len(ws) - 1, -1, -1):
+            np.matmul(d.transpose(0, 2, 1), acts[i], out=gw[i])
+            np.sum(d, axis=1, out=gb[i])
+            if i > 0:
+                d = np.matmul(d, ws[i]) * (1 - acts[i] * acts[i])
+
+    return two_passes, batched
+
+
+def child_peak_rss(code: str) -> dict:
+    """VmHWM and RssAnon/RssFile (MiB) of a fresh interpreter after ``code``."""
+    probe = code + _status_probe()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _status_probe() -> str:
+    return ("\nimport json\nst = {}\nfor line in open('/proc/self/status'):\n"
+            "    k, _, v = line.partition(':')\n"
+            "    if k in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'):\n"
+            "        st[k] = round(int(v.split()[0]) / 1024, 1)\n"
+            "print(json.dumps(st))\n")
+
+
+def init_peak_rise(n: int, lean: bool) -> float:
+    """MiB that `orthogonal_` of an ``n`` x ``n`` float32 weight adds to a fresh process's
+    peak RSS over its RSS just before (the weight itself already resident)."""
+    code = (f"import numpy as np\nfrom edgeag.engine import orthogonal_\n"
+            f"{'import scipy.linalg.lapack' if lean else ''}\n"
+            f"w = np.ones(({n}, {n}), np.float32)\n"
+            "st = lambda k: next(int(l.split()[1]) for l in open('/proc/self/status') "
+            "if l.startswith(k))\n"
+            "before = st('VmRSS')\n"
+            f"orthogonal_(w, 1.0, np.random.default_rng(0), lean_numel={0 if lean else n * n})\n"
+            "print((st('VmHWM') - before) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    results: dict = {}
+
+    import torch
+
+    torch.set_num_threads(1)
+    default_blas = set_blas_threads(2).describe()
+    engine, n_params = engine_update()
+    engine_default = median_us(engine, args.reps, 200)
+    info = set_blas_threads(1)
+    engine_1 = median_us(engine, args.reps, 400)
+    torch_1 = median_us(torch_update(), args.reps, 400)
+    results["update"] = {"params": n_params, "numpy_engine_blas1_us": engine_1,
+                         "numpy_engine_blas2_us": engine_default, "torch_flat_us": torch_1,
+                         "ratio_numpy_over_torch": engine_1 / torch_1}
+    print(f"PPO minibatch update (actor+critic 4-64-64, batch {BATCH}, {n_params} params, "
+          f"forward + backward + stateless AlphaGrad)")
+    print(f"  numpy engine, {info.describe()}: {engine_1:8.1f} us")
+    print(f"  numpy engine, {default_blas}: {engine_default:8.1f} us")
+    print(f"  torch FlatActorCritic + alphagrad_segments_, 1 thread: {torch_1:8.1f} us")
+    print(f"  ratio numpy / torch (BLAS 1 thread): {engine_1 / torch_1:.2f}x")
+
+    print("AlphaGrad step alone, per-segment norms (gradient copy subtracted)")
+    results["norms"] = {}
+    for width in (64, 350):
+        row = {}
+        for method in ("views", "reduceat"):
+            step, copy_only, size = step_only(width, method)
+            row[method] = median_us(step, args.reps, 300) - median_us(copy_only, args.reps, 300)
+        results["norms"][size] = row
+        print(f"  {size:7d} params: views {row['views']:8.1f} us, reduceat "
+              f"{row['reduceat']:8.1f} us")
+
+    two, batched = twin_candidates()
+    t_two, t_batched = median_us(two, args.reps, 400), median_us(batched, args.reps, 400)
+    results["twin"] = {"two_passes_us": t_two, "batched_us": t_batched}
+    print(f"Hidden layers of actor and critic, forward + backward: two passes {t_two:.1f} us, "
+          f"one batched [2, out, in] matmul {t_batched:.1f} us ({t_batched / t_two:.2f}x)")
+
+    floors = {
+        "python": child_peak_rss("pass"),
+        "numpy": child_peak_rss("import numpy"),
+        "engine + gymnasium": child_peak_rss(
+            "import edgeag.engine, gymnasium; edgeag.engine.set_blas_threads(1)"),
+        "engine + gymnasium + scipy.linalg.lapack": child_peak_rss(
+            "import edgeag.engine, gymnasium, scipy.linalg.lapack; "
+            "edgeag.engine.set_blas_threads(1)"),
+        "torch": child_peak_rss("import torch"),
+    }
+    results["floors_mib"] = floors
+    print("Peak RSS (VmHWM) of a fresh process, MiB (anon / file at the end)")
+    for name, st in floors.items():
+        print(f"  {name:42s} {st['VmHWM']:7.1f}   ({st.get('RssAnon', 0):.1f} / "
+              f"{st.get('RssFile', 0):.1f})")
+    scipy_cost = floors["engine + gymnasium + scipy.linalg.lapack"]["VmHWM"] - \
+        floors["engine + gymnasium"]["VmHWM"]
+    print(f"  scipy.linalg.lapack adds {scipy_cost:.1f} MiB; torch over engine + gymnasium: "
+          f"{floors['torch']['VmHWM'] - floors['engine + gymnasium']['VmHWM']:.1f} MiB")
+    print("Orthogonal init of one square float32 weight: peak RSS rise, MiB")
+    results["init_mib"] = {}
+    for n in (1024, 2048):
+        row = {kind: init_peak_rise(n, kind == "lean") for kind in ("plain", "lean")}
+        results["init_mib"][n] = row
+        print(f"  {n}x{n} ({n * n * 4 / 2**20:.0f} MiB): plain {row['plain']:.1f}, "
+              f"lean {row['lean']:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
