@@ -141,6 +141,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS) +
                    " (default ppo; see below)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
+    p.add_argument("--engine", choices=["numpy", "torch"], help="numpy: edgeag's own engine, "
+                   "no torch on the training path (PPO's default for alphagrad, adam, sgd); "
+                   "torch: the textbook autograd path with edgeag.optim (the reference, and "
+                   "the engine of the torch.optim optimizers; DQN's and TD3's)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
     p.add_argument("--alpha", type=float, help="AlphaGrad steepness (default: the preset's)")
     p.add_argument("--momentum", type=float, help="AlphaGrad/SGD momentum (default 0: stateless)")
@@ -305,7 +309,8 @@ def _overrides(args) -> dict:
 
     out = {name: value for name, value in (("lr", args.lr), ("alpha", args.alpha),
                                            ("momentum", args.momentum), ("seed", args.seed),
-                                           ("total_steps", args.total_steps))
+                                           ("total_steps", args.total_steps),
+                                           ("engine", getattr(args, "engine", None)))
            if value is not None}
     out.update(parse_set(args.set))
     return out

@@ -94,3 +94,12 @@ def adam_state_bytes(numel: int, itemsize: int) -> int:
     """Adam's state for one tensor: ``exp_avg`` and ``exp_avg_sq`` (each its size) and the
     step count."""
     return 2 * numel * itemsize + STEP_COUNTER_BYTES
+
+
+OPTIMIZER_NAMES = ("alphagrad", "adam", "torch-adam", "sgd", "torch-adafactor", "lion")
+"""Every optimizer `edgeag train` accepts, in the order `--help` lists them: the keys of
+`edgeag.optim.OPTIMIZERS` (tested equal), readable without importing torch."""
+
+NUMPY_ENGINE_OPTIMIZERS = ("alphagrad", "adam", "sgd")
+"""The optimizers the numpy engine runs (`edgeag.engine.ENGINE_OPTIMIZERS`, tested
+equal); the others are `torch.optim` optimizers and train on the torch engine."""

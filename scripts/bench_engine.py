@@ -1,11 +1,10 @@
 #!/usr/bin/env python
-"""The numpy engine against edgeag's torch flat path, in one process, and the import floors.
+"""The numpy engine against the torch engine, in one process, and the import floors.
 
-1. One PPO-sized minibatch update (actor 4-64-64-2 and critic 4-64-64-1, batch 256,
-   float32): forward of both networks, hand-written backward into the flat gradient
-   buffer, stateless AlphaGrad over the segments. The numpy engine (BLAS threads 1,
-   then 2) against ``FlatActorCritic`` + ``alphagrad_segments_``
-   (torch threads 1). Medians and the ratio.
+1. One PPO minibatch update as `edgeag train` runs it (actor 4-64-64-2 and critic
+   4-64-64-1, batch 256, float32, stateless AlphaGrad): the numpy engine (BLAS
+   threads 1, then 2) against the torch engine's textbook update (autograd, AlphaGrad
+   fused into backward; torch threads 1). Medians and the ratio.
 2. The stateless AlphaGrad step alone with the per-segment norms taken by a dot
    product per view and by one ``np.add.reduceat`` (~9k and ~250k parameters).
 3. The actor and critic hidden layers as one batched matmul over ``[2, out, in]`` (what
@@ -30,7 +29,7 @@ import time
 
 import numpy as np
 
-from edgeag.engine import MLP, AlphaGrad, Layout, init_orthogonal, set_blas_threads
+from edgeag.engine import MLP, AlphaGrad, Layout, set_blas_threads
 
 OBS, ACTIONS, HIDDEN, BATCH = 4, 2, (64, 64), 256
 
@@ -47,47 +46,27 @@ def median_us(fn, reps: int, inner: int) -> float:
     return statistics.median(runs)
 
 
-def engine_update(hidden=HIDDEN, norm_method="views"):
-    actor = MLP((OBS, *hidden, ACTIONS), prefix="actor")
-    critic = MLP((OBS, *hidden, 1), prefix="critic")
-    layout = Layout.from_shapes(actor.shapes() + critic.shapes())
-    params, grads = layout.zeros(), layout.zeros()
+def minibatch_updates():
+    """``update(minibatch)`` of PPO's two engines as `edgeag train` runs them (CartPole
+    sizes, stateless AlphaGrad, the same parameters and minibatch): the numpy engine's
+    flat path and the torch engine's textbook ``loss.backward()`` with AlphaGrad fused."""
+    from edgeag.train.config import PPOConfig
+    from edgeag.train.ppo import Minibatch, sample
+    from edgeag.train.ppo_numpy import NumpyActorCritic
+    from edgeag.train.ppo_torch import TorchActorCritic
+
+    cfg = PPOConfig(env_id="CartPole-v1", optimizer="alphagrad", lr=1e-6, hidden=HIDDEN)
+    fast = NumpyActorCritic(cfg, OBS, ACTIONS, True)
+    ref = TorchActorCritic(cfg, OBS, ACTIONS, True)
+    fast.params.load_state_dict({k: v.numpy() for k, v in ref.net.state_dict().items()})
     rng = np.random.default_rng(0)
-    init_orthogonal(params, actor, rng, last_gain=0.01)
-    init_orthogonal(params, critic, rng, last_gain=1.0)
-    opt = AlphaGrad(params, lr=1e-6, norm_method=norm_method)
     obs = rng.standard_normal((BATCH, OBS), dtype=np.float32)
-    g_out = rng.standard_normal((BATCH, ACTIONS), dtype=np.float32)
-    g_value = rng.standard_normal((BATCH, 1), dtype=np.float32)
-
-    def update():
-        acts_a, acts_c = actor.forward(params, obs), critic.forward(params, obs)
-        actor.backward(params, acts_a, g_out, grads=grads)
-        critic.backward(params, acts_c, g_value, grads=grads)
-        opt.step(grads)
-
-    return update, layout.size
-
-
-def torch_update():
-    import torch
-
-    from edgeag.optim import alphagrad_segments_
-    from edgeag.train.networks import ActorCritic, FlatActorCritic
-
-    torch.manual_seed(0)
-    flat = FlatActorCritic(ActorCritic(OBS, ACTIONS, True, HIDDEN))
-    obs = torch.randn(BATCH, OBS)
-    g_out, g_value = torch.randn(BATCH, ACTIONS), torch.randn(BATCH)
-
-    def update():
-        with torch.no_grad():
-            acts, _, _ = flat.forward(obs)
-            flat.backward(acts, g_out, g_value)
-            alphagrad_segments_(flat.param, flat.grad, flat.segments, lr=1e-6, alpha=1.0,
-                                eps=1e-5)
-
-    return update
+    out, value = fast.forward(obs)
+    actions, logp = sample(out, None, rng)
+    mb = Minibatch(obs, actions, logp.astype(np.float32), rng.standard_normal(BATCH, np.float32),
+                   value + 1, value)
+    return (lambda: fast.update(mb, record=False)), (lambda: ref.update(mb, record=False)), \
+        fast.layout.size
 
 
 def step_only(n_params_width: int, method: str):
@@ -198,19 +177,19 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
     default_blas = set_blas_threads(2).describe()
-    engine, n_params = engine_update()
+    engine, torch_update, n_params = minibatch_updates()
     engine_default = median_us(engine, args.reps, 200)
     info = set_blas_threads(1)
     engine_1 = median_us(engine, args.reps, 400)
-    torch_1 = median_us(torch_update(), args.reps, 400)
+    torch_1 = median_us(torch_update, args.reps, 400)
     results["update"] = {"params": n_params, "numpy_engine_blas1_us": engine_1,
-                         "numpy_engine_blas2_us": engine_default, "torch_flat_us": torch_1,
+                         "numpy_engine_blas2_us": engine_default, "torch_engine_us": torch_1,
                          "ratio_numpy_over_torch": engine_1 / torch_1}
-    print(f"PPO minibatch update (actor+critic 4-64-64, batch {BATCH}, {n_params} params, "
-          f"forward + backward + stateless AlphaGrad)")
+    print(f"PPO minibatch update as edgeag train runs it (actor+critic 4-64-64, batch {BATCH}, "
+          f"{n_params} params, loss gradient, backward, stateless AlphaGrad)")
     print(f"  numpy engine, {info.describe()}: {engine_1:8.1f} us")
     print(f"  numpy engine, {default_blas}: {engine_default:8.1f} us")
-    print(f"  torch FlatActorCritic + alphagrad_segments_, 1 thread: {torch_1:8.1f} us")
+    print(f"  torch engine (autograd, AlphaGrad in backward), 1 thread: {torch_1:8.1f} us")
     print(f"  ratio numpy / torch (BLAS 1 thread): {engine_1 / torch_1:.2f}x")
 
     print("AlphaGrad step alone, per-segment norms (gradient copy subtracted)")

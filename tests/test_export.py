@@ -149,7 +149,10 @@ def test_export_wrapper_in_eager_mode_equals_evaluate(request, name):
     else:
         np.testing.assert_allclose(ours, np.clip(theirs, low, high), rtol=0, atol=1e-6)
 
-    returns = evaluate(trained.policy, trained.config["env_id"], norm, 3, 77, low, high)
+    def act(x):
+        with torch.no_grad():
+            return trained.policy.deterministic(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    returns = evaluate(act, trained.config["env_id"], norm, 3, 77, low, high)
     import gymnasium as gym
     env = gym.make(trained.config["env_id"])
     mine = []

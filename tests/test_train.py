@@ -9,15 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from edgeag.memory import MiB, measure_floor
-from edgeag.optim.alphagrad import outer_temporary_bytes
-from edgeag.train.config import PPOConfig, resolve_config
+from edgeag.train.config import PPOConfig, resolve_config, uses_fused_backward
 from edgeag.train.envs import make_vector_env
 from edgeag.train.ppo import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
-    uses_fused_backward, \
     what_fits
 from edgeag.train.run import EXIT_BUDGET, TIME_KEYS, BudgetRefused, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
@@ -46,9 +44,9 @@ def test_gae_hand_computed_with_a_truncation():
     a2 = delta2                                          # the trace stops at the cut
     a1 = delta1 + g * lam * a2
     a0 = delta0 + g * lam * a1
-    t = lambda xs: torch.tensor(xs, dtype=torch.float64).reshape(-1, 1)
-    adv, ret = compute_gae(t(r), t(v), t([0.0, 0.0, 0.0, 1.0]), torch.tensor([v_next], dtype=torch.float64),
-                           torch.tensor([0.0], dtype=torch.float64), g, lam)
+    t = lambda xs: np.array(xs, dtype=np.float64).reshape(-1, 1)
+    adv, ret = compute_gae(t(r), t(v), t([0.0, 0.0, 0.0, 1.0]), np.array([v_next]),
+                           np.array([0.0]), g, lam)
     expected = [a0, a1, a2, a3]
     assert adv.flatten().tolist() == pytest.approx(expected, abs=1e-12)
     assert ret.flatten().tolist() == pytest.approx([a + b for a, b in zip(expected, v)], abs=1e-12)
@@ -58,10 +56,9 @@ def test_gae_hand_computed_with_a_truncation():
 def constant_value_state(cfg, c):
     envs = make_vector_env(cfg.env_id, cfg.num_envs)
     state = build_state(cfg, envs)
-    last = state.policy.critic[-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(c)
+    critic = state.policy.critic
+    state.policy.params[critic.weight(critic.depth - 1)][...] = 0
+    state.policy.params[critic.bias(critic.depth - 1)][...] = c
     return state
 
 
@@ -82,7 +79,7 @@ def test_time_limit_truncation_is_bootstrapped_and_termination_is_not():
     buf = RolloutBuffer(cfg.num_steps, 1, 4, 2, True)
     collect_rollout(state, buf)
     assert buf.dones.sum() >= 1  # random CartPole falls within 64 steps: terminations only
-    assert torch.all(buf.rewards == 1.0)
+    assert np.all(buf.rewards == 1.0)
 
 
 def short_cfg(**change):
@@ -160,7 +157,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert done.returncode == 0, done.stderr
     assert deterministic_rows(tmp_path / "cut") == deterministic_rows(tmp_path / "full")
     a, b = final_params(tmp_path / "cut"), final_params(tmp_path / "full")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_eval_return"] == \
         json.loads((tmp_path / "full" / "summary.json").read_text())["final_eval_return"]
 
@@ -189,7 +186,8 @@ def test_plan_counts_the_policy_buffer_and_optimizer():
     wider = plan_ppo(dataclasses.replace(cfg, hidden=(2048, 2048)), 1 << 30, 200 * MiB, 4, 2, True)
     items = dict((i.name, i.nbytes) for i in wider.items)
     assert items["gradients"] == 4 * 2048 * 4  # the 2048 x 2048 weights: from their factors
-    assert items["update temporaries"] == outer_temporary_bytes()
+    from edgeag.engine.outer import outer_temporary_bytes
+    assert items["update temporaries"] == max(outer_temporary_bytes(4), 4 * 2048 * 4)
     adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), 1 << 30, 200 * MiB, 4, 2, True)
     assert dict((i.name, i.nbytes) for i in adam.items)["optimizer state"] == 2 * 4 * 9155 + 12 * 4  # 12 tensors, one step counter each
 
@@ -212,7 +210,8 @@ def test_refusal_names_settings_that_fit():
     assert plan_ppo(suggested, budget, floor, 4, 2, True).fits
     next_valid = dataclasses.replace(long, num_steps=steps + 256 // 8)
     assert not plan_ppo(next_valid, budget, floor, 4, 2, True).fits
-    assert "--optimizer adam" in what_fits(dataclasses.replace(wide, optimizer="torch-adam", hidden=(64, 64)),
+    assert "--optimizer adam" in what_fits(dataclasses.replace(wide, optimizer="torch-adam", engine="torch",
+                                                              hidden=(64, 64)),
                                           floor + 60 * MiB, floor, 4, 2, True)
 
 
@@ -284,7 +283,7 @@ def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
     grads = {cfg.fuse_backward: dict((i.name, i.nbytes) for i in
                                      plan_ppo(cfg, 1 << 30, 0, 4, 2, True).items)["gradients"]
              for cfg in (fused, unfused)}
-    # a small policy keeps every gradient either way (FlatActorCritic); a large one
+    # a small policy keeps every gradient either way (the flat path); a large one
     # fused keeps one layer's
     assert grads[True] == grads[False] == 4 * 2 * (4 * 64 + 64 + 64 * 64 + 64) + 4 * (64 + 1 + 64 * 2 + 2)
     wide = {f: dict((i.name, i.nbytes) for i in plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)),
@@ -294,8 +293,8 @@ def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
     run_quiet(fused, tmp_path / "fused")
     run_quiet(unfused, tmp_path / "unfused")
     a, b = final_params(tmp_path / "fused"), final_params(tmp_path / "unfused")
-    # the same rule (tanh, or the sigmoid identity within 2e-7 in float32)
-    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+    # a small policy takes the flat path either way: the same arithmetic
+    assert all(np.array_equal(a[k], b[k]) for k in a)
     ra, rb = deterministic_rows(tmp_path / "fused"), deterministic_rows(tmp_path / "unfused")
     assert [r["rollout/ep_rew_mean"] for r in ra] == [r["rollout/ep_rew_mean"] for r in rb]
 

@@ -20,7 +20,7 @@ VERIFY_OBSERVATIONS = 1024
 """Observations recorded from the env that every artifact is checked on."""
 VERIFY_SEED = 20_000
 """Seeds of the recording episodes: VERIFY_SEED, VERIFY_SEED + 1, ... (apart from the
-training seeds and from `edgeag.train.ppo.EVAL_SEED_OFFSET`'s evaluation seeds)."""
+training seeds and from `edgeag.train.envs.EVAL_SEED_OFFSET`'s evaluation seeds)."""
 
 
 class ExportPolicy(nn.Module):
@@ -136,8 +136,8 @@ def load_run(path: str | Path) -> TrainedRun:
     ckpt = run.load_checkpoint(purpose="export")
     try:
         cfg, arch = ckpt["config"], ckpt["arch"]
-        policy = ActorCritic.from_arch(arch)
-        policy.load_state_dict(ckpt["policy"])
+        policy = ActorCritic.from_arch(arch)  # whichever engine trained it: the same names
+        policy.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["policy"].items()})
         obs_norm = ckpt["obs_norm"]
         step = int(ckpt["global_step"])
     except (KeyError, TypeError, RuntimeError) as e:

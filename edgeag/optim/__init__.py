@@ -77,6 +77,9 @@ class OptimizerSpec:
     (Adam's ``denom`` and its ``sqrt``; Lion's ``clone`` and the sum)."""
     package: str | None = None
     """The distribution (pip name) it comes from when not torch or edgeag."""
+    clips_gradients: bool = True
+    """Training clips the global gradient norm before ``step()`` (every optimizer but
+    AlphaGrad, whose per-element step is already bounded)."""
 
     def state_bytes(self, params: Iterable[torch.Tensor], momentum: float = 0.0) -> int:
         """Analytic bytes of optimizer state for ``params`` (what `state_bytes` measures
@@ -110,7 +113,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         OptimizerSpec("alphagrad", "AlphaGrad (default; stateless with momentum 0)",
                       lambda params, *, lr, alpha=1.0, momentum=0.0, eps=1e-5, **_:
                       AlphaGrad(params, lr=lr, alpha=alpha, momentum=momentum, eps=eps),
-                      imports_dynamo=False, state_rule=_momentum_buffer),
+                      imports_dynamo=False, state_rule=_momentum_buffer, clips_gradients=False),
         OptimizerSpec("adam", "Adam, edgeag's lean implementation (no torch._dynamo import)",
                       lambda params, *, lr, eps=1e-8, **_: Adam(params, lr=lr, eps=eps),
                       imports_dynamo=False, state_rule=_adam_moments, temporaries=2),

@@ -157,9 +157,9 @@ class Prober:
 def parameter_count(dims: tuple[int, int, bool], hidden: list[int]) -> int:
     """Parameters of `ActorCritic` for ``hidden`` (what a probe that was stopped before
     it could report them would have had)."""
-    from edgeag.train.ppo import _meta_params
+    from edgeag.train.ppo import parameter_count as count
 
-    return sum(p.numel() for p in _meta_params(*dims, hidden))
+    return count(*dims, hidden)
 
 
 def check_rows(rows: list[Row], sets: dict) -> None:

@@ -2,7 +2,7 @@
 
 Algorithms are registered in `ALGORITHMS`; ``--algo`` validates against it. This
 module imports nothing heavy (no torch): `get_algorithm` imports an algorithm's
-module only when a run needs it.
+module only when a run needs it, and PPO imports torch only for its torch engine.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ class Algorithm:
 
     The state that ``build_state`` returns has ``checkpoint()`` / ``restore(ckpt)``,
     ``global_step``, ``iteration``, ``recent`` (the last finished episodes' (return,
-    length)), ``policy`` (``deterministic(obs)`` gives the evaluation action) and
-    ``obs_norm``; it may have ``checkpoint_files()`` (``{name: write(f)}``, written
+    length)) and ``obs_norm``; it may have ``checkpoint_files()`` (``{name: write(f)}``, written
     beside the checkpoint, such as a replay buffer).
     """
 
@@ -45,10 +44,16 @@ class Algorithm:
     make_iteration: Callable
     """state -> a function running one iteration (a block of env steps and the updates
     due), returning (finished episodes' (return, length), ``train/*`` metrics)."""
-    optimizers: Callable
-    """state -> its optimizers (for optimizer_state_bytes)."""
-    trained: Callable
-    """state -> the modules whose parameters are trained (for parameter_count)."""
+    prepare: Callable
+    """(cfg, threads) -> a description: the engine's threads and warm-up, run before
+    the floor is measured (so what they map and allocate belongs to it)."""
+    optimizer_state_bytes: Callable
+    """state -> bytes held by its optimizers' state."""
+    parameter_count: Callable
+    """state -> values of its trained networks (not target networks)."""
+    act: Callable
+    """state -> the deterministic policy, raw numpy observations (normalised) to
+    actions, for the final evaluation."""
     discrete_actions: bool | None = None
     """True: needs Discrete actions; False: needs a bounded Box; None: either."""
     largest_buffer: Callable | None = None

@@ -52,11 +52,26 @@ class TrainConfig:
     """AlphaGrad only: update each parameter inside ``backward()`` as soon as its
     gradient is complete, so one gradient tensor is alive at a time; false runs the
     usual ``backward()`` then ``step()`` (all gradients alive at once)."""
+    engine: str = "torch"
+    """What computes the networks and their updates: ``numpy`` (`edgeag.engine`, no
+    torch; PPO's default for the optimizers it runs) or ``torch`` (autograd and
+    `edgeag.optim`: the reference, and the only engine of `torch.optim` optimizers);
+    ``auto`` picks numpy where it can."""
+
+    engines: ClassVar[tuple[str, ...]] = ("torch",)
+    """The engines this algorithm runs on."""
 
     @property
     def steps_per_iteration(self) -> int:
         """Environment steps between two iteration boundaries (where the run can stop)."""
         raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        """``engine = auto`` is decided at once: numpy for the optimizers the numpy engine
+        runs (where the algorithm has it), else torch."""
+        if self.engine == "auto":
+            numpy_ok = "numpy" in self.engines and self.optimizer in _numpy_optimizers()
+            object.__setattr__(self, "engine", "numpy" if numpy_ok else "torch")
 
     @property
     def num_iterations(self) -> int:
@@ -76,6 +91,7 @@ class TrainConfig:
         return [
             ("total_steps", self.total_steps >= 1, "a positive integer"),
             ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
+            ("engine", self.engine in self.engines, " or ".join(self.engines)),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
             ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
@@ -103,6 +119,12 @@ class PPOConfig(TrainConfig):
     """Everything that decides a PPO run's result (given the same machine and threads)."""
 
     algo: ClassVar[str] = "ppo"
+    engines: ClassVar[tuple[str, ...]] = ("numpy", "torch", "auto")
+
+    engine: str = "auto"
+    """``numpy`` (`edgeag.engine`: no torch on the training path), ``torch`` (the
+    textbook autograd path, and the engine of `torch.optim` optimizers) or ``auto``:
+    numpy for alphagrad, adam and sgd, torch for the others."""
 
     max_grad_norm: float = 0.5
     """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
@@ -159,6 +181,9 @@ class PPOConfig(TrainConfig):
     def checks(self) -> list[tuple[str, bool, str]]:
         return super().checks() + [
             ("num_envs", self.num_envs >= 1, "a positive integer"),
+            ("engine", self.engine != "numpy" or self.optimizer in _numpy_optimizers(),
+             f"torch for --optimizer {self.optimizer} (the numpy engine runs "
+             f"{', '.join(_numpy_optimizers())})"),
             ("num_steps", self.num_steps >= 1, "a positive integer"),
             ("batch_size", 1 <= self.batch_size <= self.batch and self.batch % self.batch_size == 0,
              f"a divisor of num_envs * num_steps = {self.batch}"),
@@ -298,6 +323,11 @@ class TD3Config(OffPolicyConfig):
             ("noise_clip", self.noise_clip >= 0, "0 or a positive number"),
             ("exploration_noise", self.exploration_noise >= 0, "0 or a positive number"),
         ]
+
+
+def _numpy_optimizers() -> tuple[str, ...]:
+    from edgeag.optim_rules import NUMPY_ENGINE_OPTIMIZERS
+    return NUMPY_ENGINE_OPTIMIZERS
 
 
 def uses_fused_backward(cfg: TrainConfig) -> bool:

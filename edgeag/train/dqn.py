@@ -28,7 +28,7 @@ from edgeag.train import Algorithm
 from edgeag.train import offpolicy
 from edgeag.train.config import DQNConfig
 from edgeag.train.envs import check_spaces
-from edgeag.train.networks import QNetwork
+from edgeag.train.networks import prepare_torch, QNetwork
 from edgeag.train.offpolicy import OffPolicyState, due, optimize, soft_update, target_copy
 
 
@@ -94,6 +94,8 @@ ALGORITHM = Algorithm(
     name="dqn", build_state=build_state, plan=plan,
     what_fits=lambda *args: offpolicy.what_fits(plan, *args),
     make_iteration=offpolicy.make_iteration(act, learn, after_step),
-    optimizers=lambda state: list(state.optimizers.values()),
-    trained=lambda state: [state.nets["q"]], discrete_actions=True,
+    prepare=lambda cfg, threads: prepare_torch(threads),
+    optimizer_state_bytes=offpolicy.optimizer_state_bytes,
+    parameter_count=lambda state: offpolicy.parameter_count(state, ("q",)),
+    act=offpolicy.deterministic, discrete_actions=True,
     largest_buffer=lambda *args: offpolicy.largest_buffer(plan, *args))

@@ -165,12 +165,15 @@ def _plain(value):
 
 # --- evaluation ---------------------------------------------------------------------
 
-def evaluate(policy, env_id: str, normalize: ObsNormalizer, episodes: int, seed: int,
-             action_low=None, action_high=None) -> list[float]:
-    """Returns of ``episodes`` deterministic episodes (greedy / mean action) on a fresh
-    env seeded ``seed``, ``seed + 1``, ...; normalisation statistics frozen."""
-    import torch
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation episodes use seeds seed + 10000, ... (never a training seed)."""
 
+
+def evaluate(act, env_id: str, normalize: ObsNormalizer, episodes: int, seed: int,
+             action_low=None, action_high=None) -> list[float]:
+    """Returns of ``episodes`` deterministic episodes on a fresh env seeded ``seed``,
+    ``seed + 1``, ...; ``act`` maps a batch of normalised observations (numpy) to
+    actions (greedy / mean); normalisation statistics frozen."""
     env = make_env(env_id)
     returns = []
     try:
@@ -178,9 +181,7 @@ def evaluate(policy, env_id: str, normalize: ObsNormalizer, episodes: int, seed:
             obs, _ = env.reset(seed=seed + episode)
             total, done = 0.0, False
             while not done:
-                with torch.no_grad():
-                    x = torch.as_tensor(normalize(obs[None].astype(np.float64)))
-                    action = policy.deterministic(x)[0].numpy()
+                action = np.asarray(act(normalize(obs[None].astype(np.float64))))[0]
                 if action_low is not None:
                     action = np.clip(action, action_low, action_high)
                 obs, reward, terminated, truncated, _ = env.step(action)

@@ -60,14 +60,15 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
         algo = cfg.algo
         origin = f"resumed from {run.checkpoint}"
     else:
-        from edgeag.optim import supported_optimizers
+        from edgeag.optim_rules import OPTIMIZER_NAMES
 
-        if optimizer is not None and optimizer not in supported_optimizers():
+        if optimizer is not None and optimizer not in OPTIMIZER_NAMES:
             raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
-                              f"{', '.join(supported_optimizers())})")
+                              f"{', '.join(OPTIMIZER_NAMES)})")
         presets = load_user_preset(preset, algo) if preset else None
         cfg, origin = resolve_config(env, optimizer, overrides, algo, presets, preset)
-        check_optimizer_available(cfg.optimizer)
+        if cfg.engine == "torch":
+            check_optimizer_available(cfg.optimizer)
         run = RunDir(out or default_run_dir(cfg))
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
             raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
@@ -81,7 +82,8 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     if cfg.planned_steps != cfg.total_steps:
         steps += (f" ({cfg.total_steps:,} asked, rounded up to whole iterations of "
                   f"{cfg.steps_per_iteration:,})")
-    log(f"edgeag train: {cfg.algo} on {cfg.env_id} with {cfg.optimizer} ({origin}); "
+    log(f"edgeag train: {cfg.algo} on {cfg.env_id} with {cfg.optimizer} on the {cfg.engine} "
+        f"engine ({origin}); "
         f"{steps}, seed {cfg.seed}, {threads} thread(s)"
         + (f"; profile {prof.name}" if prof else "")
         + (f"; budget {budget_bytes / MiB:.1f} MiB ({budget_bytes:,} bytes)" if budget_bytes else
@@ -166,10 +168,10 @@ def resolve_device(profile: str | None, budget: str | None, threads: int | None)
 def load_user_preset(path: str, algo: str) -> dict:
     """``--preset FILE`` read and checked: every key against the ``algo`` config, every
     sub-table against the optimizer families of the registry."""
-    from edgeag.optim import supported_optimizers
+    from edgeag.optim_rules import OPTIMIZER_NAMES as supported
     from edgeag.train.config import load_preset_file, optimizer_family
 
-    families = sorted({optimizer_family(name) for name in supported_optimizers()})
+    families = sorted({optimizer_family(name) for name in supported})
     return load_preset_file(path, algo, families)
 
 

@@ -179,6 +179,25 @@ def random_actions(state: OffPolicyState) -> np.ndarray:
     return (space.low + (space.high - space.low) * u).astype(np.float32)
 
 
+def optimizer_state_bytes(state: OffPolicyState) -> int:
+    from edgeag.optim import state_bytes
+    return sum(state_bytes(o) for o in state.optimizers.values())
+
+
+def parameter_count(state: OffPolicyState, names: tuple[str, ...]) -> int:
+    return sum(p.numel() for name in names for p in state.nets[name].parameters())
+
+
+def deterministic(state: OffPolicyState):
+    """The acting network's greedy (DQN) or deterministic (TD3) action, numpy in and out."""
+    policy = state.policy
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy.deterministic(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+    return act
+
+
 def run_iteration(state: OffPolicyState, act, learn, after_step=None) -> tuple[list, dict]:
     """``iteration_steps`` env steps (fewer in a last iteration that reaches the
     total), each stored in the replay buffer, with the

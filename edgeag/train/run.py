@@ -5,8 +5,9 @@ env steps and updates.
 
 Order of events (each is reported):
 
-1. build the envs and warm torch up (one tiny forward/backward), then measure the
-   **floor**: this process's RSS with everything training imports;
+1. set the engine's threads and warm it up (one small forward/backward), build the
+   envs, then measure the **floor**: this process's anonymous memory with everything
+   training imports;
 2. **plan** the run against the budget; refuse (exit 2, nothing trained, nothing
    written) when it does not fit, naming the largest settings that would (with
    ``shrink_buffer``, a replay buffer is shrunk to the largest that fits instead);
@@ -21,21 +22,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
 from edgeag.hardcap import apply_rlimit, cgroup_memory_limit, inherited_cgroup
 from edgeag.memory import (BUDGET_COUNTS, MiB, BudgetGuard, measure_floor, peak_rss_bytes,
                            proc_status, read_memory)
-from edgeag.optim import state_bytes
 from edgeag.train import get_algorithm
 from edgeag.train.config import TrainConfig, toml_dumps
-from edgeag.train.envs import check_spaces, evaluate, make_vector_env
-from edgeag.train.ppo import EVAL_SEED_OFFSET
+from edgeag.train.envs import EVAL_SEED_OFFSET, check_spaces, evaluate, make_vector_env
 from edgeag.train.rundir import RunDir, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
@@ -65,18 +64,10 @@ class RunOptions:
     so) instead of refusing."""
 
 
-def _warm_up() -> None:
-    """One forward/backward big enough to start torch's thread pool and its matmul
-    kernels: the first autograd call maps code and allocates pools and per-thread
-    buffers (~15-25 MiB) that belong in the floor, not in the plan."""
-    layer = torch.nn.Linear(256, 256)
-    torch.tanh(layer(torch.zeros(256, 256))).sum().backward()
-
-
 def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int, dict]:
     """Run (or resume) ``cfg`` in ``run``; returns (exit code, summary)."""
     algo = get_algorithm(cfg.algo)
-    torch.set_num_threads(opts.threads)
+    engine = algo.prepare(cfg, opts.threads)
     envs = make_vector_env(cfg.env_id, cfg.num_envs)
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                  envs.single_action_space)
@@ -89,7 +80,6 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
         envs.close()
         raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
                           f"(dqn, td3), not {algo.name}")
-    _warm_up()
     floor = measure_floor()
     budget = opts.budget_bytes
     dims = (obs_dim, action_dim, discrete)
@@ -101,6 +91,7 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
             shrunk_from = cfg.buffer_size
             cfg = dataclasses.replace(cfg, buffer_size=size)
             plan = algo.plan(cfg, budget, floor.anon_bytes, *dims)
+    log(f"engine: {engine}")
     log(f"floor {floor.anon_bytes / MiB:.1f} MiB anonymous ({floor.anon_bytes:,} bytes, "
         f"{BUDGET_COUNTS}: what the budget counts); RSS {floor.rss_bytes / MiB:.1f} MiB with "
         f"{floor.file_bytes / MiB:.1f} MiB of mapped files")
@@ -254,7 +245,7 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
     eval_returns = None
     if stopped == "done" and cfg.eval_episodes:
         space = envs.single_action_space
-        eval_returns = evaluate(state.policy, cfg.env_id, state.obs_norm, cfg.eval_episodes,
+        eval_returns = evaluate(algo.act(state), cfg.env_id, state.obs_norm, cfg.eval_episodes,
                                 cfg.seed + EVAL_SEED_OFFSET,
                                 None if discrete else space.low, None if discrete else space.high)
     envs.close()
@@ -274,8 +265,9 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
         "floor_file_bytes": floor.file_bytes,
         "profile": opts.profile, "threads": opts.threads,
         "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
-        "optimizer_state_bytes": sum(state_bytes(o) for o in algo.optimizers(state)),
-        "parameter_count": sum(p.numel() for m in algo.trained(state) for p in m.parameters()),
+        "engine": engine,
+        "optimizer_state_bytes": algo.optimizer_state_bytes(state),
+        "parameter_count": algo.parameter_count(state),
         "buffer_size": getattr(cfg, "buffer_size", None), "buffer_shrunk_from": shrunk_from,
         "final_eval_return": None if eval_returns is None else {
             "mean": float(np.mean(eval_returns)), "std": float(np.std(eval_returns)),
@@ -343,7 +335,10 @@ def _run_info(cfg: TrainConfig, opts: RunOptions, shrunk_from: int | None) -> di
     from edgeag import __version__
     info = {"algo": cfg.algo, "profile": opts.profile or "", "threads": opts.threads,
             "budget_bytes": opts.budget_bytes or 0, "edgeag": __version__,
-            "torch": torch.__version__}
+            "numpy": np.__version__}
+    torch = sys.modules.get("torch")  # only where the run imports it (its engine)
+    if torch is not None:
+        info["torch"] = torch.__version__
     if shrunk_from is not None:
         info["buffer_size_requested"] = shrunk_from
     return info

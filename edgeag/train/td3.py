@@ -37,7 +37,7 @@ from edgeag.train import Algorithm
 from edgeag.train import offpolicy
 from edgeag.train.config import TD3Config
 from edgeag.train.envs import check_spaces
-from edgeag.train.networks import DeterministicActor, QCritic
+from edgeag.train.networks import prepare_torch, DeterministicActor, QCritic
 from edgeag.train.offpolicy import OffPolicyState, optimize, soft_update, target_copy
 
 
@@ -116,7 +116,9 @@ ALGORITHM = Algorithm(
     name="td3", build_state=build_state, plan=plan,
     what_fits=lambda *args: offpolicy.what_fits(plan, *args),
     make_iteration=offpolicy.make_iteration(act, learn),
-    optimizers=lambda state: list(state.optimizers.values()),
-    trained=lambda state: [state.nets[n] for n in ("actor", "qf1", "qf2")],
+    prepare=lambda cfg, threads: prepare_torch(threads),
+    optimizer_state_bytes=offpolicy.optimizer_state_bytes,
+    parameter_count=lambda state: offpolicy.parameter_count(state, ("actor", "qf1", "qf2")),
+    act=offpolicy.deterministic,
     discrete_actions=False,
     largest_buffer=lambda *args: offpolicy.largest_buffer(plan, *args))

@@ -1,0 +1,167 @@
+"""PPO's actor-critic on the numpy engine (`edgeag.engine`): what `edgeag train` runs by
+default, and what a device without torch runs.
+
+Actor and critic are tanh MLPs whose parameters (and the Gaussian log-std) lie end to
+end in one float32 buffer, named as torch names `ActorCritic`'s ``state_dict`` keys, so
+a checkpoint exports the same way whichever engine trained it. One minibatch update:
+forward both networks, the loss's gradient with respect to their outputs by hand
+(`edgeag.train.ppo.output_grads`), then `MLP.backward` to the destination of the one
+`edgeag.engine.UpdatePath` chosen when the policy is built (`choose_path`):
+
+- ``flat``: every gradient into one buffer, then the optimizer's flat step over all
+  segments (a few vectorised ops), clipped first for optimizers that clip; small
+  policies, optimizers that need every gradient (Adam, SGD), ``fuse_backward=false``;
+- ``factored``: AlphaGrad on a policy above `FLAT_MAX_BYTES`: each layer updated as soon
+  as its gradient is complete, weights above 1M values straight from their gradient's
+  factors (no gradient of their size ever exists).
+
+The memory plan prices that same path (`memory_items`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer, get_engine_spec,
+                           init_orthogonal, set_blas_threads)
+from edgeag.memory import MiB, PlanItem
+from edgeag.train.config import PPOConfig
+from edgeag.train.ppo import deterministic, output_grads
+
+FLAT_MAX_BYTES = 4 * 2**20
+"""A policy of at most this many parameter bytes updates through the gradient buffer
+(the flat step: a few ops for the whole policy); a larger one layer by layer inside
+the backward pass when its optimizer allows it."""
+
+
+OUTER_NUMEL = 1 << 20
+"""On the factored path, weights above this many values are updated from factors."""
+
+
+def choose_path(cfg: PPOConfig, optimizer, layout: Layout) -> UpdatePath:
+    """The one update path of a run: the decision, in one place."""
+    flat = layout.nbytes <= FLAT_MAX_BYTES or not cfg.fuse_backward
+    return UpdatePath.for_optimizer(optimizer, flat=flat, outer_numel=OUTER_NUMEL)
+
+
+class NumpyActorCritic:
+    """Separate actor and critic MLPs on (normalised) observations, their optimizer and
+    update path. Discrete actions: categorical over ``action_dim`` logits. Continuous:
+    diagonal Gaussian with a state-independent log-std."""
+
+    RUNTIME = PlanItem("numpy runtime", 2 * MiB,
+                       "BLAS buffers and allocator arenas first used by training (measured)")
+    """Anonymous memory a run adds beyond its arrays (`scripts/bench_engine.py`)."""
+
+    def __init__(self, cfg: PPOConfig, obs_dim: int, action_dim: int, discrete: bool, *,
+                 dtype=np.float32, initialise: bool = True):
+        self.cfg, self.discrete, self.dtype = cfg, discrete, np.dtype(dtype)
+        self.arch = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete,
+                     "hidden": list(cfg.hidden), "log_std_init": cfg.log_std_init}
+        self.critic = MLP((obs_dim, *cfg.hidden, 1), prefix="critic")
+        self.actor = MLP((obs_dim, *cfg.hidden, action_dim), prefix="actor")
+        shapes = self.critic.shapes() + self.actor.shapes()
+        if not discrete:
+            shapes.append(("log_std", (action_dim,)))
+        self.layout = Layout.from_shapes(shapes, self.dtype)
+        self.params = self.layout.zeros()  # pages untouched until initialised
+        self.optimizer = build_engine_optimizer(cfg.optimizer, self.params, **_options(cfg))
+        self.path = choose_path(cfg, self.optimizer, self.layout)
+        self.grads = self.layout.zeros() if self.path.kind == "flat" else None
+        self.clips = get_engine_spec(cfg.optimizer).clips_gradients
+        if initialise:
+            rng = np.random.default_rng(cfg.seed)
+            init_orthogonal(self.params, self.critic, rng, last_gain=1.0)
+            init_orthogonal(self.params, self.actor, rng, last_gain=0.01)
+            if not discrete:
+                self.params["log_std"][...] = cfg.log_std_init
+
+    @staticmethod
+    def prepare(threads: int) -> str:
+        """BLAS threads for the run, then one small forward/backward so BLAS maps its
+        kernels and allocates its buffers before the floor is measured."""
+        blas = set_blas_threads(threads)
+        a = np.ones((256, 256), np.float32)
+        np.matmul(a, a.T)
+        np.matmul(a.T, a)
+        return f"numpy engine ({blas.describe()})"
+
+    @property
+    def log_std(self) -> np.ndarray | None:
+        return None if self.discrete else self.params["log_std"]
+
+    @property
+    def parameter_count(self) -> int:
+        return self.layout.size
+
+    def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The actor's output (logits or Gaussian mean) and the value, for a batch."""
+        out = self.actor.forward(self.params, obs)[-1]
+        return out, self.critic.forward(self.params, obs)[-1][:, 0]
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.critic.forward(self.params, obs)[-1][:, 0]
+
+    def deterministic(self, obs: np.ndarray) -> np.ndarray:
+        return deterministic(self.actor.forward(self.params, obs)[-1], self.discrete)
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.set_lr(lr)
+
+    def update(self, mb, record: bool) -> dict:
+        """One minibatch step through the run's update path; the loss terms with
+        ``record``."""
+        acts_critic = self.critic.forward(self.params, mb.obs)
+        acts_actor = self.actor.forward(self.params, mb.obs)
+        g = output_grads(self.cfg, acts_actor[-1], acts_critic[-1][:, 0], self.log_std, mb,
+                         losses=record)
+        path, opt = self.path, self.optimizer
+        path.backward(self.critic, self.params, acts_critic, g.value[:, None], opt, self.grads)
+        del acts_critic
+        path.backward(self.actor, self.params, acts_actor, g.out, opt, self.grads)
+        if g.log_std is not None:
+            if self.grads is not None:
+                self.grads["log_std"][...] = g.log_std
+            else:
+                opt.update("log_std", g.log_std.astype(self.dtype))
+        path.finish(opt, self.grads, max_grad_norm=self.cfg.max_grad_norm if self.clips else None)
+        return g.losses
+
+    def optimizer_state_bytes(self) -> int:
+        return self.optimizer.state_bytes()
+
+    def state_dict(self) -> dict:
+        return {"policy": self.params.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.params.load_state_dict(ckpt["policy"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+
+    def memory_items(self, batch: int) -> list[PlanItem]:
+        """What one run of this policy holds above the floor, from its update path."""
+        m = self.path.memory_items(self.optimizer, [self.critic, self.actor], batch,
+                                   momentum=self.cfg.momentum)
+        width = max(self.arch["hidden"], default=0)
+        a = self.arch["action_dim"]
+        item = self.dtype.itemsize
+        # the minibatch's rows, the loss gradients, and backward's deltas (three at once)
+        scratch = batch * item * (self.arch["obs_dim"] + a + 5 + 6 * a + 3 * width)
+        grads_note = {"flat": "one buffer, every gradient",
+                      "fused": "the largest, one at a time (inside backward)",
+                      "factored": "the largest formed (large weights: from factors)"}
+        return [
+            PlanItem("parameters", m["params"], f"{self.layout.size:,} values"),
+            PlanItem("gradients", m["grads"], grads_note[self.path.kind]),
+            PlanItem("optimizer state", m["optimizer_state"], self.cfg.optimizer +
+                     (f", momentum {self.cfg.momentum}" if self.cfg.momentum else "")),
+            PlanItem("update temporaries", m["update_temporaries"], f"{self.path.kind} path"),
+            PlanItem("activations", m["activations"], "one minibatch, both networks"),
+            PlanItem("backward scratch", scratch, "minibatch rows, loss gradients, deltas"),
+        ]
+
+
+def _options(cfg: PPOConfig) -> dict:
+    """The optimizer's hyperparameters from the config (those it takes)."""
+    spec = get_engine_spec(cfg.optimizer)
+    options = {"lr": cfg.lr, "alpha": cfg.alpha, "momentum": cfg.momentum, "eps": cfg.eps}
+    return {k: v for k, v in options.items() if k in spec.cls.defaults}
