@@ -186,18 +186,20 @@ def add_train_parser(sub) -> None:
 
 COMPARE_EPILOG = """\
 Each (row, seed) trains alone in a fresh `edgeag train` process under the budget
-(no allocator state shared; each child reports its own VmHWM). A run the plan
-refuses (torch.optim optimizers at 256 MiB) is reported as "cannot start", a run
-the guard stops as "budget"; neither is an error.
+(no allocator state shared; each child reports its own peaks: anonymous memory, what
+the budget counts, and VmHWM). A run the plan refuses is reported as "cannot start",
+a run the guard stops as "budget"; neither is an error.
 
 rows (--optimizers): NAME[:SETTING=VALUE...] separated by commas; NAME from the
 optimizer registry (see `edgeag train --help`), SETTING any PPO setting, e.g.
-  alphagrad,adam,sgd:momentum=0.9,alphagrad:momentum=0.9,alphagrad:fuse_backward=false
-default: alphagrad, adam, torch-adam, sgd, sgd:momentum=0.9, alphagrad:momentum=0.9,
-torch-adafactor, lion (3 seeds: ~10 minutes on CartPole-v1 on 2 idle cores)
+  alphagrad,adam,alphagrad:engine=torch,sgd:momentum=0.9,alphagrad:fuse_backward=false
+default: alphagrad, adam (numpy engine), alphagrad:engine=torch, adam:engine=torch
+(the same optimizers on the torch engine: what the framework costs), torch-adam, sgd,
+sgd:momentum=0.9, alphagrad:momentum=0.9, torch-adafactor, lion (3 seeds)
 
 --capacity: instead, for each budget in --budgets and each row (default alphagrad,
-alphagrad:fuse_backward=false, adam, torch-adam), the widest policy hidden=[W, W]
+alphagrad:fuse_backward=false, adam, alphagrad:engine=torch, torch-adam), the
+widest policy hidden=[W, W]
 whose short training run (2 PPO iterations) peaks inside the budget, found by
 running it (width doubling from 64, then bisection); the default sweep took 86
 probes and ~50 minutes on a 2-core x86-64 machine.

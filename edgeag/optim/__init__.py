@@ -18,15 +18,12 @@ import torch
 
 from edgeag.optim._base import LeanOptimizer, state_bytes
 from edgeag.optim.adam import Adam
-from edgeag.optim.alphagrad import (AlphaGrad, alphagrad, alphagrad_direction, alphagrad_outer_,
-                                   alphagrad_segments_, flatten_parameters_, fuse_into_backward)
+from edgeag.optim.alphagrad import AlphaGrad, alphagrad, alphagrad_direction, fuse_into_backward
 from edgeag.optim.sgd import SGD
 from edgeag.optim_rules import adam_state_bytes, momentum_state_bytes
 
 __all__ = ["AlphaGrad", "Adam", "SGD", "LeanOptimizer", "OPTIMIZERS", "OptimizerSpec",
-           "alphagrad", "alphagrad_direction", "alphagrad_outer_", "alphagrad_segments_",
-           "build_optimizer",
-           "flatten_parameters_", "fuse_into_backward",
+           "alphagrad", "alphagrad_direction", "build_optimizer", "fuse_into_backward",
            "state_bytes", "supported_optimizers"]
 
 

@@ -39,8 +39,7 @@ from torch import Tensor
 from edgeag.optim._base import LeanOptimizer
 from edgeag.optim_rules import validate_alphagrad as _validate
 
-__all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "alphagrad_outer_",
-           "alphagrad_segments_", "flatten_parameters_", "fuse_into_backward",
+__all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward",
            "scaled_direction"]
 
 
@@ -69,110 +68,6 @@ def scaled_direction(grad: Tensor, alpha: float, eps: float,
     if grad.numel() <= TANH_MAX_NUMEL:
         return torch.mul(grad, c).tanh_(), 1.0
     return torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
-
-
-def flatten_parameters_(params: list[Tensor]) -> Tensor:
-    """Move ``params`` into one contiguous buffer and return it: each parameter's
-    ``.data`` becomes a view of the buffer (values unchanged), so `alphagrad_segments_`
-    can update all of them with one op per step. Stays valid while nothing reassigns a
-    parameter's ``.data`` (``load_state_dict`` and optimizers copy in place)."""
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    offset = 0
-    for p in params:
-        p.data = flat[offset:offset + p.numel()].view_as(p)
-        offset += p.numel()
-    return flat
-
-
-@torch.no_grad()
-def alphagrad_segments_(flat_param: Tensor, flat_grad: Tensor, segments: list[Tensor], *,
-                        lr: float, alpha: float, eps: float, maximize: bool = False) -> None:
-    """The stateless rule on parameters laid end to end (`flatten_parameters_`):
-    ``segments`` are the views of ``flat_grad`` that hold each tensor's gradient, in
-    order and covering it (``flat_grad.split(numels)``), and each is normalised by its
-    own norm, exactly as :func:`scaled_direction` does per tensor (tested equal). Six
-    ops whatever the number of tensors (on CPU a small tensor's update costs the
-    overhead of its ~5 ops, not their arithmetic, so a policy of a dozen small tensors
-    updates ~4x faster this way), and no temporary larger than one value per tensor.
-    ``flat_grad`` is overwritten.
-    """
-    _check_dense(flat_grad)
-    norms = torch.stack(torch._foreach_norm(segments))
-    scale = norms.add_(eps).reciprocal_().mul_(-2.0 * alpha if maximize else 2.0 * alpha)
-    torch._foreach_mul_(segments, scale.unbind())
-    flat_grad.sigmoid_().sub_(0.5)  # tanh(alpha g~) = 2 (sigmoid(2 alpha g~) - 1/2)
-    flat_param.add_(flat_grad, alpha=-2.0 * lr)
-
-
-OUTER_BLOCK_NUMEL = 1 << 20
-"""`alphagrad_outer_` computes a gradient at most this many values at a time (4 MiB in
-float32), and forms at most this many Gram entries at a time."""
-
-
-def outer_norm(left: Tensor, right: Tensor) -> float:
-    """``||left^T right||_F`` (the norm of a linear layer's weight gradient, ``left`` =
-    d loss / d output ``[B, out]``, ``right`` = input ``[B, in]``) without forming it.
-
-    For a batch small against the layer (``B (out + in) <= out in`` and ``B^2 <=
-    OUTER_BLOCK_NUMEL / 4``) from the Gram matrices, ``sum((L L^T) * (R R^T))``,
-    accumulated in float64 over column chunks (the off-diagonal terms cancel where
-    per-sample gradients do; float64 keeps the difference); otherwise by summing the
-    squares of the gradient's row blocks (one more product the size of the gradient).
-    """
-    batch, n_out = left.shape
-    n_in = right.shape[1]
-    if batch * (n_out + n_in) <= n_out * n_in and batch * batch <= OUTER_BLOCK_NUMEL // 4:
-        return max(torch.sum(_gram(left).mul_(_gram(right))).item(), 0.0) ** 0.5
-    total = 0.0
-    for r0, r1 in _row_blocks(n_out, n_in):
-        total += torch.sum(left[:, r0:r1].t().mm(right).square_()).item()
-    return total ** 0.5
-
-
-def _gram(x: Tensor) -> Tensor:
-    """``x x^T`` in float64, from float64 copies of ``OUTER_BLOCK_NUMEL / 4`` values at a time."""
-    batch, n = x.shape
-    gram = torch.zeros(batch, batch, dtype=torch.float64)
-    cols = max(1, OUTER_BLOCK_NUMEL // 4 // batch)
-    for k in range(0, n, cols):
-        chunk = x[:, k:k + cols].double()
-        gram.addmm_(chunk, chunk.t())
-    return gram
-
-
-def _row_blocks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
-    rows = max(1, OUTER_BLOCK_NUMEL // max(n_cols, 1))
-    return [(r, min(r + rows, n_rows)) for r in range(0, n_rows, rows)]
-
-
-def outer_temporary_bytes(element_size: int = 4) -> int:
-    """What `alphagrad_outer_` allocates at most at once, whatever the layer and batch
-    (for memory plans): one gradient block, or two Gram matrices and a float64 chunk
-    (``3 x 8 x OUTER_BLOCK_NUMEL / 4``)."""
-    return max(element_size, 6) * OUTER_BLOCK_NUMEL
-
-
-@torch.no_grad()
-def alphagrad_outer_(param: Tensor, left: Tensor, right: Tensor, *, lr: float, alpha: float,
-                     eps: float, maximize: bool = False) -> None:
-    """The stateless rule for ``param`` (``[out, in]``) whose gradient is ``left^T right``,
-    applied without the gradient ever existing whole: its norm by `outer_norm`, then
-    the update row block by row block (`OUTER_BLOCK_NUMEL` values at a time). A layer
-    larger than the rest of the network then costs no gradient memory: the fused
-    backward of a large policy keeps one block alive instead of one layer's gradient.
-
-    Same formula as :func:`scaled_direction` on ``left.t().mm(right)`` (tested equal;
-    only the rounding of the norm and of the blocked product differs).
-    """
-    c = _factor(outer_norm(left, right), alpha, eps, maximize)
-    small = param.numel() <= TANH_MAX_NUMEL
-    for r0, r1 in _row_blocks(*param.shape):
-        block = left[:, r0:r1].t().mm(right)
-        if small:
-            param[r0:r1].add_(block.mul_(c).tanh_(), alpha=-lr)
-        else:
-            param[r0:r1].add_(block.mul_(2.0 * c).sigmoid_().sub_(0.5), alpha=-2.0 * lr)
-        del block
 
 
 def alphagrad_direction(grad: Tensor, alpha: float, eps: float, maximize: bool = False) -> Tensor:
@@ -375,31 +270,13 @@ class AlphaGrad(LeanOptimizer):
 
         For code that has one tensor's gradient at a time: the hooks of
         :func:`fuse_into_backward`, or a hand-written backward pass that updates each
-        layer as soon as its gradient is complete (``edgeag.train.networks.mlp_backward``).
+        layer as soon as its gradient is complete.
         ``param.grad`` is neither read nor set.
         """
         group = self._group_of.get(id(param))
         if group is None:
             raise ValueError("update_param: the parameter is not in this optimizer")
         _update_one(self, group, param, grad)
-
-    @torch.no_grad()
-    def update_param_outer(self, param: Tensor, left: Tensor, right: Tensor) -> None:
-        """`update_param` for a linear layer's weight, given its gradient as the factors
-        ``left^T right`` (``left`` = d loss / d output ``[B, out]``, ``right`` = the layer's
-        input ``[B, in]``). Stateless groups update from the factors in blocks
-        (`alphagrad_outer_`: no gradient the size of the weight is ever allocated);
-        with momentum the gradient is formed and `update_param` applies it."""
-        group = self._group_of.get(id(param))
-        if group is None:
-            raise ValueError("update_param_outer: the parameter is not in this optimizer")
-        if group["momentum"] != 0:
-            _update_one(self, group, param, left.t().mm(right))
-            return
-        if group["weight_decay"] != 0:
-            param.mul_(1.0 - group["lr"] * group["weight_decay"])
-        alphagrad_outer_(param, left, right, lr=group["lr"], alpha=group["alpha"],
-                         eps=group["eps"], maximize=group["maximize"])
 
     @property
     def _group_of(self) -> dict:

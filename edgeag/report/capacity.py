@@ -25,7 +25,7 @@ from edgeag.errors import EdgeagError
 from edgeag.report.compare import FORMAT, _bar, env_dims, resolve_rows
 from edgeag.report.runs import Row, device_info, run_child, train_command
 
-DEFAULT_ROWS = "alphagrad,alphagrad:fuse_backward=false,adam,torch-adam"
+DEFAULT_ROWS = "alphagrad,alphagrad:fuse_backward=false,adam,alphagrad:engine=torch,torch-adam"
 DEFAULT_BUDGETS = "256MB,512MB,1GB"
 START_WIDTH = 64
 MAX_WIDTH = 1 << 16

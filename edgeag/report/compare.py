@@ -19,8 +19,10 @@ from edgeag.errors import EdgeagError
 from edgeag.report.runs import Row, device_info, run_child, spread, train_command
 
 FORMAT = "edgeag-report/1"
-DEFAULT_ROWS = ("alphagrad,adam,torch-adam,sgd,sgd:momentum=0.9,alphagrad:momentum=0.9,"
-                "torch-adafactor,lion")
+DEFAULT_ROWS = ("alphagrad,adam,alphagrad:engine=torch,adam:engine=torch,torch-adam,sgd,"
+                "sgd:momentum=0.9,alphagrad:momentum=0.9,torch-adafactor,lion")
+"""Every optimizer on its default engine (numpy where it runs there), and AlphaGrad and
+Adam on the torch engine too: what the framework costs beside what the optimizer saves."""
 """Every optimizer of the registry; momentum 0.9 is the paper's AlphaGrad mode."""
 _FLOOR = re.compile(r"^floor [\d.]+ MiB anonymous \(([\d,]+) bytes", re.M)
 _REFUSED = re.compile(r"^plan ([\d.]+) MiB exceeds the budget")
