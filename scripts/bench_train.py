@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""PPO training on CartPole-v1: edgeag (AlphaGrad, Adam) against Stable-Baselines3, in one run.
+"""PPO training on CartPole-v1: edgeag (AlphaGrad, Adam; numpy and torch engines) against
+Stable-Baselines3, in one run.
 
-All three use the RL Zoo's CartPole hyperparameters (8 envs, n_steps 32, batch 256,
+All use the RL Zoo's CartPole hyperparameters (8 envs, n_steps 32, batch 256,
 20 epochs, gamma 0.98, gae_lambda 0.8, ent_coef 0, clip 0.2, 100k steps):
-``edgeag train --optimizer alphagrad`` and ``--optimizer adam`` (preset lr/alpha), and
-SB3 ``PPO("MlpPolicy")`` with lr linearly annealed from 1e-3 to 0 on a DummyVecEnv.
+``edgeag train --optimizer alphagrad`` and ``--optimizer adam`` (preset lr/alpha; the
+default numpy engine), ``--optimizer alphagrad --engine torch``, and SB3
+``PPO("MlpPolicy")`` with lr linearly annealed from 1e-3 to 0 on a DummyVecEnv.
 
 Per system: the median (min-max) over seeds of env steps per second of training,
 training wall seconds, wall seconds from the start of training until the rolling mean
@@ -36,14 +38,19 @@ import sys
 import tempfile
 import time
 
-SYSTEMS = {"alphagrad": "edgeag-alphagrad", "adam": "edgeag-adam", "sb3": "sb3"}
+SYSTEMS = {"alphagrad": "edgeag-alphagrad", "adam": "edgeag-adam",
+           "alphagrad-torch": "edgeag-alphagrad-torch", "sb3": "sb3"}
+"""edgeag's default `edgeag train` (numpy engine) with AlphaGrad and with Adam, the same
+AlphaGrad run on the torch engine (the textbook autograd path), and SB3."""
+EDGEAG_ARGS = {"alphagrad": ["--optimizer", "alphagrad"], "adam": ["--optimizer", "adam"],
+               "alphagrad-torch": ["--optimizer", "alphagrad", "--engine", "torch"]}
 TARGET = 475.0
 EVAL_EPISODES, EVAL_SEED_OFFSET = 10, 10_000
 SB3_MISSING = "bench_train: stable_baselines3 is not installed: pip install stable-baselines3"
 MiB = 2**20
 
 
-def run_edgeag(optimizer: str, seed: int, steps: int, threads: int) -> dict:
+def run_edgeag(system: str, seed: int, steps: int, threads: int) -> dict:
     import contextlib
 
     from edgeag.cli import main
@@ -51,7 +58,7 @@ def run_edgeag(optimizer: str, seed: int, steps: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run")
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for our one JSON line
-            code = main(["train", "--optimizer", optimizer, "--seed", str(seed), "--threads",
+            code = main(["train", *EDGEAG_ARGS[system], "--seed", str(seed), "--threads",
                          str(threads), "--out", out, "--no-progress", "--total-steps", str(steps)])
         if code != 0:
             sys.exit(f"bench_train: edgeag train exited with {code}")
@@ -111,9 +118,10 @@ def run_sb3(seed: int, steps: int) -> dict:
 
 
 def child(system: str, seed: int, steps: int, threads: int) -> None:
-    import torch
+    if system == "sb3":  # edgeag sets its engine's threads itself (and imports torch only for it)
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     row = run_sb3(seed, steps) if system == "sb3" else run_edgeag(system, seed, steps, threads)
     row = {"system": SYSTEMS[system], "seed": seed, **row,
            "steps_per_second": row["steps"] / row["wall_seconds"]}
@@ -159,7 +167,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--total-steps", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=1, help="torch/OMP threads per run (default 1)")
-    ap.add_argument("--systems", default="alphagrad,adam,sb3", help="from " + ",".join(SYSTEMS))
+    ap.add_argument("--systems", default="alphagrad,adam,alphagrad-torch,sb3",
+                    help="from " + ",".join(SYSTEMS))
     ap.add_argument("--json", help="also write all runs and the summary to this JSON file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
