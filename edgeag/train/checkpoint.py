@@ -5,8 +5,9 @@ tuples, None, bools, ints, floats (nan and inf included), strings, numpy arrays 
 scalars, and torch tensors. `save` writes it as a standard safetensors file (format 2)
 and `load` gives it back exactly, value for value and dtype for dtype (a dict of
 another kind, such as a ``state_dict``'s OrderedDict, comes back as a dict in the same
-order; a big-endian array as a native one); numpy is all either needs. torch is imported only to load a file that holds torch tensors (a run
-trained with the torch engine), so that they come back as torch tensors.
+order; a big-endian array as a native one); numpy is all either needs. torch is
+imported only to load a file that holds torch tensors (a run trained with the torch
+engine), so that they come back as torch tensors.
 
 The file (``checkpoints/latest.safetensors``)::
 
@@ -192,10 +193,12 @@ def load(path: str | Path, *, numpy_only: bool = False) -> dict:
     CheckpointError for a file that is not a checkpoint (not safetensors, no
     ``edgeag`` metadata, another format, a damaged layout); the safetensors reader's
     own error for a truncated or garbled file; FileNotFoundError when there is no file;
-    NeedsTorch for torch tensors where torch cannot be imported."""
+    NeedsTorch for torch tensors where torch cannot be imported. The file is read with
+    ``pread``, not mapped, so it adds no resident pages of its own to the process."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="np") as f:
+    # pread: the file is read into the arrays, never mapped into the process's memory
+    with safe_open(str(path), framework="np", backend="pread") as f:
         metadata = f.metadata() or {}
         if METADATA_KEY not in metadata:
             raise CheckpointError(f"a safetensors file without {METADATA_KEY!r} metadata")
