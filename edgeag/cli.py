@@ -101,7 +101,7 @@ PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_step
 --set buffer_size=50000, --set 'hidden=[128, 128]').
 
 run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>):
-  config.toml, metrics.jsonl, checkpoints/latest.pt, rss.csv, summary.json
+  config.toml, metrics.jsonl, checkpoints/latest.safetensors, rss.csv, summary.json
 
 examples:
   edgeag train --profile rpi4 --budget 256MB

@@ -52,10 +52,10 @@ def _kill_at_write(proc: subprocess.Popen, ckpt_dir: Path, timeout: float) -> bo
 
 def kill_and_resume(out: Path, kills: int, seed: int = 0, log=print) -> dict:
     """Train in ``out``, killing it ``kills`` times; returns the figures."""
-    from edgeag.train.rundir import load_checkpoint
+    from edgeag.train.rundir import CHECKPOINT_NAME, load_checkpoint
 
     rng = random.Random(seed)
-    ckpt = out / "checkpoints" / "latest.pt"
+    ckpt = out / "checkpoints" / CHECKPOINT_NAME
     figures = {"kills": 0, "during_write": 0, "unloadable": 0, "resumes": 0, "finished": False}
     for i in range(kills):
         args = ["--resume", str(out), "--no-progress"] if out.exists() else \
@@ -100,10 +100,10 @@ def same_policy(a: Path, b: Path) -> bool:
     """Whether two runs' final checkpoints hold the same policy, bit for bit."""
     import numpy as np
 
-    from edgeag.train.rundir import load_checkpoint
+    from edgeag.train.rundir import RunDir
 
-    pa = load_checkpoint(a / "checkpoints" / "latest.pt")["policy"]
-    pb = load_checkpoint(b / "checkpoints" / "latest.pt")["policy"]
+    pa = RunDir(a).load_checkpoint()["policy"]
+    pb = RunDir(b).load_checkpoint()["policy"]
     return pa.keys() == pb.keys() and all(np.array_equal(np.asarray(pa[k]), np.asarray(pb[k]))
                                           for k in pa)
 

@@ -134,9 +134,9 @@ def world(tmp_path_factory) -> Path:
     (w / "bad-config" / "config.toml").write_text("[ppo\nseed = ")
     text = (ppo / "config.toml").read_text()
     (w / "bad-value" / "config.toml").write_text(re.sub(r"(?m)^num_envs = .*$", "num_envs = -3", text))
-    ckpt = ppo / "checkpoints" / "latest.pt"
-    (w / "truncated" / "checkpoints" / "latest.pt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    (w / "garbage-ckpt" / "checkpoints" / "latest.pt").write_bytes(os.urandom(4096))
+    ckpt = ppo / "checkpoints" / "latest.safetensors"
+    (w / "truncated" / "checkpoints" / "latest.safetensors").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    (w / "garbage-ckpt" / "checkpoints" / "latest.safetensors").write_bytes(os.urandom(4096))
     (w / "mismatch" / "config.toml").write_text(re.sub(r"(?m)^hidden = .*$", "hidden = [16, 16]", text))
     return w
 

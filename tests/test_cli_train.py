@@ -44,12 +44,31 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
     assert not out.exists()
 
 
+def _checkpoint_file(run, name: str, data: bytes) -> None:
+    run.mkdir()
+    (run / "config.toml").write_text("[ppo]\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / name).write_bytes(data)
+
+
+def _safetensors(metadata: dict) -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    return save({"w": np.zeros(3, np.float32)}, metadata=metadata)
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda d: None, r"cannot resume: .* is not a directory"),
     (lambda d: d.mkdir(), r"cannot resume: .*config.toml is not a readable edgeag config"),
-    (lambda d: (d.mkdir(), (d / "config.toml").write_text("[ppo]\n"),
-                (d / "checkpoints").mkdir(), (d / "checkpoints" / "latest.pt").write_bytes(b"junk")),
-     r"not a readable edgeag checkpoint"),
+    (lambda d: _checkpoint_file(d, "latest.safetensors", b"junk"),
+     r"latest.safetensors is not a readable edgeag checkpoint"),
+    (lambda d: _checkpoint_file(d, "latest.safetensors", _safetensors({"format": "2"})),
+     r"latest.safetensors is not a readable edgeag checkpoint \(CheckpointError: a safetensors "
+     r"file without 'edgeag' metadata; accepted: a safetensors file whose 'edgeag' metadata "
+     r"has format 2\)"),
+    (lambda d: _checkpoint_file(d, "latest.pt", b"junk"),
+     r"latest.pt is not a readable edgeag checkpoint"),
 ])
 def test_unreadable_resume_exits_2(tmp_path, capsys, make, message):
     run = tmp_path / "run"

@@ -40,7 +40,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_and_resume_fi
     proc = subprocess.Popen([sys.executable, "-m", "edgeag.cli", "train", *kill_resume.TRAIN_ARGS,
                              "--total-steps", "4096", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt = out / "checkpoints" / "latest.pt"
+    ckpt = out / "checkpoints" / "latest.safetensors"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)  # the first checkpoint is on disk: kill inside a later write
@@ -76,13 +76,13 @@ def test_full_disk_stops_with_exit_5_and_the_previous_checkpoint_resumes(small_d
     assert "Traceback" not in proc.stderr
     assert "cannot write to" in proc.stderr and "No space left on device" in proc.stderr
     assert "--resume" in proc.stderr.splitlines()[-1]
-    step = load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
+    step = load_checkpoint(out / "checkpoints" / "latest.safetensors")["global_step"]
     assert 0 < step < 3072
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)  # room again: on a bigger disk
     done = edgeag(["train", "--resume", str(moved), "--no-progress"])
     assert done.returncode == 0, done.stderr
-    assert load_checkpoint(moved / "checkpoints" / "latest.pt")["global_step"] == 3072
+    assert load_checkpoint(moved / "checkpoints" / "latest.safetensors")["global_step"] == 3072
 
 
 def test_file_size_limit_during_a_checkpoint_stops_with_exit_5_then_resumes(tmp_path):
@@ -90,7 +90,7 @@ def test_file_size_limit_during_a_checkpoint_stops_with_exit_5_then_resumes(tmp_
     first = edgeag(["train", *SHORT, "--total-steps", "1024", "--set", "hidden=[256, 256]",
                     "--out", str(out)])
     assert first.returncode == 0, first.stderr
-    ckpt = out / "checkpoints" / "latest.pt"
+    ckpt = out / "checkpoints" / "latest.safetensors"
     size, step = ckpt.stat().st_size, load_checkpoint(ckpt)["global_step"]
     proc = edgeag(["train", "--resume", str(out), "--total-steps", "3072", "--no-progress"],
                   limit_file_bytes=size // 2)  # ulimit -f: metrics and rss.csv still fit

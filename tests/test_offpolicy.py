@@ -46,7 +46,7 @@ def deterministic_rows(path):
 
 
 def final_params(path):
-    return load_checkpoint(Path(path) / "checkpoints" / "latest.pt")["nets"]
+    return load_checkpoint(Path(path) / "checkpoints" / "latest.safetensors")["nets"]
 
 
 def same_params(a, b):

@@ -120,7 +120,7 @@ def test_checkpoint_and_summary_contents(tmp_path):
     assert on_disk["optimizer_state_bytes"] == 0 and on_disk["steps"] == 2048
     assert on_disk["final_eval_return"]["episodes"] == 2
     assert 0 < on_disk["floor_bytes"] <= on_disk["peak_rss_bytes"]
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")  # weights_only=True
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.safetensors")
     assert ckpt["global_step"] == 2048 and ckpt["arch"]["hidden"] == [64, 64]
     assert set(ckpt["obs_norm"]) == {"mean", "var", "count"}
     assert not list((tmp_path / "run").rglob("*.tmp"))
@@ -129,7 +129,7 @@ def test_checkpoint_and_summary_contents(tmp_path):
 
 
 def final_params(path):
-    return load_checkpoint(Path(path) / "checkpoints" / "latest.pt")["policy"]
+    return load_checkpoint(Path(path) / "checkpoints" / "latest.safetensors")["policy"]
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
@@ -249,7 +249,7 @@ def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_pat
     assert 800 <= summary["steps"] < 4096
     # stopped at the first boundary after the crossing (iterations are 128 steps)
     assert summary["steps"] <= 800 + 3 * 128
-    ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
+    ckpt = load_checkpoint(out / "checkpoints" / "latest.safetensors")
     assert ckpt["global_step"] == summary["steps"]
     code = ("import sys, toy_envs; toy_envs.register(); from edgeag.cli import main; "
             f"sys.exit(main(['train', '--resume', {str(out)!r}, '--budget', '4GiB', "
@@ -270,7 +270,7 @@ def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(t
     assert "hard cap hit" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "budget" and summary["hard_cap"].startswith("RLIMIT_DATA")
-    assert summary["steps"] == load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
+    assert summary["steps"] == load_checkpoint(out / "checkpoints" / "latest.safetensors")["global_step"]
     assert 0 < summary["steps"] < 800  # the leak happens at step 800
 
 
@@ -339,7 +339,7 @@ def test_hard_cap_cgroup_kernel_kill_is_a_budget_stop_and_the_run_resumes(tmp_pa
     assert "the kernel stopped training at the hard cap" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "budget" and summary["stopped_by"] == "kernel"
-    step = load_checkpoint(out / "checkpoints" / "latest.pt")["global_step"]
+    step = load_checkpoint(out / "checkpoints" / "latest.safetensors")["global_step"]
     assert 0 < step < 800  # the leak happens at step 800
     assert not list(Path(summary["hard_cap"].split("(")[1].split(")")[0]).parent.glob(
         "edgeag-train-*")), "the cgroup was not removed"

@@ -1,6 +1,6 @@
 """Export a trained policy for inference on the device, and run it there.
 
-``edgeag export RUN`` turns ``RUN/checkpoints/latest.pt`` into artifacts that
+``edgeag export RUN`` turns ``RUN/checkpoints/latest.safetensors`` into artifacts that
 onnxruntime (Raspberry Pi, mobile onnxruntime) and ExecuTorch (Android, iOS) load
 directly, each verified against the PyTorch policy before it is moved into place.
 Every artifact is the whole policy, with one contract:

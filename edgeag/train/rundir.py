@@ -5,7 +5,8 @@
     runs/<run>/
       config.toml          fully resolved configuration (+ device, budget, edgeag version)
       metrics.jsonl        one JSON object per iteration (keys in README "Metrics")
-      checkpoints/latest.pt  policy, optimizer, normalisers, RNGs, env state
+      checkpoints/latest.safetensors  policy, optimizer, normalisers, RNGs, env state
+                           (`edgeag.train.checkpoint`: no pickle, readable without torch)
       rss.csv              the budget guard's samples (seconds, rss_bytes, anon_bytes),
                            appended as they are taken
       summary.json         the outcome (written at the end, also on a budget stop)
@@ -18,11 +19,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from edgeag.errors import EdgeagError
+from edgeag.train import checkpoint as _checkpoint
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = _checkpoint.FORMAT
+"""The format `RunDir.save_checkpoint` writes (`edgeag.train.checkpoint`)."""
+TORCH_CHECKPOINT_FORMAT = 1
+"""The format of ``checkpoints/latest.pt``, written by edgeag before safetensors
+checkpoints: ``torch.save`` of the state, numpy arrays wrapped as
+``{"__ndarray__": tensor}``. Read with ``torch.load(weights_only=True)`` when torch is
+installed."""
+CHECKPOINT_NAME = "latest.safetensors"
+TORCH_CHECKPOINT_NAME = "latest.pt"
 
 
 _UMASK = os.umask(0o022)
@@ -48,7 +56,7 @@ def atomic_write(path: Path, write) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if f is not None and f.error is not None and not isinstance(e, OSError):
-            raise f.error from None  # a writer (torch.save) that reports it as its own error
+            raise f.error from None  # a writer that reports it as an error of its own
         raise
 
 
@@ -86,7 +94,14 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     summary = property(lambda self: self.path / "summary.json")
     rss = property(lambda self: self.path / "rss.csv")
-    checkpoint = property(lambda self: self.path / "checkpoints" / "latest.pt")
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint to resume or export from: ``checkpoints/latest.safetensors``,
+        or, in a run written before it (and not resumed since), ``checkpoints/latest.pt``."""
+        new = self.path / "checkpoints" / CHECKPOINT_NAME
+        old = self.path / "checkpoints" / TORCH_CHECKPOINT_NAME
+        return old if not new.exists() and old.exists() else new
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics, "a") as f:
@@ -111,22 +126,23 @@ class RunDir:
         write_text(self.rss, "".join(keep))
 
     def save_checkpoint(self, state: dict, files: dict | None = None) -> None:
-        """Write ``state`` to ``checkpoints/latest.pt``. ``files`` (``{name: write(f)}``,
-        names like ``replay-<step>.npy``) are written first beside it, each atomically,
-        so latest.pt only ever names complete files; the same kind of file from older
-        checkpoints (same prefix before the ``-``) is removed afterwards."""
+        """Write ``state`` to ``checkpoints/latest.safetensors`` (`edgeag.train.checkpoint`;
+        straight from the arrays, no second copy in memory). ``files`` (``{name:
+        write(f)}``, names like ``replay-<step>.npy``) are written first beside it, each
+        atomically, so the checkpoint only ever names complete files; the same kind of
+        file from older checkpoints (same prefix before the ``-``) is removed afterwards,
+        and so is an older run's ``latest.pt``."""
         files = files or {}
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.checkpoint.parent.glob(".*.tmp"):  # left by a killed process
+        folder = self.path / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a killed process
             stale.unlink(missing_ok=True)
         for name, write in files.items():
-            atomic_write(self.checkpoint.parent / name, write)
-        import torch
-
-        state = {"format": CHECKPOINT_FORMAT, **_to_torch(state)}
-        atomic_write(self.checkpoint, lambda f: torch.save(state, f))
+            atomic_write(folder / name, write)
+        atomic_write(folder / CHECKPOINT_NAME, lambda f: _checkpoint.save(f, state))
+        (folder / TORCH_CHECKPOINT_NAME).unlink(missing_ok=True)
         prefixes = {name.split("-")[0] + "-" for name in files}
-        for old in self.checkpoint.parent.iterdir():
+        for old in folder.iterdir():
             if old.name not in files and any(old.name.startswith(p) for p in prefixes):
                 old.unlink()
 
@@ -135,21 +151,54 @@ class RunDir:
 
 
 def load_checkpoint(path: Path, purpose: str = "resume") -> dict:
-    """A checkpoint written by `RunDir.save_checkpoint` (``torch.load(weights_only=True)``);
-    errors read "cannot <purpose>: ..."."""
-    import torch
+    """The state in the checkpoint ``path``: a ``.safetensors`` file `RunDir.save_checkpoint`
+    wrote (read without pickle, and without torch unless it holds torch tensors), or an
+    older run's ``latest.pt`` (``torch.load(weights_only=True)``; needs torch). Errors
+    read "cannot <purpose>: ..." and name the file."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        return _load_torch_checkpoint(path, purpose)
+    try:
+        return _checkpoint.load(path)
+    except FileNotFoundError:
+        raise EdgeagError(f"cannot {purpose}: no checkpoint at {path}") from None
+    except _checkpoint.NeedsTorch:
+        raise EdgeagError(f"cannot {purpose}: {path} holds torch tensors (a run trained with "
+                          f"torch), and torch is not installed; install it (pip install torch), "
+                          f"or read the arrays as numpy arrays with "
+                          f"edgeag.train.checkpoint.load(path, numpy_only=True)") from None
+    except Exception as e:  # noqa: BLE001: whatever the file holds, a one-line refusal
+        detail = str(e).splitlines()[0][:120] if str(e) else ""
+        raise EdgeagError(f"cannot {purpose}: {path} is not a readable edgeag checkpoint "
+                          f"({type(e).__name__}: {detail}; accepted: a safetensors file whose "
+                          f"{_checkpoint.METADATA_KEY!r} metadata has format "
+                          f"{CHECKPOINT_FORMAT})") from None
 
+
+def _load_torch_checkpoint(path: Path, purpose: str) -> dict:
+    """An older run's ``latest.pt`` (format 1), read as before: ``torch.load`` with
+    ``weights_only=True`` (tensors and plain data only, no code)."""
+    try:
+        import torch
+    except ImportError:
+        raise EdgeagError(
+            f"cannot {purpose}: {path} is a format-{TORCH_CHECKPOINT_FORMAT} checkpoint "
+            f"(torch.save), which only torch can read; install torch (pip install torch) "
+            f"and resume the run once (edgeag train --resume {path.parent.parent}): its next "
+            f"checkpoint is {CHECKPOINT_NAME}, which needs no torch") from None
     try:
         state = torch.load(path, weights_only=True)
     except FileNotFoundError:
         raise EdgeagError(f"cannot {purpose}: no checkpoint at {path}") from None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         raise EdgeagError(f"cannot {purpose}: {path} is not a readable edgeag checkpoint "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != TORCH_CHECKPOINT_FORMAT:
         raise EdgeagError(f"cannot {purpose}: {path} is not an edgeag checkpoint "
-                          f"(format {CHECKPOINT_FORMAT})")
-    return _to_numpy(state)
+                          f"(format {TORCH_CHECKPOINT_FORMAT})")
+    state = _to_numpy(state)
+    del state["format"]
+    return state
 
 
 def _seconds(csv_line: str) -> float:
@@ -159,20 +208,9 @@ def _seconds(csv_line: str) -> float:
         return float("inf")
 
 
-# numpy arrays travel as {"__ndarray__": tensor}: weights_only loading accepts tensors.
-def _to_torch(tree):
-    import torch
-
-    if isinstance(tree, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(tree).copy())}
-    if isinstance(tree, dict):
-        return {k: _to_torch(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_torch(v) for v in tree)
-    return tree
-
-
 def _to_numpy(tree):
+    """A format-1 tree with its ``{"__ndarray__": tensor}`` wrappers turned back into
+    numpy arrays."""
     if isinstance(tree, dict):
         if set(tree) == {"__ndarray__"}:
             return tree["__ndarray__"].numpy()
