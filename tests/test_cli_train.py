@@ -9,7 +9,7 @@ from edgeag.cli import OPTIMIZER_HELP, main
 from edgeag.optim import supported_optimizers
 
 import toy_envs
-from train_child import train_and_list_heavy_imports
+from train_child import NUMPY_ENGINE_FORBIDDEN, train_and_list_heavy_imports
 
 toy_envs.register()
 
@@ -106,13 +106,20 @@ def test_optimizer_help_names_exactly_the_registry():
     assert named == supported_optimizers()
 
 
-def test_training_process_never_imports_dynamo_or_export_modules(tmp_path):
-    """A real `edgeag train` process: the modules it may not load stay unloaded."""
+def test_the_default_training_process_imports_no_torch_and_no_export_modules(tmp_path):
+    """A real `edgeag train` process on the numpy engine (the default), checkpoint
+    included: torch, onnx, executorch, matplotlib and optuna stay unloaded. On the torch
+    engine, torch._dynamo and the export modules stay unloaded."""
     assert train_and_list_heavy_imports([
         "--total-steps", "512", "--out", str(tmp_path / "r"), "--no-progress",
-        "--set", "eval_episodes=1"]) == (0, [])
+        "--set", "eval_episodes=1"], forbidden=NUMPY_ENGINE_FORBIDDEN) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["stopped"] == "done" and summary["steps"] == 512
+    assert summary["engine"].startswith("numpy engine")
+    assert train_and_list_heavy_imports([
+        "--total-steps", "512", "--out", str(tmp_path / "t"), "--no-progress", "--engine", "torch",
+        "--set", "eval_episodes=1"]) == (0, [])
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["engine"].startswith("torch")
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path, capsys):

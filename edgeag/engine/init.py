@@ -17,11 +17,31 @@ import numpy as np
 from edgeag.engine.layout import FlatBuffer
 from edgeag.engine.mlp import MLP
 
-__all__ = ["LEAN_ORTHOGONAL_NUMEL", "init_linear_default", "init_orthogonal",
+__all__ = ["LEAN_ORTHOGONAL_NUMEL", "init_bytes", "init_linear_default", "init_orthogonal",
            "lean_orthogonal_", "orthogonal_"]
 
-LEAN_ORTHOGONAL_NUMEL = 1 << 20
-"""Square weights above this many values are initialised by `lean_orthogonal_`."""
+LEAN_ORTHOGONAL_NUMEL = 1 << 19
+"""Square weights above this many values are initialised by `lean_orthogonal_`. Where
+the two cost the same: numpy's QR holds ~10 weight-sized arrays while it runs (`init_bytes`),
+the lean path ~3 MiB and ~800 bytes per row of LAPACK workspace once
+``scipy.linalg.lapack`` (~22 MiB of anonymous memory, for good) is imported."""
+
+PLAIN_INIT_COPIES = 10
+"""Weight-sized arrays numpy's QR path holds at its peak (measured 9.6 at 256-1024)."""
+LEAN_INIT_BYTES = 3 << 20
+LEAN_INIT_ROW_BYTES = 800
+SCIPY_LAPACK_IMPORT_BYTES = 22 << 20
+"""Anonymous memory that importing ``scipy.linalg.lapack`` adds (measured, x86-64)."""
+
+
+def init_bytes(shape: tuple[int, int], itemsize: int,
+               lean_numel: int = LEAN_ORTHOGONAL_NUMEL) -> tuple[int, bool]:
+    """(the extra memory `orthogonal_` needs at its peak for a weight of ``shape``,
+    whether it takes the lean path, which also needs ``scipy.linalg.lapack`` imported)."""
+    rows, cols = shape
+    if rows == cols and rows * cols > lean_numel:
+        return LEAN_INIT_BYTES + LEAN_INIT_ROW_BYTES * rows, True
+    return PLAIN_INIT_COPIES * rows * cols * itemsize, False
 
 TRANSPOSE_BLOCK = 512
 

@@ -51,22 +51,32 @@ class Layout:
             if seg.name in seen:
                 raise ValueError(f"Invalid segment name: {seg.name!r} (accepted: a name not "
                                  f"already in the layout)")
-            if seg.offset != offset or any(n < 0 for n in seg.shape):
+            if seg.offset < offset or any(n < 0 for n in seg.shape):
                 raise ValueError(f"Invalid segment {seg.name!r}: offset {seg.offset}, shape "
-                                 f"{seg.shape} (accepted: offset {offset}, sizes >= 0)")
+                                 f"{seg.shape} (accepted: offset >= {offset}, sizes >= 0)")
             seen.add(seg.name)
             offset = seg.stop
 
     @classmethod
     def from_shapes(cls, shapes: Iterable[tuple[str, tuple[int, ...]]],
-                    dtype=np.float32) -> "Layout":
-        """A layout of ``(name, shape)`` pairs in the order given."""
+                    dtype=np.float32, align: int = 1) -> "Layout":
+        """A layout of ``(name, shape)`` pairs in the order given, each segment starting
+        at a multiple of ``align`` values (the values between segments belong to none and
+        stay 0: LAPACK works in place only on 8-byte aligned memory, SIMD likes 64)."""
+        if align < 1:
+            raise ValueError(f"Invalid align value: {align} (accepted: an integer >= 1)")
         segments, offset = [], 0
         for name, shape in shapes:
+            offset = -(-offset // align) * align
             seg = Segment(name, tuple(int(n) for n in shape), offset)
             segments.append(seg)
             offset = seg.stop
         return cls(tuple(segments), np.dtype(dtype))
+
+    @property
+    def count(self) -> int:
+        """Values in the segments (``size`` less the alignment gaps)."""
+        return sum(seg.size for seg in self.segments)
 
     @property
     def size(self) -> int:

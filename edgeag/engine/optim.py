@@ -570,8 +570,13 @@ class EngineOptimizerSpec:
         return self.cls(params, **{k: v for k, v in options.items() if k in accepted})
 
     def state_bytes(self, layout: Layout, momentum: float = 0.0) -> int:
-        """Analytic state bytes for ``layout`` after a step of every segment."""
-        return sum(self.state_rule(seg.size, layout.dtype.itemsize, momentum) for seg in layout)
+        """Analytic state bytes for ``layout`` after a step of every segment (state arrays
+        span the whole buffer, alignment gaps between segments included)."""
+        per_segment = sum(self.state_rule(seg.size, layout.dtype.itemsize, momentum)
+                          for seg in layout)
+        gaps = layout.size - layout.count
+        return per_segment + (self.state_rule(gaps, layout.dtype.itemsize, momentum)
+                              - self.state_rule(0, layout.dtype.itemsize, momentum) if gaps else 0)
 
 
 ENGINE_OPTIMIZERS: dict[str, EngineOptimizerSpec] = {

@@ -24,7 +24,8 @@ import numpy as np
 
 from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer, get_engine_spec,
                            init_orthogonal, set_blas_threads)
-from edgeag.memory import MiB, PlanItem
+from edgeag.engine.init import SCIPY_LAPACK_IMPORT_BYTES, init_bytes
+from edgeag.memory import MiB, PlanItem, fix_mmap_threshold
 from edgeag.train.config import PPOConfig
 from edgeag.train.ppo import deterministic, output_grads
 
@@ -33,6 +34,11 @@ FLAT_MAX_BYTES = 4 * 2**20
 (the flat step: a few ops for the whole policy); a larger one layer by layer inside
 the backward pass when its optimizer allows it."""
 
+
+ALIGN = 16
+"""In a policy with a weight initialised in place (`edgeag.engine.lean_orthogonal_`),
+every segment starts at a multiple of 16 values (64 bytes): LAPACK factorises in place
+only in 8-byte aligned memory. Other policies lie end to end, without gaps."""
 
 OUTER_NUMEL = 1 << 20
 """On the factored path, weights above this many values are updated from factors."""
@@ -63,7 +69,9 @@ class NumpyActorCritic:
         shapes = self.critic.shapes() + self.actor.shapes()
         if not discrete:
             shapes.append(("log_std", (action_dim,)))
-        self.layout = Layout.from_shapes(shapes, self.dtype)
+        lean = any(init_bytes(shape, self.dtype.itemsize)[1] for name, shape in shapes
+                   if name.endswith("weight"))
+        self.layout = Layout.from_shapes(shapes, self.dtype, align=ALIGN if lean else 1)
         self.params = self.layout.zeros()  # pages untouched until initialised
         self.optimizer = build_engine_optimizer(cfg.optimizer, self.params, **_options(cfg))
         self.path = choose_path(cfg, self.optimizer, self.layout)
@@ -78,13 +86,15 @@ class NumpyActorCritic:
 
     @staticmethod
     def prepare(threads: int) -> str:
-        """BLAS threads for the run, then one small forward/backward so BLAS maps its
-        kernels and allocates its buffers before the floor is measured."""
+        """BLAS threads for the run, large allocations given back to the kernel when freed
+        (`edgeag.memory.fix_mmap_threshold`), then one small forward/backward so BLAS maps
+        its kernels and allocates its buffers before the floor is measured."""
         blas = set_blas_threads(threads)
+        fixed = fix_mmap_threshold()
         a = np.ones((256, 256), np.float32)
         np.matmul(a, a.T)
         np.matmul(a.T, a)
-        return f"numpy engine ({blas.describe()})"
+        return f"numpy engine ({blas.describe()}" + ("; large arrays mmapped)" if fixed else ")")
 
     @property
     def log_std(self) -> np.ndarray | None:
@@ -92,7 +102,7 @@ class NumpyActorCritic:
 
     @property
     def parameter_count(self) -> int:
-        return self.layout.size
+        return self.layout.count
 
     def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The actor's output (logits or Gaussian mean) and the value, for a batch."""
@@ -150,14 +160,25 @@ class NumpyActorCritic:
                       "fused": "the largest, one at a time (inside backward)",
                       "factored": "the largest formed (large weights: from factors)"}
         return [
-            PlanItem("parameters", m["params"], f"{self.layout.size:,} values"),
+            PlanItem("parameters", m["params"], f"{self.layout.count:,} values"),
             PlanItem("gradients", m["grads"], grads_note[self.path.kind]),
             PlanItem("optimizer state", m["optimizer_state"], self.cfg.optimizer +
                      (f", momentum {self.cfg.momentum}" if self.cfg.momentum else "")),
             PlanItem("update temporaries", m["update_temporaries"], f"{self.path.kind} path"),
             PlanItem("activations", m["activations"], "one minibatch, both networks"),
             PlanItem("backward scratch", scratch, "minibatch rows, loss gradients, deltas"),
+            self._init_item(),
         ]
+
+    def _init_item(self) -> PlanItem:
+        """Orthogonal initialisation: the largest weight's temporaries (one weight at a
+        time), and the scipy import the lean path of large square weights needs."""
+        costs = [init_bytes(self.layout[m.weight(i)].shape, self.dtype.itemsize)
+                 for m in (self.critic, self.actor) for i in range(m.depth)]
+        lean = any(is_lean for _, is_lean in costs)
+        nbytes = max(c for c, _ in costs) + (SCIPY_LAPACK_IMPORT_BYTES if lean else 0)
+        return PlanItem("initialisation", nbytes, "largest weight's QR" +
+                        (" in place, + scipy.linalg.lapack" if lean else ""))
 
 
 def _options(cfg: PPOConfig) -> dict:
