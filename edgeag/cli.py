@@ -467,7 +467,14 @@ def add_export_parser(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+EXPORT_NEEDS_TORCH = ("edgeag export needs torch for now (a policy is exported through "
+                      "torch.export), which is not installed: pip install 'edgeag[export]'")
+
+
 def cmd_export(args) -> int:
+    from edgeag.errors import require_torch
+
+    require_torch(EXPORT_NEEDS_TORCH)
     from edgeag.export.build import export_run, parse_formats
 
     log = lambda text: print(text, file=sys.stderr, flush=True)

@@ -8,7 +8,6 @@ class EdgeagError(Exception):
     exit_code = 2
 
 
-
 class WriteFailed(EdgeagError):
     """A file could not be written: the disk is full, a file-size limit was reached, or
     the device failed (exit 5). Nothing is left half-written: every file goes to a
@@ -24,3 +23,26 @@ write, as opposed to a bug."""
 
 def describe_write_error(e: OSError) -> str:
     return f"[Errno {e.errno}] {e.strerror or type(e).__name__}"
+
+
+TORCH_INSTALL = "pip install 'edgeag[torch]'"
+"""What installs torch for edgeag: the extra pins the CPU release that edgeag is tested
+with (a bare ``pip install torch`` may resolve to a multi-GB CUDA build)."""
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` can find torch here, without importing it (False also when
+    ``sys.modules['torch']`` is None, i.e. torch is blocked)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a torch module without __spec__ is importable
+        return True
+
+
+def require_torch(message: str) -> None:
+    """Raise `EdgeagError` (exit 2) with ``message``, one line naming what needs torch
+    and what to install, when torch is not installed here."""
+    if not torch_available():
+        raise EdgeagError(message)

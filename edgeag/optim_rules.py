@@ -100,6 +100,10 @@ OPTIMIZER_NAMES = ("alphagrad", "adam", "torch-adam", "sgd", "torch-adafactor", 
 """Every optimizer `edgeag train` accepts, in the order `--help` lists them: the keys of
 `edgeag.optim.OPTIMIZERS` (tested equal), readable without importing torch."""
 
+OPTIMIZER_PACKAGES = {"lion": "lion-pytorch"}
+"""Optimizers that need a package besides torch, by pip name (each
+`edgeag.optim.OptimizerSpec`'s ``package``, tested equal)."""
+
 NUMPY_ENGINE_OPTIMIZERS = ("alphagrad", "adam", "sgd")
 """The optimizers the numpy engine runs (`edgeag.engine.ENGINE_OPTIMIZERS`, tested
 equal); the others are `torch.optim` optimizers and train on the torch engine."""

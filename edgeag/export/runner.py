@@ -34,6 +34,9 @@ except ImportError:  # copied alone to a device
         exit_code = 2
 
 SUFFIXES = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".pte": "executorch"}
+INSTALL = {"onnxruntime": "pip install onnxruntime",
+           "executorch": "pip install 'edgeag[export]': executorch 1.5.1 with torch 2.13.0"}
+"""What installs each runtime (executorch's Python runtime imports torch)."""
 
 
 class OnnxPolicy:
@@ -118,7 +121,7 @@ def load_policy(path: str | os.PathLike, threads: int = 1):
         return (OnnxPolicy if SUFFIXES[path.suffix] == "onnxruntime" else PtePolicy)(path, threads)
     except ImportError as e:
         raise EdgeagError(f"running {path.suffix} needs {SUFFIXES[path.suffix]}: "
-                          f"{e} (pip install {SUFFIXES[path.suffix]})") from None
+                          f"{e} ({INSTALL[SUFFIXES[path.suffix]]})") from None
     except Exception as e:
         raise EdgeagError(f"cannot load {path}: {type(e).__name__}: "
                           f"{_first_line(e)}") from None

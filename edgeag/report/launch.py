@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeag.errors import EdgeagError
+from edgeag.errors import EdgeagError, torch_available
 
 MATPLOTLIB_MISSING = ("edgeag compare draws its figures with matplotlib, which is not "
                       "installed: pip install 'edgeag[report]'")
@@ -28,8 +28,6 @@ def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profi
     from edgeag.train.config import parse_set
     from edgeag.train.launch import resolve_device
 
-    if importlib.util.find_spec("matplotlib") is None:
-        raise EdgeagError(MATPLOTLIB_MISSING)
     prof, budget_bytes, threads = resolve_device(profile, budget, threads)
     if capacity:
         if budget is not None:
@@ -65,7 +63,12 @@ def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profi
     overrides = parse_set(sets)
     if capacity:
         cap.check_rows(rows, overrides)
-    cmp.resolve_rows(env, rows, overrides)  # every row's settings, before anything runs
+    resolved = cmp.resolve_rows(env, rows, overrides)  # every row's settings, before any run
+    torch_rows = [row.label for row, cfg, _ in resolved if cfg.engine == "torch"]
+    if torch_rows and not torch_available():
+        raise EdgeagError(torch_rows_message(torch_rows))
+    if importlib.util.find_spec("matplotlib") is None:
+        raise EdgeagError(MATPLOTLIB_MISSING)
     cmp.env_dims(env)
     out_dir = Path(out) if out else default_out(prof, capacity)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -111,6 +114,16 @@ def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profi
         print("some runs failed: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def torch_rows_message(labels: list[str]) -> str:
+    """The one-line refusal of rows that train on the torch engine where torch is not
+    installed."""
+    named = ", ".join(repr(label) for label in labels)
+    rows = f"rows {named} train" if len(labels) > 1 else f"row {named} trains"
+    return (f"edgeag compare: {rows} on the torch engine, which needs torch, not installed: "
+            "pip install 'edgeag[report]' (torch, matplotlib, lion-pytorch), or compare "
+            "numpy-engine rows only, e.g. --optimizers alphagrad,adam,sgd")
 
 
 def default_out(prof, capacity: bool) -> Path:

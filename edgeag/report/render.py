@@ -82,7 +82,8 @@ def device_line(device: dict) -> str:
             f" ({', '.join(facts)})" if facts else "")
     return (f"Measured on `{device['hostname']}` ({device['machine']}, {device['cores']} cores, "
             f"{device['ram_bytes'] / 2**30:.1f} GiB RAM; {device['system']}, Python "
-            f"{device['python']}, torch {device['torch']}, gymnasium {device['gymnasium']}, "
+            f"{device['python']}, torch {device['torch'] or 'not installed'}, "
+            f"gymnasium {device['gymnasium']}, "
             f"edgeag {device['edgeag']}){planned}.")
 
 

@@ -70,17 +70,19 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
 
 def parse_rows(text: str) -> list[Row]:
     """``"alphagrad,adam,sgd:momentum=0.9"`` -> rows; EdgeagError naming the bad entry."""
-    from edgeag.optim import OPTIMIZERS, supported_optimizers
+    from edgeag.errors import torch_available
+    from edgeag.optim_rules import OPTIMIZER_NAMES
     from edgeag.train.launch import check_optimizer_available
 
     rows = []
     for item in split_top_level(text):
         name, *settings = item.strip().split(":")
-        if name not in OPTIMIZERS:
+        if name not in OPTIMIZER_NAMES:
             raise EdgeagError(f"invalid --optimizers entry {item.strip()!r}: unknown optimizer "
-                              f"{name!r} (accepted: {', '.join(supported_optimizers())}; "
+                              f"{name!r} (accepted: {', '.join(OPTIMIZER_NAMES)}; "
                               f"syntax {ROW_SYNTAX})")
-        check_optimizer_available(name)
+        if torch_available():  # else compare refuses the torch rows, this one included
+            check_optimizer_available(name)
         options = []
         for setting in settings:
             key, eq, value = (s.strip() for s in setting.partition("="))
@@ -115,12 +117,19 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def device_info(profile) -> dict:
-    """The machine a report was measured on, and the profile it was planned for."""
-    import gymnasium
+def _torch_version() -> str:
     import torch
 
+    return torch.__version__
+
+
+def device_info(profile) -> dict:
+    """The machine a report was measured on, and the profile it was planned for (``torch``
+    None where torch is not installed)."""
+    import gymnasium
+
     from edgeag import __version__
+    from edgeag.errors import torch_available
 
     return {
         "profile": profile.name if profile else None,
@@ -132,7 +141,7 @@ def device_info(profile) -> dict:
         "cores": os.cpu_count(),
         "ram_bytes": psutil.virtual_memory().total,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": _torch_version() if torch_available() else None,
         "gymnasium": gymnasium.__version__,
         "edgeag": __version__,
     }

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeag.errors import EdgeagError
+from edgeag.errors import TORCH_INSTALL, EdgeagError, require_torch, torch_available
 from edgeag.hardcap import inherited_cgroup
 from edgeag.train import ALGORITHMS, supported_algos
 
@@ -36,6 +36,10 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     if algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
     prof, budget_bytes, threads = resolve_device(profile, budget, threads)
+    if tensorboard and not torch_available():
+        raise EdgeagError("--tensorboard logs through torch.utils.tensorboard and needs torch "
+                          "and the tensorboard package, which are not installed: "
+                          f"{TORCH_INSTALL} tensorboard")
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise EdgeagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
     if hard_cap not in (None, *HARD_CAPS):
@@ -57,6 +61,10 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
                               f"{', '.join(sorted(extra))} (accepted: --total-steps, --profile, "
                               "--budget, --threads, --hard-cap)")
         cfg = _resumed_config(run, overrides)
+        if cfg.engine == "torch":
+            require_torch(f"cannot resume {run.path}: it trains on the torch engine ({cfg.algo} "
+                          f"with {cfg.optimizer}), which needs torch, not installed here: "
+                          f"{TORCH_INSTALL}")
         algo = cfg.algo
         origin = f"resumed from {run.checkpoint}"
     else:
@@ -68,6 +76,7 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
         presets = load_user_preset(preset, algo) if preset else None
         cfg, origin = resolve_config(env, optimizer, overrides, algo, presets, preset)
         if cfg.engine == "torch":
+            require_torch(torch_missing_message(cfg, overrides))
             check_optimizer_available(cfg.optimizer)
         run = RunDir(out or default_run_dir(cfg))
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
@@ -175,14 +184,38 @@ def load_user_preset(path: str, algo: str) -> dict:
     return load_preset_file(path, algo, families)
 
 
-def check_optimizer_available(optimizer: str) -> None:
-    """EdgeagError naming the pip package a registered optimizer needs, if missing."""
-    from edgeag.optim import get_spec
+def torch_missing_message(cfg, overrides: dict) -> str:
+    """The one-line refusal of a new run on the torch engine where torch is not
+    installed, naming the flag that put it there: ``--algo``, ``--engine`` (or ``--set
+    engine=torch``) or an optimizer that only the torch engine runs."""
+    from edgeag.optim_rules import NUMPY_ENGINE_OPTIMIZERS, OPTIMIZER_PACKAGES
 
-    missing = get_spec(optimizer).missing_package()
-    if missing:
-        raise EdgeagError(f"--optimizer {optimizer} needs the {missing} package "
-                          f"(pip install {missing})")
+    without = (f"{', '.join(NUMPY_ENGINE_OPTIMIZERS[:-1])} and {NUMPY_ENGINE_OPTIMIZERS[-1]} "
+               "train without it on the numpy engine")
+    if cfg.algo != "ppo":
+        return (f"--algo {cfg.algo} runs on the torch engine only and needs torch, which is "
+                f"not installed: {TORCH_INSTALL} (ppo trains without it on the numpy engine)")
+    if overrides.get("engine") == "torch":
+        return ("--engine torch needs torch, which is not installed: "
+                f"{TORCH_INSTALL} (the default numpy engine trains without it)")
+    package = OPTIMIZER_PACKAGES.get(cfg.optimizer)
+    if package:
+        return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch "
+                f"and the {package} package, which are not installed: {TORCH_INSTALL} "
+                f"{package} ({without})")
+    return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch, "
+            f"which is not installed: {TORCH_INSTALL} ({without})")
+
+
+def check_optimizer_available(optimizer: str) -> None:
+    """EdgeagError naming the pip package a registered optimizer needs besides torch, if
+    missing (with torch's pinned extra too where torch is missing). Imports no torch."""
+    from edgeag.optim_rules import OPTIMIZER_PACKAGES
+
+    package = OPTIMIZER_PACKAGES.get(optimizer)
+    if package and importlib.util.find_spec(package.replace("-", "_")) is None:
+        install = f"pip install {package}" if torch_available() else f"{TORCH_INSTALL} {package}"
+        raise EdgeagError(f"--optimizer {optimizer} needs the {package} package ({install})")
 
 
 HARD_CAPS = ("auto", "cgroup", "rlimit")

@@ -58,11 +58,11 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
     cls = config_class(algo)
     env = env or cls.env_id
     if optimizer is not None:
-        from edgeag.optim import supported_optimizers
+        from edgeag.optim_rules import OPTIMIZER_NAMES
 
-        if optimizer not in supported_optimizers():
+        if optimizer not in OPTIMIZER_NAMES:
             raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
-                              f"{', '.join(supported_optimizers())})")
+                              f"{', '.join(OPTIMIZER_NAMES)})")
     optimizer = optimizer or cls.optimizer
     from edgeag.train.launch import check_optimizer_available
 
@@ -99,6 +99,11 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
                             threads=threads, sampler=sampler, pruner=pruner,
                             prune_after=prune_after, log=stderr_log)
     cfg = settings.resolve(settings.overrides({}))
+    if cfg.engine == "torch":
+        from edgeag.errors import require_torch
+        from edgeag.train.launch import torch_missing_message
+
+        require_torch(torch_missing_message(cfg, overrides))
     if not getattr(cfg, "eval_episodes", 1):
         raise EdgeagError("--set eval_episodes=0: a trial's value is the final evaluation "
                           "return (expected eval_episodes >= 1)")

@@ -1,0 +1,157 @@
+"""edgeag without torch, as ``pip install edgeag`` (no extras) leaves it: every process
+here runs with torch blocked (``sys.modules['torch'] = None`` before edgeag is imported,
+so any ``import torch`` fails), which makes these tests as meaningful in a venv with
+torch as in one without. The numpy engine trains, checkpoints and resumes; everything
+that needs torch says so in one line naming what to install, exits 2 and writes
+nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optional_torch import needs_torch
+
+BLOCKED = ("import sys; sys.modules['torch'] = None; from edgeag.cli import main; "
+           "sys.exit(main(sys.argv[1:]))")
+"""``edgeag`` with torch blocked: ``python -c BLOCKED ARGS...``."""
+
+
+def edgeag(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKED, *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+TRAIN = ["train", "--env", "CartPole-v1", "--total-steps", "4096", "--set", "eval_episodes=2",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A short CartPole run trained with torch blocked."""
+    work = tmp_path_factory.mktemp("no-torch")
+    proc = edgeag([*TRAIN, "--out", str(work / "run")], work)
+    assert proc.returncode == 0, proc.stderr
+    return work / "run"
+
+
+def test_numpy_engine_trains_without_torch(run):
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped"] == "done" and summary["steps"] == 4096
+    assert summary["final_eval_return"]["episodes"] == 2
+    assert (run / "checkpoints" / "latest.safetensors").stat().st_size > 0
+    assert 'engine = "numpy"' in (run / "config.toml").read_text()
+
+
+def test_resume_without_torch_trains_on(run, tmp_path):
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    proc = edgeag(["train", "--resume", str(resumed), "--total-steps", "6144", "--no-progress"],
+                  tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["stopped"] == "done" and summary["steps"] == 6144
+    assert "resumed from" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["export", "--help"],
+                                  ["compare", "--help"], ["profiles"], ["profiles", "rpi4"]],
+                         ids=" ".join)
+def test_help_and_profiles_work_without_torch(args, tmp_path):
+    proc = edgeag(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout and not proc.stderr
+
+
+TORCH = re.escape("pip install 'edgeag[torch]'")
+REFUSALS = [
+    ("train-engine-torch", ["train", "--engine", "torch"],
+     rf"^--engine torch needs torch, which is not installed: {TORCH} "),
+    ("train-set-engine-torch", ["train", "--set", "engine=torch"],
+     rf"^--engine torch needs torch, which is not installed: {TORCH} "),
+    ("train-torch-adam", ["train", "--optimizer", "torch-adam"],
+     rf"^--optimizer torch-adam runs on the torch engine only and needs torch, which is not "
+     rf"installed: {TORCH} \(alphagrad, adam and sgd train without it"),
+    ("train-torch-adafactor", ["train", "--optimizer", "torch-adafactor"],
+     rf"^--optimizer torch-adafactor runs on the torch engine only and needs torch.*{TORCH}"),
+    ("train-lion", ["train", "--optimizer", "lion"],
+     rf"^--optimizer lion runs on the torch engine only and needs torch and the lion-pytorch "
+     rf"package, which are not installed: {TORCH} lion-pytorch"),
+    ("train-dqn", ["train", "--algo", "dqn"],
+     rf"^--algo dqn runs on the torch engine only and needs torch, which is not installed: "
+     rf"{TORCH} \(ppo trains without it"),
+    ("train-td3", ["train", "--algo", "td3"],
+     rf"^--algo td3 runs on the torch engine only and needs torch.*{TORCH}"),
+    ("train-tensorboard", ["train", "--tensorboard"],
+     rf"^--tensorboard logs through torch.utils.tensorboard and needs torch and the "
+     rf"tensorboard package, which are not installed: {TORCH} tensorboard$"),
+    ("train-dry-run-engine-torch", ["train", "--engine", "torch", "--dry-run"],
+     r"^--engine torch needs torch"),
+    ("compare-default-rows", ["compare", "--budget", "256MB"],
+     r"^edgeag compare: rows 'alphagrad engine=torch', 'adam engine=torch', 'torch-adam', "
+     r"'torch-adafactor', 'lion' train on the torch engine, which needs torch, not installed: "
+     r"pip install 'edgeag\[report\]'"),
+    ("compare-torch-row", ["compare", "--budget", "256MB", "--optimizers", "alphagrad,torch-adam"],
+     r"^edgeag compare: row 'torch-adam' trains on the torch engine, which needs torch"),
+    ("compare-capacity", ["compare", "--capacity"],
+     r"^edgeag compare: rows 'alphagrad engine=torch', 'torch-adam' train on the torch engine"),
+]
+
+
+@pytest.mark.parametrize("name,args,pattern", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_what_needs_torch_says_so_in_one_line(name, args, pattern, tmp_path):
+    out = tmp_path / "out"
+    proc = edgeag([*args, "--out", str(out), "--no-progress"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeag: error: "), proc.stderr
+    assert re.search(pattern, lines[0].removeprefix("edgeag: error: ")), lines[0]
+    assert not out.exists() and not (tmp_path / "runs").exists() \
+        and not (tmp_path / "results").exists()
+
+
+def test_export_says_it_needs_torch_and_writes_nothing(run, tmp_path):
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    proc = edgeag(["export", str(run), "--no-progress"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("edgeag: error: edgeag export needs torch for now (a policy is "
+                           "exported through torch.export), which is not installed: "
+                           "pip install 'edgeag[export]'\n")
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_resuming_a_torch_engine_run_says_it_needs_torch(run, tmp_path):
+    """A run whose config says it trains on the torch engine (made from the numpy run by
+    editing its config) is refused before anything is read or written."""
+    torch_run = tmp_path / "run"
+    shutil.copytree(run, torch_run)
+    config = torch_run / "config.toml"
+    config.write_text(config.read_text().replace('engine = "numpy"', 'engine = "torch"'))
+    before = {p: p.stat().st_mtime_ns for p in torch_run.rglob("*")}
+    proc = edgeag(["train", "--resume", str(torch_run), "--total-steps", "8192",
+                   "--no-progress"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"edgeag: error: cannot resume {torch_run}: it trains on the torch "
+                           "engine (ppo with alphagrad), which needs torch, not installed here: "
+                           "pip install 'edgeag[torch]'\n")
+    assert {p: p.stat().st_mtime_ns for p in torch_run.rglob("*")} == before
+
+
+@needs_torch
+def test_optimizer_packages_are_the_registrys():
+    from edgeag.optim import OPTIMIZERS
+    from edgeag.optim_rules import NUMPY_ENGINE_OPTIMIZERS, OPTIMIZER_NAMES, OPTIMIZER_PACKAGES
+    from edgeag.engine import supported_engine_optimizers
+
+    assert OPTIMIZER_PACKAGES == {name: spec.package for name, spec in OPTIMIZERS.items()
+                                  if spec.package}
+    assert list(OPTIMIZER_NAMES) == list(OPTIMIZERS)
+    assert list(NUMPY_ENGINE_OPTIMIZERS) == supported_engine_optimizers()
