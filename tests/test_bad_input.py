@@ -98,6 +98,11 @@ CASES = [
     ("profiles-garbage", ["profiles", "{w}/garbage.toml"], r"garbage\.toml"),
     ("profiles-unknown-key", ["profiles", "{w}/extra-key.toml"], r"colour"),
     ("profiles-negative-ram", ["profiles", "{w}/negative-ram.toml"], r"ram"),
+    # --- tune
+    ("tune-trials-zero", ["tune", "--trials", "0"], r"invalid --trials 0"),
+    ("tune-sampler", ["tune", "--sampler", "annealing"], r"'annealing'.*tpe, random, grid"),
+    ("tune-storage", ["tune", "--storage", "ftp://host/x"], r"'ftp://host/x'.*sqlite"),
+    ("tune-space", ["tune", "--space", "beta"], r"'beta'.*alpha"),
     # --- the command itself
     ("no-such-command", ["fly"], r"invalid choice: 'fly'"),
 ]
