@@ -144,9 +144,12 @@ class FlatBuffer:
     def copy(self) -> "FlatBuffer":
         return FlatBuffer(self.layout, self.data.copy())
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Each segment as its own array (copies), keyed by name: what a checkpoint or
-        torch's ``load_state_dict`` takes."""
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Each segment as its own array, keyed by name: what a checkpoint or torch's
+        ``load_state_dict`` takes. ``copy=False`` gives the views themselves (a
+        checkpoint written at once needs no second copy of a large policy)."""
+        if not copy:
+            return dict(self.views)
         return {name: view.copy() for name, view in self.views.items()}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:

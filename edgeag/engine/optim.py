@@ -187,10 +187,11 @@ class EngineOptimizer:
         a few scalars): ``step`` updates ``layout.size`` values, ``update`` one segment."""
         return 0
 
-    def state_dict(self) -> dict:
-        """The state arrays (copies) and the hyperparameters, plain numpy arrays and
-        JSON-able scalars: ``{"state": {...}, "hparams": {...}, "extra": {...}}``."""
-        return {"state": {k: v.copy() for k, v in self.state.items()},
+    def state_dict(self, copy: bool = True) -> dict:
+        """The state arrays (copies; the arrays themselves with ``copy=False``) and the
+        hyperparameters, plain numpy arrays and JSON-able scalars:
+        ``{"state": {...}, "hparams": {...}, "extra": {...}}``."""
+        return {"state": {k: v.copy() if copy else v for k, v in self.state.items()},
                 "hparams": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in self.hparams.items()},
                 "extra": self._extra_state()}

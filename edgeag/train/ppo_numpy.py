@@ -141,7 +141,10 @@ class NumpyActorCritic:
         return self.optimizer.state_bytes()
 
     def state_dict(self) -> dict:
-        return {"policy": self.params.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """The parameters and the optimizer's state as views of their own memory (the
+        checkpoint is written from them at once: no second copy of a large policy)."""
+        return {"policy": self.params.state_dict(copy=False),
+                "optimizer": self.optimizer.state_dict(copy=False)}
 
     def load_state_dict(self, ckpt: dict) -> None:
         self.params.load_state_dict(ckpt["policy"])
