@@ -12,6 +12,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from tracing import traced_peak
 
 import edgeag.engine
 from edgeag.engine import (MLP, AlphaGrad, Layout, UpdatePath, activation_bytes, blas_threads,
@@ -253,14 +254,7 @@ UFUNC_BUFFER_BYTES = 8192 * 8 + 4096
 allocates for the duration of the call, and a few objects."""
 
 
-def _peak(fn) -> int:
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+_peak = traced_peak
 
 
 def test_activation_bytes_are_what_forward_keeps():

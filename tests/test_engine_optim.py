@@ -4,10 +4,10 @@ comparisons with torch are skipped where torch is not installed; the rest runs."
 
 import inspect
 import json
-import tracemalloc
 
 import numpy as np
 import pytest
+from tracing import traced_peak
 
 from edgeag.engine import (ENGINE_OPTIMIZERS, MLP, SGD, Adam, AlphaGrad, Layout, UpdatePath,
                            alphagrad_direction_, build_engine_optimizer,
@@ -267,14 +267,7 @@ def test_factored_path_through_backward_equals_fused_and_flat():
     assert not np.allclose(results["flat"], start)
 
 
-def _peak(fn) -> int:
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+_peak = traced_peak
 
 
 SLACK = 8192 * 8 + 8192

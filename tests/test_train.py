@@ -237,6 +237,17 @@ def train_in_child(out, env, budget_headroom_mib, *args):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
 
 
+def resume_in_child_to_the_end(out):
+    """`edgeag train --resume OUT --budget 4GiB` in a fresh process: it finishes."""
+    code = ("import sys, toy_envs; from edgeag.cli import main; "
+            f"sys.exit(main(['train', '--resume', {str(out)!r}, '--budget', '4GiB', "
+            "'--no-progress']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4096
+
+
 def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_path):
     # Fits the plan, but the env leaks 2 x 160 MiB at its 400th step (global step 800).
     # The headroom is wide: on a fresh install, library pages mapped while training
@@ -251,13 +262,7 @@ def test_budget_crossed_while_running_stops_with_checkpoint_then_resumes(tmp_pat
     assert summary["steps"] <= 800 + 3 * 128
     ckpt = load_checkpoint(out / "checkpoints" / "latest.safetensors")
     assert ckpt["global_step"] == summary["steps"]
-    code = ("import sys, toy_envs; toy_envs.register(); from edgeag.cli import main; "
-            f"sys.exit(main(['train', '--resume', {str(out)!r}, '--budget', '4GiB', "
-            "'--no-progress']))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "summary.json").read_text())["steps"] == 4096
+    resume_in_child_to_the_end(out)
 
 
 def test_hard_cap_turns_an_allocation_past_the_budget_into_a_clean_budget_stop(tmp_path):
@@ -343,10 +348,4 @@ def test_hard_cap_cgroup_kernel_kill_is_a_budget_stop_and_the_run_resumes(tmp_pa
     assert 0 < step < 800  # the leak happens at step 800
     assert not list(Path(summary["hard_cap"].split("(")[1].split(")")[0]).parent.glob(
         "edgeag-train-*")), "the cgroup was not removed"
-    code = ("import sys, toy_envs; from edgeag.cli import main; "
-            f"sys.exit(main(['train', '--resume', {str(out)!r}, '--budget', '4GiB', "
-            "'--no-progress']))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "summary.json").read_text())["steps"] == 4096
+    resume_in_child_to_the_end(out)

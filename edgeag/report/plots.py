@@ -257,8 +257,8 @@ def capacity_probes(report: dict, path: Path) -> None:
     handles, names = whole.get_legend_handles_labels()
     fig.legend(handles, names, fontsize=8, loc="lower center", ncol=3,
                bbox_to_anchor=(0.5, -0.09))
-    fig.suptitle(f"Capacity probes: measured peak RSS by policy size (hidden=[W, W] for actor "
-                 f"and critic)\n{_title(report)}", fontsize=10)
+    fig.suptitle(f"Capacity probes: measured peak anonymous memory by policy size "
+                 f"(hidden=[W, W] for actor and critic)\n{_title(report)}", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
