@@ -11,7 +11,7 @@ import torch
 
 from edgeag.optim import (OPTIMIZERS, SGD, Adam, AlphaGrad, alphagrad_direction,
                           build_optimizer, fuse_into_backward, state_bytes, supported_optimizers)
-from edgeag.optim.alphagrad import TANH_MAX_NUMEL, scaled_direction
+from edgeag.optim.alphagrad import TANH_MAX_NUMEL
 
 
 

@@ -117,7 +117,8 @@ def compare_markdown(r: dict) -> str:
     base = baseline(rows)
     lines = [f"# Memory comparison: {s['env']} inside {mib(budget)} MiB", "",
              device_line(r["device"]), "",
-             f"Budget: {mib(budget)} MiB ({budget:,} bytes), the whole process's peak RSS. "
+             f"Budget: {mib(budget)} MiB ({budget:,} bytes), on the process's anonymous memory "
+             f"(RssAnon + RssShmem), what a cgroup limit cannot reclaim. "
              f"Each of {len(rows)} rows × {len(s['seeds'])} seed(s) ({', '.join(map(str, s['seeds']))}) "
              f"trained alone in a fresh `edgeag train` process with {s['threads']} thread(s), "
              f"{s['total_steps']:,} environment steps each"
