@@ -42,6 +42,7 @@ CASES = [
     ("train-profile", ["train", "--profile", "rpi9"], r"rpi9"),
     ("train-profile-garbage", ["train", "--profile", "{w}/garbage.toml"], r"garbage\.toml"),
     ("train-hard-cap-no-budget", ["train", "--hard-cap"], r"--hard-cap needs a budget"),
+    ("train-hard-cap-below-start", ["train", "--budget", "8MB", "--hard-cap"], r"8\.0 MiB"),
     ("train-shrink-ppo", ["train", "--shrink-buffer"], r"--shrink-buffer.*not ppo"),
     ("train-unknown-flag", ["train", "--fast"], r"unrecognized arguments: --fast"),
     # --- train: --set

@@ -115,8 +115,11 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
                               "hierarchy, writable); --hard-cap rlimit works everywhere")
         if group is not None:
             log(f"hard cap: training in {group.description} = {budget_bytes:,} bytes, no swap")
-            return _train_in_cgroup(group, argv or sys.argv[1:], run, bool(resume or out),
-                                    budget_bytes)
+            try:
+                return _train_in_cgroup(group, argv or sys.argv[1:], run, bool(resume or out),
+                                        budget_bytes)
+            finally:
+                release(created)  # a child refused before writing leaves no empty directory
         log("hard cap: no cgroup memory controller here; RLIMIT_DATA instead")
     try:
         code, summary = train(cfg, run, opts, log=log)
@@ -234,6 +237,7 @@ def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: i
     from edgeag.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
     from edgeag.memory import BUDGET_COUNTS
     from edgeag.train.rundir import write_json
+    from edgeag.train.run import BudgetRefused
 
     cmd = [sys.executable, "-m", "edgeag.cli", *argv]
     if not has_dir:
@@ -247,10 +251,16 @@ def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: i
         signal.signal(signal.SIGINT, old)
     try:
         if code == -signal.SIGKILL and group.oom_kills():
+            if not run.config.exists():  # killed while starting, before the plan: nothing ran
+                raise BudgetRefused(
+                    f"budget {budget_bytes / 2**20:.1f} MiB ({budget_bytes:,} bytes): the kernel "
+                    f"killed edgeag train at the hard cap while it started (Python and its "
+                    f"imports need more), before anything was trained")
+            kept = (f"the last checkpoint is intact: continue with edgeag train --resume "
+                    f"{run.path} --budget <larger>" if run.checkpoint.exists() else
+                    f"no checkpoint had been written yet: train again with a larger --budget")
             print(f"edgeag train: the kernel stopped training at the hard cap ({group.description} "
-                  f"= {budget_bytes:,} bytes, {BUDGET_KILLED}); the last checkpoint is "
-                  f"intact: continue with edgeag train --resume {run.path} --budget <larger>",
-                  file=sys.stderr)
+                  f"= {budget_bytes:,} bytes, {BUDGET_KILLED}); {kept}", file=sys.stderr)
             if run.path.is_dir():
                 write_json(run.summary, {
                     "stopped": "budget", "stopped_by": "kernel", "budget_bytes": budget_bytes,

@@ -192,8 +192,7 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
                 if e.errno not in WRITE_ERRNOS:
                     raise
                 write_error = e
-            if guard.write_error is not None and write_error is None:
-                write_error = guard.write_error
+            write_error = write_error or guard.write_error  # rss.csv, streamed by the guard
             if write_error is not None:
                 stopped = "write_failed"
                 state.global_step, state.iteration = saved["step"], saved["iteration"]
