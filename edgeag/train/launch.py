@@ -128,7 +128,6 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
         raise
     if dry_run:
         release(created)
-    if dry_run:
         print("dry run: plan fits" if summary["plan"]["fits"] else "dry run")
         return code
     ev = summary["final_eval_return"]
