@@ -142,9 +142,9 @@ def add_train_parser(sub) -> None:
                    " (default ppo; see below)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
     p.add_argument("--engine", choices=["numpy", "torch"], help="numpy: edgeag's own engine, "
-                   "no torch on the training path (PPO's default for alphagrad, adam, sgd); "
-                   "torch: the textbook autograd path with edgeag.optim (the reference, and "
-                   "the engine of the torch.optim optimizers; DQN's and TD3's)")
+                   "no torch on the training path (the default for alphagrad, adam and sgd, "
+                   "every algorithm); torch: the textbook autograd path with edgeag.optim "
+                   "(the reference, and the engine of the torch.optim optimizers)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
     p.add_argument("--alpha", type=float, help="AlphaGrad steepness (default: the preset's)")
     p.add_argument("--momentum", type=float, help="AlphaGrad/SGD momentum (default 0: stateless)")

@@ -125,8 +125,10 @@ def test_backward_arguments_are_checked():
     layout = Layout.from_shapes(mlp.shapes())
     params = layout.zeros()
     acts = mlp.forward(params, np.zeros((4, 2)))
-    with pytest.raises(ValueError, match="exactly one of grads= or sink="):
+    with pytest.raises(ValueError, match="pass grads= or sink=, or ask for input_grad"):
         mlp.backward(params, acts, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="at most one of grads= or sink="):
+        mlp.backward(params, acts, np.zeros((4, 3)), grads=layout.zeros(), sink=print)
     with pytest.raises(ValueError, match="outer= needs sink="):
         mlp.backward(params, acts, np.zeros((4, 3)), grads=layout.zeros(), outer=print)
     for kwargs, message in ((dict(sizes=(3,)), "Invalid sizes value"),

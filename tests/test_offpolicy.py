@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from edgeag.cli import main
 from edgeag.memory import MiB, measure_floor
@@ -50,7 +50,7 @@ def final_params(path):
 
 
 def same_params(a, b):
-    return all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+    return all(np.array_equal(np.asarray(a[n][k]), np.asarray(b[n][k])) for n in a for k in a[n])
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "alphagrad"])
@@ -141,8 +141,16 @@ def test_plan_counts_the_replay_buffer_and_target_networks():
     items = {i.name: i.nbytes for i in td3.plan(cfg, 1 << 30, 200 * MiB, 11, 3, False).items}
     assert items["replay buffer"] == 1_000_000 * 4 * (2 * 11 + 2 + 3)  # Hopper: 103 MiB
     assert items["gradients"] == items["parameters"]  # Adam: every gradient at once
-    fused = td3.plan(dataclasses.replace(cfg, optimizer="alphagrad"), 1 << 30, 200 * MiB, 11, 3, False)
-    assert {i.name: i.nbytes for i in fused.items}["gradients"] == 4 * 256 * 256  # one tensor
+    def gradients(**change):
+        plan = td3.plan(dataclasses.replace(cfg, **change), 1 << 30, 200 * MiB, 11, 3, False)
+        return {i.name: i.nbytes for i in plan.items}["gradients"]
+
+    # torch engine, AlphaGrad inside backward: one tensor's gradient at a time
+    assert gradients(optimizer="alphagrad", engine="torch") == 4 * 256 * 256
+    # numpy engine: small networks step through one gradient buffer per optimizer; above
+    # FLAT_MAX_BYTES, AlphaGrad updates each tensor inside backward (the largest, per optimizer)
+    assert gradients(optimizer="alphagrad") == items["parameters"]
+    assert gradients(optimizer="alphagrad", hidden=(1024, 1024)) == 2 * 4 * 1024 * 1024
 
 
 def test_over_budget_replay_buffer_is_refused_with_the_largest_that_fits(tmp_path, capsys):
@@ -209,14 +217,23 @@ def test_dqn_alphagrad_is_marked_experimental(capsys):
     assert "EXPERIMENTAL" in capsys.readouterr().out
 
 
-def test_offpolicy_training_process_never_imports_dynamo_or_export_modules(tmp_path):
-    """A real `edgeag train --algo td3` process (the lean Adam, the default) loads none
-    of the heavy modules: the replay buffer and target networks need nothing more."""
-    from train_child import train_and_list_heavy_imports
+@pytest.mark.parametrize("algo", ["dqn", "td3"])
+def test_offpolicy_training_process_imports_no_torch_and_no_export_modules(tmp_path, algo):
+    """A real `edgeag train --algo dqn|td3` process on the numpy engine (the default for
+    their default Adam), checkpoint and replay file included: torch, onnx, executorch,
+    matplotlib and optuna stay unloaded. On the torch engine, torch._dynamo and the
+    export modules stay unloaded."""
+    from train_child import NUMPY_ENGINE_FORBIDDEN, train_and_list_heavy_imports
 
-    assert train_and_list_heavy_imports([
-        "--algo", "td3", "--total-steps", "600", "--out", str(tmp_path / "r"), "--no-progress",
-        "--set", "learning_starts=300", "--set", "iteration_steps=300", "--set", "hidden=[16]",
-        "--set", "eval_episodes=1"]) == (0, [])
+    args = ["--algo", algo, "--total-steps", "600", "--no-progress",
+            "--set", "learning_starts=300", "--set", "iteration_steps=300",
+            "--set", "hidden=[16]", "--set", "eval_episodes=1"]
+    assert train_and_list_heavy_imports([*args, "--out", str(tmp_path / "r")],
+                                        forbidden=NUMPY_ENGINE_FORBIDDEN) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["algo"] == "td3" and summary["steps"] == 600 and summary["stopped"] == "done"
+    assert summary["algo"] == algo and summary["steps"] == 600 and summary["stopped"] == "done"
+    assert summary["engine"].startswith("numpy engine")
+    assert (tmp_path / "r" / "checkpoints" / "replay-600.npy").is_file()
+    assert train_and_list_heavy_imports([*args, "--engine", "torch",
+                                         "--out", str(tmp_path / "t")]) == (0, [])
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["engine"].startswith("torch")

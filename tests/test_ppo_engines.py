@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeag.engine import plan as engine_plan
 from edgeag.train import networks, ppo_numpy
 from edgeag.train.config import PPOConfig
 from edgeag.train.networks import ActorCritic
@@ -78,7 +79,7 @@ def test_numpy_update_equals_the_torch_textbook_update(optimizer, discrete, layo
     policy is treated as large, so stateless AlphaGrad updates each layer inside the
     backward pass and its weights above 256 values from their gradient's factors."""
     if layout == "factored":
-        monkeypatch.setattr(ppo_numpy, "FLAT_MAX_BYTES", 0)
+        monkeypatch.setattr(engine_plan, "FLAT_MAX_BYTES", 0)
         monkeypatch.setattr(ppo_numpy, "OUTER_NUMEL", 256)
     momentum = 0.9 if optimizer.endswith("-momentum") else 0.0
     name = optimizer.removesuffix("-momentum")

@@ -34,7 +34,7 @@ Optimizers (`edgeag.engine.optim`), bound to the parameter buffer:
 Running and planning:
 
 - `UpdatePath` (`edgeag.engine.plan`): ``flat``, ``fused`` or ``factored``, chosen once
-  (`UpdatePath.for_optimizer`); runs backward to the right destination and prices the
+  (`UpdatePath.for_optimizer`, `choose_path` by size); runs backward to the right destination and prices the
   same choice (``memory_items``: params, grads, optimizer state, update temporaries,
   activations).
 - `set_blas_threads` (`edgeag.engine.threads`): numpy's BLAS threads for the run.
@@ -72,13 +72,13 @@ from edgeag.engine.optim import (ENGINE_OPTIMIZERS, SGD, Adam, AlphaGrad, Engine
                                  build_engine_optimizer, clip_grad_norm_, get_engine_spec,
                                  segment_norms, supported_engine_optimizers)
 from edgeag.engine.outer import OUTER_BLOCK_NUMEL, alphagrad_outer_, outer_norm
-from edgeag.engine.plan import UpdatePath, activation_bytes
+from edgeag.engine.plan import FLAT_MAX_BYTES, UpdatePath, activation_bytes, choose_path
 from edgeag.engine.threads import BlasThreads, blas_threads, set_blas_threads
 
-__all__ = ["ENGINE_OPTIMIZERS", "LEAN_ORTHOGONAL_NUMEL", "OUTER_BLOCK_NUMEL", "OUTER_NUMEL",
+__all__ = ["ENGINE_OPTIMIZERS", "FLAT_MAX_BYTES", "LEAN_ORTHOGONAL_NUMEL", "OUTER_BLOCK_NUMEL", "OUTER_NUMEL",
            "SGD", "Adam", "AlphaGrad", "BlasThreads", "EngineOptimizer", "EngineOptimizerSpec",
            "FlatBuffer", "Layout", "MLP", "Segment", "UpdatePath", "activation_bytes",
            "alphagrad_direction_", "alphagrad_outer_", "blas_threads", "build_engine_optimizer",
-           "clip_grad_norm_", "get_engine_spec", "init_linear_default", "init_orthogonal",
+           "choose_path", "clip_grad_norm_", "get_engine_spec", "init_linear_default", "init_orthogonal",
            "lean_orthogonal_", "orthogonal_", "outer_norm", "segment_norms",
            "set_blas_threads", "supported_engine_optimizers"]

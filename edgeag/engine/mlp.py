@@ -97,16 +97,21 @@ class MLP:
                  input_grad: bool = False) -> np.ndarray | None:
         """Backpropagate ``grad_out`` (d loss / d out, ``[batch, out]``), last layer first.
 
-        Exactly one destination: ``grads`` (the gradient buffer, every gradient written
+        At most one destination: ``grads`` (the gradient buffer, every gradient written
         in place), or ``sink(name, grad)``, which receives each weight's then bias's
         gradient as soon as it is complete and the layer's weight is no longer needed,
         so it may update the parameter in place (one layer's gradient alive at a time).
         With ``outer``, weights of more than ``outer_numel`` values go to
         ``outer(name, d, x)`` as the factors of their gradient ``d^T x`` instead.
+        With neither, only d loss / d the input is computed (``input_grad`` must be set):
+        a loss that reaches another network through this one (TD3's actor loss through
+        its critic) leaves this network's parameters alone.
         Returns d loss / d the input with ``input_grad``, else None.
         """
-        if (grads is None) == (sink is None):
-            raise ValueError("backward: pass exactly one of grads= or sink=")
+        if grads is not None and sink is not None:
+            raise ValueError("backward: pass at most one of grads= or sink=")
+        if grads is None and sink is None and not input_grad:
+            raise ValueError("backward: pass grads= or sink=, or ask for input_grad=True")
         if outer is not None and sink is None:
             raise ValueError("backward: outer= needs sink=")
         d = np.asarray(grad_out, dtype=params.layout.dtype)
@@ -120,7 +125,7 @@ class MLP:
                 np.matmul(d.T, x, out=grads[w_name])
                 np.sum(d, axis=0, out=grads[b_name])
                 grad_w = grad_b = None
-            else:
+            elif sink is not None:
                 grad_w = None if factored else np.matmul(d.T, x)
                 grad_b = d.sum(axis=0)
             below = None

@@ -23,9 +23,14 @@ from edgeag.engine.layout import FlatBuffer, Layout
 from edgeag.engine.mlp import MLP, OUTER_NUMEL
 from edgeag.engine.optim import EngineOptimizer, clip_grad_norm_, get_engine_spec
 
-__all__ = ["PATH_KINDS", "UpdatePath", "activation_bytes"]
+__all__ = ["FLAT_MAX_BYTES", "PATH_KINDS", "UpdatePath", "activation_bytes", "choose_path"]
 
 PATH_KINDS = ("flat", "fused", "factored")
+
+FLAT_MAX_BYTES = 4 * 2**20
+"""A network of at most this many parameter bytes updates through the gradient buffer
+(the flat step: a few ops for every segment); a larger one layer by layer inside the
+backward pass when its optimizer allows it."""
 
 
 def activation_bytes(mlps: list[MLP], batch: int, itemsize: int) -> int:
@@ -126,3 +131,14 @@ class UpdatePath:
             "update_temporaries": self.update_temporary_bytes(optimizer, mlps),
             "activations": activation_bytes(mlps, batch, layout.dtype.itemsize),
         }
+
+
+def choose_path(optimizer: EngineOptimizer, fuse_backward: bool,
+                outer_numel: int = OUTER_NUMEL, flat_max_bytes: int | None = None) -> UpdatePath:
+    """The one update path of a run's network: the decision, in one place. ``flat`` for
+    parameters of at most `FLAT_MAX_BYTES` or with ``fuse_backward`` off, else whatever
+    the optimizer allows (`UpdatePath.for_optimizer`)."""
+    if flat_max_bytes is None:
+        flat_max_bytes = FLAT_MAX_BYTES
+    flat = optimizer.layout.nbytes <= flat_max_bytes or not fuse_backward
+    return UpdatePath.for_optimizer(optimizer, flat=flat, outer_numel=outer_numel)

@@ -1,6 +1,6 @@
-"""The replay buffer of DQN and TD3: transitions in arrays allocated once, sampled
-uniformly with an explicit `torch.Generator`, saved and restored without a second
-copy in memory.
+"""The replay buffer of DQN and TD3: transitions in numpy arrays allocated once, sampled
+uniformly with the run's seeded `np.random.Generator`, saved and restored without a
+second copy in memory. No torch: both engines read the same numpy minibatches.
 
 The arrays come from ``np.zeros``, whose pages the kernel maps only when first
 written, so a buffer's resident memory grows as it fills and reaches what the memory
@@ -12,19 +12,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from numpy.lib import format as npy
-from torch import Tensor
 
 from edgeag.errors import EdgeagError
 
 
 class Transitions(NamedTuple):
-    obs: Tensor
-    actions: Tensor
-    rewards: Tensor
-    next_obs: Tensor
-    terminated: Tensor
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
     """1.0 where the episode ended in a terminal state; a time-limit cut is 0.0, so
     the target bootstraps from ``next_obs`` (the real final observation)."""
 
@@ -64,10 +62,10 @@ class ReplayBuffer:
             self.pos = (p + 1) % self.capacity
             self.full = self.full or self.pos == 0
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Transitions:
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Transitions:
         """``batch_size`` transitions drawn uniformly with replacement (copies)."""
-        idx = torch.randint(len(self), (batch_size,), generator=generator).numpy()
-        return Transitions(*(torch.from_numpy(getattr(self, name)[idx]) for name in self.FIELDS))
+        idx = rng.integers(len(self), size=batch_size)
+        return Transitions(*(getattr(self, name)[idx] for name in self.FIELDS))
 
     # --- checkpointing: the filled rows, written straight from the arrays -----------
 

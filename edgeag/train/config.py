@@ -52,13 +52,13 @@ class TrainConfig:
     """AlphaGrad only: update each parameter inside ``backward()`` as soon as its
     gradient is complete, so one gradient tensor is alive at a time; false runs the
     usual ``backward()`` then ``step()`` (all gradients alive at once)."""
-    engine: str = "torch"
-    """What computes the networks and their updates: ``numpy`` (`edgeag.engine`, no
-    torch; PPO's default for the optimizers it runs) or ``torch`` (autograd and
-    `edgeag.optim`: the reference, and the only engine of `torch.optim` optimizers);
-    ``auto`` picks numpy where it can."""
+    engine: str = "auto"
+    """What computes the networks and their updates: ``numpy`` (`edgeag.engine`: no
+    torch on the training path), ``torch`` (the textbook autograd path with
+    `edgeag.optim`: the reference, and the engine of `torch.optim` optimizers) or
+    ``auto``: numpy for alphagrad, adam and sgd, torch for the others."""
 
-    engines: ClassVar[tuple[str, ...]] = ("torch",)
+    engines: ClassVar[tuple[str, ...]] = ("numpy", "torch", "auto")
     """The engines this algorithm runs on."""
 
     @property
@@ -92,6 +92,9 @@ class TrainConfig:
             ("total_steps", self.total_steps >= 1, "a positive integer"),
             ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
             ("engine", self.engine in self.engines, " or ".join(self.engines)),
+            ("engine", self.engine != "numpy" or self.optimizer in _numpy_optimizers(),
+             f"torch for --optimizer {self.optimizer} (the numpy engine runs "
+             f"{', '.join(_numpy_optimizers())})"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
             ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
@@ -119,12 +122,6 @@ class PPOConfig(TrainConfig):
     """Everything that decides a PPO run's result (given the same machine and threads)."""
 
     algo: ClassVar[str] = "ppo"
-    engines: ClassVar[tuple[str, ...]] = ("numpy", "torch", "auto")
-
-    engine: str = "auto"
-    """``numpy`` (`edgeag.engine`: no torch on the training path), ``torch`` (the
-    textbook autograd path, and the engine of `torch.optim` optimizers) or ``auto``:
-    numpy for alphagrad, adam and sgd, torch for the others."""
 
     max_grad_norm: float = 0.5
     """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
@@ -181,9 +178,6 @@ class PPOConfig(TrainConfig):
     def checks(self) -> list[tuple[str, bool, str]]:
         return super().checks() + [
             ("num_envs", self.num_envs >= 1, "a positive integer"),
-            ("engine", self.engine != "numpy" or self.optimizer in _numpy_optimizers(),
-             f"torch for --optimizer {self.optimizer} (the numpy engine runs "
-             f"{', '.join(_numpy_optimizers())})"),
             ("num_steps", self.num_steps >= 1, "a positive integer"),
             ("batch_size", 1 <= self.batch_size <= self.batch and self.batch % self.batch_size == 0,
              f"a divisor of num_envs * num_steps = {self.batch}"),
@@ -268,6 +262,9 @@ class DQNConfig(OffPolicyConfig):
     train_frequency: int = 10
     target_update_interval: int = 500
     """Environment steps between two target network updates (by ``tau``; 1 = a copy)."""
+    td_loss: str = "mse"
+    """The TD loss: ``mse`` (CleanRL's and the AlphaGrad paper's) or ``huber`` (SB3's
+    smooth L1, delta 1)."""
     exploration_initial_eps: float = 1.0
     """Epsilon of epsilon-greedy exploration at the start."""
     exploration_final_eps: float = 0.05
@@ -284,6 +281,7 @@ class DQNConfig(OffPolicyConfig):
     def checks(self) -> list[tuple[str, bool, str]]:
         return super().checks() + [
             ("target_update_interval", self.target_update_interval >= 1, "a positive integer"),
+            ("td_loss", self.td_loss in ("mse", "huber"), "mse or huber"),
             ("exploration_initial_eps", 0 <= self.exploration_initial_eps <= 1,
              "a number in [0, 1]"),
             ("exploration_final_eps", 0 <= self.exploration_final_eps <= 1, "a number in [0, 1]"),

@@ -6,11 +6,17 @@ stored in the replay buffer; every ``train_frequency`` steps past ``learning_sta
 steps the target network moves to the online one (by ``tau``; 1 = a copy). The loop
 (`edgeag.train.offpolicy.run_iteration`) and the driver are shared with TD3 and PPO.
 
+Everything here is numpy; the Q-network, its target and its update come from an
+engine (``DQNConfig.engine``): ``numpy`` (`edgeag.train.dqn_numpy`, the default, no
+torch) or ``torch`` (`edgeag.train.dqn_torch`: autograd, the reference).
+
 Implementation details (sources: CleanRL ``dqn.py``, the code behind the AlphaGrad
 paper's DQN runs; Stable-Baselines3 ``dqn.py``):
 
 - ReLU MLP Q-network (120-84 as in CleanRL), torch's default initialisation;
-- MSE loss between Q(s, a) and ``r + gamma * (1 - terminated) * max_a' Q_target(s', a')``;
+- the TD loss between Q(s, a) and ``r + gamma * (1 - terminated) * max_a'
+  Q_target(s', a')``: MSE (CleanRL's, the default) or Huber (SB3's smooth L1),
+  ``td_loss``;
 - epsilon decays linearly from ``exploration_initial_eps`` to
   ``exploration_final_eps`` over ``exploration_fraction`` of the run; actions are
   uniformly random before ``learning_starts`` (SB3; CleanRL uses epsilon there too);
@@ -21,15 +27,44 @@ paper's DQN runs; Stable-Baselines3 ``dqn.py``):
 
 from __future__ import annotations
 
-import torch
-from torch.nn import functional as F
+import numpy as np
 
+from edgeag.errors import EdgeagError
 from edgeag.train import Algorithm
 from edgeag.train import offpolicy
 from edgeag.train.config import DQNConfig
 from edgeag.train.envs import check_spaces
-from edgeag.train.networks import prepare_torch, QNetwork
-from edgeag.train.offpolicy import OffPolicyState, due, optimize, soft_update, target_copy
+from edgeag.train.offpolicy import OffPolicyState, due
+
+ENGINES = ("numpy", "torch")
+
+
+def nets_class(engine: str):
+    """The Q-networks class of ``engine`` (imports torch only for ``torch``)."""
+    if engine == "numpy":
+        from edgeag.train.dqn_numpy import NumpyQNetworks
+        return NumpyQNetworks
+    if engine == "torch":
+        from edgeag.train.dqn_torch import TorchQNetworks
+        return TorchQNetworks
+    raise EdgeagError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+
+
+def build_nets(cfg: DQNConfig, obs_dim: int, n_actions: int, dtype=np.float32,
+               initialise: bool = True):
+    return nets_class(cfg.engine)(cfg, obs_dim, n_actions, dtype=dtype, initialise=initialise)
+
+
+def td_loss(kind: str, diff: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean TD loss of ``diff = Q(s, a) - target`` and its gradient with respect to
+    ``Q(s, a)``: MSE (``mean(diff^2)``) or Huber with delta 1 (torch's
+    ``smooth_l1_loss``: ``0.5 diff^2`` inside [-1, 1], ``|diff| - 0.5`` outside)."""
+    n = diff.shape[0]
+    if kind == "mse":
+        return float(np.mean(diff * diff)), diff * (2.0 / n)
+    small = np.abs(diff) < 1.0
+    loss = np.where(small, 0.5 * diff * diff, np.abs(diff) - 0.5)
+    return float(np.mean(loss)), np.clip(diff, -1.0, 1.0) / n
 
 
 def epsilon(cfg: DQNConfig, step: int) -> float:
@@ -41,34 +76,28 @@ def epsilon(cfg: DQNConfig, step: int) -> float:
 
 
 def build_state(cfg: DQNConfig, envs) -> OffPolicyState:
-    torch.manual_seed(cfg.seed)
     obs_dim, n_actions, _ = check_spaces(cfg.env_id, envs.single_observation_space,
                                          envs.single_action_space)
-    q = QNetwork(obs_dim, n_actions, cfg.hidden)
-    return offpolicy.build_state(cfg, envs, {"q": q, "q_target": target_copy(q)},
-                                 {"q": [q]}, policy_name="q")
+    return offpolicy.build_state(cfg, envs, build_nets(cfg, obs_dim, n_actions))
 
 
-def act(state: OffPolicyState, obs: torch.Tensor):
+def act(state: OffPolicyState, obs: np.ndarray) -> np.ndarray:
     """Epsilon-greedy: both draws are taken every step, so the generator advances the
     same way whichever branch wins."""
     n = obs.shape[0]
-    explore = torch.rand(n, generator=state.generator) < epsilon(state.cfg, state.global_step)
-    random = torch.randint(state.policy.arch["action_dim"], (n,), generator=state.generator)
-    return torch.where(explore, random, state.policy.deterministic(obs)).numpy()
+    explore = state.rng.random(n) < epsilon(state.cfg, state.global_step)
+    random = state.rng.integers(state.nets.arch["action_dim"], size=n)
+    return np.where(explore, random, state.nets.deterministic(obs))
 
 
 def learn(state: OffPolicyState, stats: dict) -> None:
-    cfg, q, target = state.cfg, state.nets["q"], state.nets["q_target"]
-    batch = state.buffer.sample(cfg.batch_size, state.generator)
-    with torch.no_grad():
-        next_max = target(batch.next_obs).max(-1).values
-        td_target = batch.rewards + cfg.gamma * next_max * (1.0 - batch.terminated)
-    q_taken = q(batch.obs).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-    loss = F.mse_loss(q_taken, td_target)
-    optimize(state, "q", loss)
-    stats["loss"].append(loss.item())
-    stats["q_values"].append(q_taken.mean().item())
+    cfg, nets = state.cfg, state.nets
+    batch = state.buffer.sample(cfg.batch_size, state.rng)
+    next_max = nets.target_q_values(batch.next_obs).max(-1)
+    td_target = batch.rewards + cfg.gamma * next_max * (1.0 - batch.terminated)
+    loss, q_mean = nets.update(batch.obs, batch.actions, td_target)
+    stats["loss"].append(loss)
+    stats["q_values"].append(q_mean)
     stats["exploration_rate"].append(epsilon(cfg, state.global_step))
 
 
@@ -78,24 +107,30 @@ def after_step(state: OffPolicyState, before: int) -> None:
     cfg = state.cfg
     if state.global_step > cfg.learning_starts and \
             due(before, state.global_step, 0, cfg.target_update_interval):
-        soft_update(state.nets["q_target"], state.nets["q"], cfg.tau)
+        state.nets.update_target(cfg.tau)
 
 
 def plan(cfg: DQNConfig, budget_bytes: int, floor_bytes: int, obs_dim: int, action_dim: int,
          discrete: bool):
-    sizes = [obs_dim, *cfg.hidden, action_dim]
-    return offpolicy.plan_offpolicy(
-        cfg, budget_bytes, floor_bytes, [sizes], [sizes], obs_dim, action_dim, discrete,
-        activation_bytes=offpolicy.mlp_activation_bytes(cfg.batch_size, sizes) +
-        offpolicy.mlp_activation_bytes(cfg.batch_size, sizes, backward=False))
+    nets = build_nets(cfg, obs_dim, action_dim, initialise=False)
+    return offpolicy.plan_offpolicy(cfg, budget_bytes, floor_bytes, nets, obs_dim,
+                                    action_dim, discrete)
+
+
+def activation_bytes(cfg: DQNConfig, sizes: list[int], itemsize: int) -> int:
+    """One update's activations: the online forward kept for backward (and the
+    gradients beside it), and the target network's forward."""
+    b = cfg.batch_size
+    return offpolicy.mlp_activation_bytes(b, sizes, itemsize=itemsize) + \
+        offpolicy.mlp_activation_bytes(b, sizes, backward=False, itemsize=itemsize)
 
 
 ALGORITHM = Algorithm(
     name="dqn", build_state=build_state, plan=plan,
     what_fits=lambda *args: offpolicy.what_fits(plan, *args),
     make_iteration=offpolicy.make_iteration(act, learn, after_step),
-    prepare=lambda cfg, threads: prepare_torch(threads),
-    optimizer_state_bytes=offpolicy.optimizer_state_bytes,
-    parameter_count=lambda state: offpolicy.parameter_count(state, ("q",)),
-    act=offpolicy.deterministic, discrete_actions=True,
+    prepare=lambda cfg, threads: nets_class(cfg.engine).prepare(threads),
+    optimizer_state_bytes=lambda state: state.nets.optimizer_state_bytes(),
+    parameter_count=lambda state: state.nets.parameter_count,
+    act=lambda state: state.nets.deterministic, discrete_actions=True,
     largest_buffer=lambda *args: offpolicy.largest_buffer(plan, *args))

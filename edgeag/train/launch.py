@@ -194,9 +194,6 @@ def torch_missing_message(cfg, overrides: dict) -> str:
 
     without = (f"{', '.join(NUMPY_ENGINE_OPTIMIZERS[:-1])} and {NUMPY_ENGINE_OPTIMIZERS[-1]} "
                "train without it on the numpy engine")
-    if cfg.algo != "ppo":
-        return (f"--algo {cfg.algo} runs on the torch engine only and needs torch, which is "
-                f"not installed: {TORCH_INSTALL} (ppo trains without it on the numpy engine)")
     if overrides.get("engine") == "torch":
         return ("--engine torch needs torch, which is not installed: "
                 f"{TORCH_INSTALL} (the default numpy engine trains without it)")

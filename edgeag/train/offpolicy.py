@@ -1,6 +1,16 @@
 """What DQN and TD3 share: the training state and its checkpoint, the loop of one
 iteration (a block of env steps, each stored in the replay buffer, with the gradient
-steps that fall due), the optimizer step, target-network updates and the memory plan.
+steps that fall due), and the memory plan.
+
+Everything here is numpy, written once for both engines: the loop, the replay buffer,
+every random draw. The networks and their updates come from an engine object
+(``state.nets``), chosen by ``cfg.engine``:
+
+- ``numpy`` (`edgeag.train.dqn_numpy`, `edgeag.train.td3_numpy`, on `edgeag.engine`):
+  the default for the optimizers it runs; no torch on the training path;
+- ``torch`` (`edgeag.train.dqn_torch`, `edgeag.train.td3_torch`): the textbook
+  autograd path with `edgeag.optim`, and the reference the numpy engine is tested
+  against in float64.
 
 An algorithm supplies two functions: ``act(state, obs) -> env actions`` (after
 ``learning_starts``; before it actions are uniformly random, as in SB3) and
@@ -14,10 +24,10 @@ Implementation details shared by both (sources: CleanRL ``dqn.py`` /
   ``terminated`` only for true terminations, so the target bootstraps through a
   time-limit cut (SB3's ``handle_timeout_termination``);
 - every random draw (random actions, epsilon, exploration and smoothing noise,
-  minibatch indices) comes from one checkpointed `torch.Generator`, so a resumed run
-  continues bit for bit;
-- **deviation: no gradient clipping with AlphaGrad**, whose update runs inside
-  ``backward()`` (`edgeag.optim.fuse_into_backward`): one gradient alive at a time.
+  minibatch indices) comes from one checkpointed `np.random.Generator` seeded with
+  ``cfg.seed``, so a resumed run continues bit for bit, whichever engine trains;
+- **deviation: no gradient clipping with AlphaGrad**, whose step is bounded per
+  element; on a large network each tensor is updated inside the backward pass.
 """
 
 from __future__ import annotations
@@ -28,15 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from edgeag.memory import RUNTIME_BYTES, MemoryPlan, PlanItem, largest_fitting, plan_training
-from edgeag.optim import build_optimizer, fuse_into_backward, get_spec
+from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.train.buffers import ReplayBuffer
-from edgeag.train.config import OffPolicyConfig, uses_fused_backward
+from edgeag.train.config import OffPolicyConfig
 from edgeag.train.envs import ObsNormalizer, check_spaces, env_state, set_env_state
-from edgeag.train.networks import relu_mlp
 
 
 @dataclass
@@ -45,12 +51,11 @@ class OffPolicyState:
 
     cfg: OffPolicyConfig
     envs: object
-    nets: dict[str, nn.Module]
-    """Online and target networks by name; ``nets[policy_name]`` acts."""
-    optimizers: dict[str, torch.optim.Optimizer]
-    policy_name: str
+    nets: object
+    """The engine's networks, optimizers and updates (`dqn_numpy.NumpyQNetworks`,
+    `td3_torch.TorchTD3Networks`, ...)."""
     buffer: ReplayBuffer
-    generator: torch.Generator
+    rng: np.random.Generator
     next_obs: np.ndarray
     episode_return: np.ndarray
     episode_length: np.ndarray
@@ -63,20 +68,14 @@ class OffPolicyState:
     n_updates: int = 0
     """Gradient steps taken (TD3 updates its actor every ``policy_frequency``-th)."""
 
-    @property
-    def policy(self) -> nn.Module:
-        return self.nets[self.policy_name]
-
     def replay_file(self) -> str:
         return f"replay-{self.global_step}.npy"
 
     def checkpoint(self) -> dict:
         return {
-            "config": self.cfg.as_dict(), "algo": self.cfg.algo, "arch": self.policy.arch,
-            "policy": self.policy.state_dict(),
-            "nets": {name: net.state_dict() for name, net in self.nets.items()},
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.as_dict(), "algo": self.cfg.algo, "arch": self.nets.arch,
+            "engine": self.cfg.engine, **self.nets.state_dict(),
+            "rng": self.rng.bit_generator.state,
             "envs": [env_state(e) for e in self.envs.envs],
             "next_obs": self.next_obs.copy(), "episode_return": self.episode_return.copy(),
             "episode_length": self.episode_length.copy(),
@@ -90,12 +89,11 @@ class OffPolicyState:
         return {self.replay_file(): self.buffer.write}
 
     def restore(self, ckpt: dict) -> None:
-        for name, net in self.nets.items():
-            net.load_state_dict(ckpt["nets"][name])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
-        self.generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("engine", "torch") != self.cfg.engine or "rng" not in ckpt:
+            raise ValueError(f"the checkpoint was written by the {ckpt.get('engine', 'torch')} "
+                             f"engine of an older edgeag, not the {self.cfg.engine} engine")
+        self.nets.load_state_dict(ckpt)
+        self.rng.bit_generator.state = ckpt["rng"]
         for env, layers in zip(self.envs.envs, ckpt["envs"]):
             set_env_state(env, layers)
         self.next_obs = ckpt["next_obs"]
@@ -107,62 +105,17 @@ class OffPolicyState:
         self.buffer.read(Path(ckpt["checkpoint_dir"]) / replay["file"], replay)
 
 
-def build_state(cfg: OffPolicyConfig, envs, nets: dict[str, nn.Module],
-                trained: dict[str, list[nn.Module]], policy_name: str) -> OffPolicyState:
-    """The state around ``nets`` (built after ``torch.manual_seed(cfg.seed)``): one
-    optimizer per entry of ``trained`` (name -> the modules it updates; with AlphaGrad
-    each updates inside backward), an empty replay buffer, envs reset with the seed."""
+def build_state(cfg: OffPolicyConfig, envs, nets) -> OffPolicyState:
+    """The state around the engine's freshly initialised ``nets``: an empty replay
+    buffer, the run's generator, envs reset with the seed."""
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                  envs.single_action_space)
-    optimizers = {}
-    for name, modules in trained.items():
-        params = [p for m in modules for p in m.parameters()]
-        opt = build_optimizer(cfg.optimizer, params, lr=cfg.lr, alpha=cfg.alpha,
-                              momentum=cfg.momentum, eps=cfg.eps)
-        if uses_fused_backward(cfg):
-            fuse_into_backward(params, opt)
-        optimizers[name] = opt
     next_obs, _ = envs.reset(seed=cfg.seed)
     return OffPolicyState(
-        cfg, envs, nets, optimizers, policy_name,
-        ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, discrete),
-        torch.Generator().manual_seed(cfg.seed), next_obs, np.zeros(cfg.num_envs),
+        cfg, envs, nets, ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, discrete),
+        np.random.default_rng(cfg.seed), next_obs, np.zeros(cfg.num_envs),
         np.zeros(cfg.num_envs, dtype=np.int64), collections.deque(maxlen=100),
         ObsNormalizer((obs_dim,), enabled=False))
-
-
-def target_copy(net: nn.Module) -> nn.Module:
-    """A frozen copy of ``net`` (a target network)."""
-    import copy
-    target = copy.deepcopy(net)
-    target.requires_grad_(False)
-    return target
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """``target <- tau * online + (1 - tau) * target`` (tau = 1: a copy)."""
-    for t, o in zip(target.parameters(), online.parameters()):
-        if tau == 1.0:
-            t.copy_(o)
-        else:
-            t.lerp_(o, tau)
-
-
-def optimize(state: OffPolicyState, name: str, loss: torch.Tensor) -> None:
-    """One optimizer step on ``loss``. With AlphaGrad the step happens inside
-    ``backward()`` (each tensor as soon as its gradient is complete); others clip at
-    ``max_grad_norm`` when set, then step."""
-    opt = state.optimizers[name]
-    if uses_fused_backward(state.cfg):
-        loss.backward()
-        return
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.cfg.max_grad_norm > 0 and state.cfg.optimizer != "alphagrad":  # bounded already
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                       state.cfg.max_grad_norm)
-    opt.step()
 
 
 def due(before: int, after: int, start: int, every: int) -> int:
@@ -174,28 +127,9 @@ def due(before: int, after: int, start: int, every: int) -> int:
 def random_actions(state: OffPolicyState) -> np.ndarray:
     space, n = state.envs.single_action_space, state.cfg.num_envs
     if hasattr(space, "n"):
-        return torch.randint(int(space.n), (n,), generator=state.generator).numpy()
-    u = torch.rand((n, *space.shape), generator=state.generator).numpy()
+        return state.rng.integers(int(space.n), size=n)
+    u = state.rng.random((n, *space.shape), dtype=np.float32)
     return (space.low + (space.high - space.low) * u).astype(np.float32)
-
-
-def optimizer_state_bytes(state: OffPolicyState) -> int:
-    from edgeag.optim import state_bytes
-    return sum(state_bytes(o) for o in state.optimizers.values())
-
-
-def parameter_count(state: OffPolicyState, names: tuple[str, ...]) -> int:
-    return sum(p.numel() for name in names for p in state.nets[name].parameters())
-
-
-def deterministic(state: OffPolicyState):
-    """The acting network's greedy (DQN) or deterministic (TD3) action, numpy in and out."""
-    policy = state.policy
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return policy.deterministic(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-    return act
 
 
 def run_iteration(state: OffPolicyState, act, learn, after_step=None) -> tuple[list, dict]:
@@ -212,8 +146,7 @@ def run_iteration(state: OffPolicyState, act, learn, after_step=None) -> tuple[l
         if state.global_step < cfg.learning_starts:
             actions = random_actions(state)
         else:
-            with torch.no_grad():
-                actions = act(state, torch.from_numpy(obs.astype(np.float32, copy=False)))
+            actions = act(state, obs.astype(np.float32, copy=False))
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         real_next = next_obs
         done = terminated | truncated
@@ -248,35 +181,34 @@ def make_iteration(act, learn, after_step=None):
 
 # --- planning -----------------------------------------------------------------------
 
-def mlp_params(sizes: list[int]) -> list[torch.Tensor]:
-    """Parameters shaped like ``relu_mlp(sizes)``'s, on the meta device (no memory)."""
-    with torch.device("meta"):
-        return list(relu_mlp(sizes).parameters())
+def mlp_param_count(sizes: list[int]) -> int:
+    """Values of a linear-layer stack of ``sizes`` (weights and biases)."""
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
 
-def mlp_activation_bytes(batch: int, sizes: list[int], backward: bool = True) -> int:
-    """Float32 activations of one batch through a ReLU MLP: the input, each hidden
-    layer's linear and ReLU outputs, the output; as many again for their gradients."""
+def mlp_activation_bytes(batch: int, sizes: list[int], backward: bool = True,
+                         itemsize: int = 4) -> int:
+    """Activations of one batch through a ReLU MLP: the input, each hidden layer's
+    linear and ReLU outputs, the output; as many again for their gradients."""
     per_row = sizes[0] + 2 * sum(sizes[1:-1]) + sizes[-1]
-    return 4 * batch * per_row * (2 if backward else 1)
+    return itemsize * batch * per_row * (2 if backward else 1)
 
 
-def plan_offpolicy(cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: int,
-                   trained: list[list[int]], targets: list[list[int]], obs_dim: int,
-                   action_dim: int, discrete: bool, activation_bytes: int) -> MemoryPlan:
-    """The plan of an off-policy run: ``trained`` and ``targets`` are the layer sizes
-    of the trained and the target networks; the replay buffer at full capacity."""
-    params = [p for sizes in trained for p in mlp_params(sizes)]
-    target_bytes = 4 * sum(p.numel() for sizes in targets for p in mlp_params(sizes))
-    batch_bytes = ReplayBuffer.nbytes(cfg.batch_size, obs_dim, action_dim, discrete)
-    return plan_training(
-        budget_bytes=budget_bytes, floor_bytes=floor_bytes, params=params,
-        optimizer_spec=get_spec(cfg.optimizer), momentum=cfg.momentum,
-        fused_backward=uses_fused_backward(cfg),
-        buffer_bytes=ReplayBuffer.nbytes(cfg.buffer_size, obs_dim, action_dim, discrete),
-        buffer_name="replay buffer", activation_bytes=activation_bytes + batch_bytes,
-        runtime_bytes=RUNTIME_BYTES,
-        extra_items=(PlanItem("target networks", target_bytes, "copies, no gradients"),))
+def plan_offpolicy(cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: int, nets,
+                   obs_dim: int, action_dim: int, discrete: bool) -> MemoryPlan:
+    """The plan of an off-policy run, priced by the engine's own networks object (built
+    without touching its memory): what it holds (``nets.memory_items``), the replay
+    buffer at full capacity and one sampled minibatch."""
+    items = [PlanItem("floor", floor_bytes, "measured anonymous memory after the imports"),
+             *nets.memory_items(cfg.batch_size),
+             PlanItem("replay buffer", ReplayBuffer.nbytes(cfg.buffer_size, obs_dim,
+                                                           action_dim, discrete)),
+             PlanItem("minibatch", ReplayBuffer.nbytes(cfg.batch_size, obs_dim, action_dim,
+                                                       discrete), "sampled transitions")]
+    above = sum(item.nbytes for item in items[1:])
+    items.append(PlanItem("allocator slack", int(above * 0.10), "10% of the above"))
+    items.append(nets.RUNTIME)
+    return MemoryPlan(budget_bytes, tuple(items))
 
 
 def largest_buffer(plan, cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: int,
@@ -289,15 +221,15 @@ def largest_buffer(plan, cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: i
 
 def what_fits(plan, cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
               action_dim: int, discrete: bool) -> str:
-    """A sentence naming settings that would fit: the lean optimizer instead of one
-    that imports `torch._dynamo`, the largest replay buffer, the largest hidden width."""
+    """A sentence naming settings that would fit: the numpy engine's Adam instead of
+    `torch.optim`'s, the largest replay buffer, the largest hidden width."""
     def fits(**change):
         return plan(dataclasses.replace(cfg, **change), budget_bytes, floor_bytes, obs_dim,
                     action_dim, discrete).fits
 
     parts = []
-    if get_spec(cfg.optimizer).imports_dynamo and fits(optimizer="adam"):
-        parts.append("--optimizer adam (the same Adam without the torch._dynamo import)")
+    if cfg.optimizer == "torch-adam" and fits(optimizer="adam", engine="numpy"):
+        parts.append("--optimizer adam (the same Adam, on the numpy engine)")
     size = largest_buffer(plan, cfg, budget_bytes, floor_bytes, obs_dim, action_dim, discrete)
     if size is not None:
         parts.append(f"--set buffer_size={size} (or --shrink-buffer)")

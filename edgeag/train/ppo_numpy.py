@@ -6,12 +6,12 @@ end in one float32 buffer, named as torch names `ActorCritic`'s ``state_dict`` k
 a checkpoint exports the same way whichever engine trained it. One minibatch update:
 forward both networks, the loss's gradient with respect to their outputs by hand
 (`edgeag.train.ppo.output_grads`), then `MLP.backward` to the destination of the one
-`edgeag.engine.UpdatePath` chosen when the policy is built (`choose_path`):
+`edgeag.engine.UpdatePath` chosen when the policy is built (`edgeag.engine.choose_path`):
 
 - ``flat``: every gradient into one buffer, then the optimizer's flat step over all
   segments (a few vectorised ops), clipped first for optimizers that clip; small
   policies, optimizers that need every gradient (Adam, SGD), ``fuse_backward=false``;
-- ``factored``: AlphaGrad on a policy above `FLAT_MAX_BYTES`: each layer updated as soon
+- ``factored``: AlphaGrad on a policy above `edgeag.engine.FLAT_MAX_BYTES`: each layer updated as soon
   as its gradient is complete, weights above 1M values straight from their gradient's
   factors (no gradient of their size ever exists).
 
@@ -22,18 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer, get_engine_spec,
+from edgeag.engine import (MLP, Layout, build_engine_optimizer, choose_path, get_engine_spec,
                            init_orthogonal, set_blas_threads)
 from edgeag.engine.init import SCIPY_LAPACK_IMPORT_BYTES, init_bytes
 from edgeag.memory import MiB, PlanItem, fix_mmap_threshold
 from edgeag.train.config import PPOConfig
 from edgeag.train.ppo import deterministic, output_grads
-
-FLAT_MAX_BYTES = 4 * 2**20
-"""A policy of at most this many parameter bytes updates through the gradient buffer
-(the flat step: a few ops for the whole policy); a larger one layer by layer inside
-the backward pass when its optimizer allows it."""
-
 
 ALIGN = 16
 """In a policy with a weight initialised in place (`edgeag.engine.lean_orthogonal_`),
@@ -44,10 +38,22 @@ OUTER_NUMEL = 1 << 20
 """On the factored path, weights above this many values are updated from factors."""
 
 
-def choose_path(cfg: PPOConfig, optimizer, layout: Layout) -> UpdatePath:
-    """The one update path of a run: the decision, in one place."""
-    flat = layout.nbytes <= FLAT_MAX_BYTES or not cfg.fuse_backward
-    return UpdatePath.for_optimizer(optimizer, flat=flat, outer_numel=OUTER_NUMEL)
+RUNTIME = PlanItem("numpy runtime", 2 * MiB,
+                   "BLAS buffers and allocator arenas first used by training (measured)")
+"""Anonymous memory a run adds beyond its arrays (`scripts/bench_engine.py`)."""
+
+
+def prepare_numpy(threads: int) -> str:
+    """BLAS threads for the run, large allocations given back to the kernel when freed
+    (`edgeag.memory.fix_mmap_threshold`), then one small forward/backward so BLAS maps
+    its kernels and allocates its buffers before the floor is measured. Every algorithm
+    on the numpy engine prepares this way."""
+    blas = set_blas_threads(threads)
+    fixed = fix_mmap_threshold()
+    a = np.ones((256, 256), np.float32)
+    np.matmul(a, a.T)
+    np.matmul(a.T, a)
+    return f"numpy engine ({blas.describe()}" + ("; large arrays mmapped)" if fixed else ")")
 
 
 class NumpyActorCritic:
@@ -55,9 +61,7 @@ class NumpyActorCritic:
     update path. Discrete actions: categorical over ``action_dim`` logits. Continuous:
     diagonal Gaussian with a state-independent log-std."""
 
-    RUNTIME = PlanItem("numpy runtime", 2 * MiB,
-                       "BLAS buffers and allocator arenas first used by training (measured)")
-    """Anonymous memory a run adds beyond its arrays (`scripts/bench_engine.py`)."""
+    RUNTIME = RUNTIME
 
     def __init__(self, cfg: PPOConfig, obs_dim: int, action_dim: int, discrete: bool, *,
                  dtype=np.float32, initialise: bool = True):
@@ -73,8 +77,9 @@ class NumpyActorCritic:
                    if name.endswith("weight"))
         self.layout = Layout.from_shapes(shapes, self.dtype, align=ALIGN if lean else 1)
         self.params = self.layout.zeros()  # pages untouched until initialised
-        self.optimizer = build_engine_optimizer(cfg.optimizer, self.params, **_options(cfg))
-        self.path = choose_path(cfg, self.optimizer, self.layout)
+        self.optimizer = build_engine_optimizer(cfg.optimizer, self.params,
+                                                **optimizer_options(cfg))
+        self.path = choose_path(self.optimizer, cfg.fuse_backward, OUTER_NUMEL)
         self.grads = self.layout.zeros() if self.path.kind == "flat" else None
         self.clips = get_engine_spec(cfg.optimizer).clips_gradients
         if initialise:
@@ -84,17 +89,7 @@ class NumpyActorCritic:
             if not discrete:
                 self.params["log_std"][...] = cfg.log_std_init
 
-    @staticmethod
-    def prepare(threads: int) -> str:
-        """BLAS threads for the run, large allocations given back to the kernel when freed
-        (`edgeag.memory.fix_mmap_threshold`), then one small forward/backward so BLAS maps
-        its kernels and allocates its buffers before the floor is measured."""
-        blas = set_blas_threads(threads)
-        fixed = fix_mmap_threshold()
-        a = np.ones((256, 256), np.float32)
-        np.matmul(a, a.T)
-        np.matmul(a.T, a)
-        return f"numpy engine ({blas.describe()}" + ("; large arrays mmapped)" if fixed else ")")
+    prepare = staticmethod(lambda threads: prepare_numpy(threads))
 
     @property
     def log_std(self) -> np.ndarray | None:
@@ -184,7 +179,7 @@ class NumpyActorCritic:
                         (" in place, + scipy.linalg.lapack" if lean else ""))
 
 
-def _options(cfg: PPOConfig) -> dict:
+def optimizer_options(cfg) -> dict:
     """The optimizer's hyperparameters from the config (those it takes)."""
     spec = get_engine_spec(cfg.optimizer)
     options = {"lr": cfg.lr, "alpha": cfg.alpha, "momentum": cfg.momentum, "eps": cfg.eps}
