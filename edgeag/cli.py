@@ -85,7 +85,7 @@ how many are resident depends on the page cache (more right after pip install), 
 on the run.
 
 The run is planned before it starts: the measured floor (anonymous memory after
-Python + torch + gymnasium) plus parameters, gradients, optimizer state, the rollout
+Python + numpy + gymnasium, and torch on the torch engine) plus parameters, gradients, optimizer state, the rollout
 or replay buffer, target networks, activations and slack. A plan above the budget is
 refused (exit 2) with the largest settings that fit, such as the largest replay
 buffer; --shrink-buffer (dqn, td3) shrinks the replay buffer to the largest that fits
@@ -163,8 +163,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint "
                    "(accepts --total-steps, --profile, --budget, --threads, --hard-cap)")
-    p.add_argument("--threads", type=int, help="torch threads (default: the profile's, at most "
-                   "this machine's cores; 1 without a profile)")
+    p.add_argument("--threads", type=int, help="BLAS threads of the numpy engine, torch's on "
+                   "the torch engine (default: the profile's, at most this machine's cores; 1 "
+                   "without a profile)")
     p.add_argument("--tensorboard", action="store_true", help="also log to <run>/tensorboard "
                    "(needs the tensorboard package; costs memory)")
     p.add_argument("--hard-cap", nargs="?", const="auto", metavar="auto|cgroup|rlimit",

@@ -50,6 +50,12 @@ class MLP:
         if self.output not in OUTPUTS:
             raise ValueError(f"Invalid output value: {self.output!r} (accepted: "
                              f"{', '.join(OUTPUTS)})")
+        # (weight name, bias name, what follows) per layer: the forward pass of a small
+        # batch is mostly Python, so its names are worked out once
+        last = self.depth - 1
+        object.__setattr__(self, "_layers", tuple(
+            (self.weight(i), self.bias(i), self.activation if i < last else self.output)
+            for i in range(self.depth)))
 
     @property
     def depth(self) -> int:
@@ -78,11 +84,10 @@ class MLP:
         """``[x, h_1, ..., h_{L-1}, out]``: the input of every layer and the output, what
         `backward` needs. ``x`` is ``[batch, sizes[0]]``."""
         x = np.asarray(x, dtype=params.layout.dtype)
-        acts, h, last = [x], x, self.depth - 1
-        for i in range(self.depth):
-            z = np.matmul(h, params[self.weight(i)].T)
-            z += params[self.bias(i)]
-            kind = self.activation if i < last else self.output
+        acts, h, views = [x], x, params.views
+        for w_name, b_name, kind in self._layers:
+            z = np.matmul(h, views[w_name].T)
+            z += views[b_name]
             if kind == "tanh":
                 np.tanh(z, out=z)
             elif kind == "relu":
