@@ -424,23 +424,31 @@ def cmd_tune(args) -> int:
 
 
 EXPORT_EPILOG = """\
-Every artifact is the whole policy: raw observation in (float32 [batch, obs_dim]),
-normalisation and clipping, actor, deterministic action out (int64 [batch]: argmax;
-float32 [batch, act_dim]: the mean clipped to the action bounds).
+Exports PPO, DQN and TD3 runs. Every artifact is the whole policy: raw observation in
+(float32 [batch, obs_dim]), deterministic action out, ready for env.step:
+  ppo  normalisation and clipping, tanh actor; int64 [batch]: argmax of logits, or
+       float32 [batch, act_dim]: the Gaussian mean clipped to the action bounds
+  dqn  ReLU Q-network; int64 [batch]: argmax of Q
+  td3  ReLU actor; float32 [batch, act_dim]: tanh scaled to the action bounds
 
-Each one is verified with its own runtime (onnxruntime, ExecuTorch) against the
-PyTorch policy on 1024 observations recorded from the env, at batch 1 and batched:
-discrete actions equal on >= 99.9% (int8: >= 95%), continuous actions within 1e-4
-(int8: 5%) of the action range. Files are written under temporary names and moved
-into place only when all passed; policy.json is written last.
+Each one is verified with its own runtime (onnxruntime, ExecuTorch) against a numpy
+reference of the policy (the checkpoint's arrays) on 1024 observations recorded from
+the env, at batch 1 and batched: discrete actions equal on >= 99.9% (int8: >= 95%),
+continuous actions within 1e-4 (int8: 5%) of the action range. Files are written
+under temporary names and moved into place only when all passed; policy.json is
+written last.
 
 files (default RUN_DIR/export/): policy.onnx, policy.int8.onnx, policy.ort, policy.pte,
-policy.int8.pte, policy.json (env, spaces, normalisation, training summary,
-versions, opset, sha256 and verification figures of each file)
+policy.int8.pte, policy.json (algorithm, env, spaces, network, normalisation, training
+summary, versions, opset, sha256 and verification figures of each file)
 
 formats: onnx (onnxruntime, e.g. Raspberry Pi), ort (mobile onnxruntime; converted
 from the ONNX model, which is kept), pte (ExecuTorch with XNNPACK). Default: the
 export_formats of the device profile the run was trained with, else onnx.
+
+onnx and ort need only onnx and onnxruntime (pip install 'edgeag[onnx]'), never torch:
+a Raspberry Pi exports its own run. pte needs torch and ExecuTorch: phones get their
+.pte from a machine with torch (pip install 'edgeag[export]').
 
 examples:
   edgeag export runs/cartpole
@@ -448,15 +456,15 @@ examples:
   edgeag export runs/cartpole --format ort --out phone/
 
 exit codes: 0 exported and verified, 2 bad input (run directory, checkpoint, format,
-output directory), 4 an artifact failed verification (nothing published), 1 internal
-error
+output directory, a package the format needs), 4 an artifact failed verification
+(nothing published), 1 internal error
 """
 
 
 def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained policy as verified ONNX / ExecuTorch files",
-                       description="Export a run's policy for inference on a device, verified "
-                       "against the PyTorch policy.",
+                       description="Export a run's policy (ppo, dqn, td3) for inference on a "
+                       "device, verified against the checkpoint's policy.",
                        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN_DIR", help="run directory written by edgeag train")
     p.add_argument("--format", help="comma-separated list of onnx, ort, pte (default: the run's "
@@ -468,14 +476,7 @@ def add_export_parser(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-EXPORT_NEEDS_TORCH = ("edgeag export needs torch for now (a policy is exported through "
-                      "torch.export), which is not installed: pip install 'edgeag[export]'")
-
-
 def cmd_export(args) -> int:
-    from edgeag.errors import require_torch
-
-    require_torch(EXPORT_NEEDS_TORCH)
     from edgeag.export.build import export_run, parse_formats
 
     log = lambda text: print(text, file=sys.stderr, flush=True)

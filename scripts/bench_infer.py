@@ -12,7 +12,7 @@ and OMP_NUM_THREADS=1, onnxruntime intra_op 1 / inter_op 1, ExecuTorch's XNNPACK
 thread pool 1): each system's per-action call at batch 1, from the raw observation to
 the action for ``env.step``, on 1024 observations recorded from the env:
 
-- torch eager: the exported module (`edgeag.export.policy.ExportPolicy`) in eager mode
+- torch eager: the exported module (`edgeag.export.executorch.ExportPolicy`) in eager mode
   inside one ``torch.inference_mode()``, ``module(torch.from_numpy(obs[None]))``;
 - onnxruntime and ExecuTorch: the runner's ``policy.act(obs)``
   (`edgeag.export.runner`), what ``edgeag run`` times.
@@ -87,7 +87,7 @@ def child_latency(run_dir: str, export_dir: str, rounds: int, calls: int, warmup
     from edgeag.export.runner import load_policy
 
     trained = load_run(run_dir)
-    obs, _ = record_observations(trained.export_policy(), trained.config["env_id"])
+    obs, _ = record_observations(trained.spec, trained.config["env_id"])
     systems = {name: TorchPolicy(run_dir) if file is None
                else load_policy(os.path.join(export_dir, file), threads=1)
                for name, file in SYSTEMS.items()}

@@ -15,13 +15,12 @@ NEEDS_TORCH = {
     "test_checkpoint.py": "round-trips torch tensors and torch-engine runs",
     "test_cli_train.py": "trains on the torch engine and checks --help against edgeag.optim",
     "test_compare.py": "compares torch-engine rows",
-    "test_export.py": "exports through torch.export",
+    "test_export.py": "trains DQN and TD3, exports .pte through torch.export and compares "
+                      "with the torch networks",
     "test_memory.py": "plans and measures torch optimizers",
     "test_offpolicy.py": "DQN and TD3 train on the torch engine",
     "test_optim.py": "edgeag.optim is a torch library",
     "test_ppo_engines.py": "compares the numpy engine with the torch engine",
-    "test_faults.py::test_file_size_limit_during_an_export_stops_with_exit_5_and_publishes_nothing":
-        "exports through torch.export",
     "test_train.py::test_refusal_names_settings_that_fit": "plans a torch-engine run",
     "test_train.py::test_budget_crossed_while_running_stops_with_checkpoint_then_resumes":
         "its allocating child uses torch",

@@ -5,7 +5,6 @@ the fixtures stays as it was."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from edgeag.train import checkpoint
+from edgeag.train.rundir import RunDir
 
 CASES = [
     # (id, arguments, pattern the error line must match); {w} is the fixtures' directory
@@ -75,7 +77,8 @@ CASES = [
     ("export-format", ["export", "{w}/ppo-run", "--format", "tflite"], r"tflite.*onnx"),
     ("export-quantize", ["export", "{w}/ppo-run", "--quantize", "int4"], r"int4"),
     ("export-out-is-file", ["export", "{w}/ppo-run", "--out", "{w}/a-file"], r"a-file"),
-    ("export-dqn", ["export", "{w}/dqn-run"], r"dqn"),
+    ("export-unknown-arch", ["export", "{w}/unknown-arch"], r"unknown-arch.*unknown arch kind 'rnn'"),
+    ("export-no-actor", ["export", "{w}/no-actor"], r"no-actor.*lacks the policy \(no actor\.\*\.weight arrays\)"),
     # --- run
     ("run-missing", ["run", "{w}/nothing.onnx"], r"nothing\.onnx"),
     ("run-garbage-model", ["run", "{w}/garbage.onnx"], r"garbage\.onnx"),
@@ -144,6 +147,13 @@ def world(tmp_path_factory) -> Path:
     (w / "truncated" / "checkpoints" / "latest.safetensors").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     (w / "garbage-ckpt" / "checkpoints" / "latest.safetensors").write_bytes(os.urandom(4096))
     (w / "mismatch" / "config.toml").write_text(re.sub(r"(?m)^hidden = .*$", "hidden = [16, 16]", text))
+    for name, damage in (("unknown-arch", lambda s: s["arch"].update(kind="rnn")),
+                         ("no-actor", lambda s: [s["policy"].pop(k) for k in list(s["policy"])
+                                                 if k.startswith("actor.")])):
+        shutil.copytree(ppo, w / name)
+        state = checkpoint.load(w / name / "checkpoints" / "latest.safetensors")
+        damage(state)
+        RunDir(w / name).save_checkpoint(state)
     return w
 
 
@@ -191,8 +201,9 @@ def test_every_bad_input_is_refused_in_one_line_with_exit_2_and_nothing_written(
     assert not failures, "\n".join(failures)
 
 
-def test_dqn_export_error_names_what_is_exported(world):
-    """The DQN run is refused with the algorithms export accepts, not an internal key."""
-    out = _edgeag(["export", str(world / "dqn-run")], world)
-    assert out.returncode == 2 and "KeyError" not in out.stderr and "log_std" not in out.stderr
-    assert json.loads((world / "dqn-run" / "summary.json").read_text())["algo"] == "dqn"
+def test_unknown_arch_error_names_what_is_exported(world):
+    """A checkpoint of an architecture export does not know is refused with the kinds it
+    accepts, not an internal key."""
+    out = _edgeag(["export", str(world / "unknown-arch")], world)
+    assert out.returncode == 2 and "KeyError" not in out.stderr
+    assert "(accepted: none for ppo, 'q', 'deterministic_actor')" in out.stderr

@@ -1,6 +1,9 @@
-"""`edgeag export` and `edgeag run`: verified artifacts from real trained policies, the
-export wrapper equal to evaluation, failures that publish nothing, a torch-free runner."""
+"""`edgeag export` and `edgeag run`: verified artifacts from real trained PPO, DQN and TD3
+policies, the numpy reference equal to the training-side policy and to evaluation, an
+ONNX export that never imports torch, failures that publish nothing, a torch-free
+runner."""
 
+import dataclasses
 import json
 import hashlib
 import re
@@ -21,16 +24,16 @@ from edgeag.train.envs import ObsNormalizer, evaluate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _train(out: Path, env: str, steps: int) -> Path:
+def _train(out: Path, env: str, steps: int, *args: str, eval_episodes: int = 0) -> Path:
     code = main(["train", "--env", env, "--total-steps", str(steps), "--out", str(out),
-                 "--no-progress", "--set", "eval_episodes=0"])
+                 "--no-progress", "--set", f"eval_episodes={eval_episodes}", *args])
     assert code == 0
     return out
 
 
 @pytest.fixture(scope="session")
 def cartpole(tmp_path_factory) -> Path:
-    """A CartPole policy trained for 4096 steps, exported to every format with int8."""
+    """A CartPole PPO policy trained for 4096 steps, exported to every format with int8."""
     run = _train(tmp_path_factory.mktemp("cartpole") / "run", "CartPole-v1", 4096)
     assert main(["export", str(run), "--format", "onnx,ort,pte", "--quantize", "int8",
                  "--no-progress"]) == 0
@@ -39,34 +42,86 @@ def cartpole(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pendulum(tmp_path_factory) -> Path:
-    """A barely trained Pendulum policy (continuous actions), exported to onnx and pte
-    with int8."""
-    run = _train(tmp_path_factory.mktemp("pendulum") / "run", "Pendulum-v1", 2048)
+    """A barely trained Pendulum PPO policy (continuous actions, 3 final evaluation
+    episodes), exported to onnx and pte with int8."""
+    run = _train(tmp_path_factory.mktemp("pendulum") / "run", "Pendulum-v1", 2048,
+                 eval_episodes=3)
     assert main(["export", str(run), "--format", "onnx,pte", "--quantize", "int8",
                  "--no-progress"]) == 0
     return run
 
 
+@pytest.fixture(scope="session")
+def dqn(tmp_path_factory) -> Path:
+    """A short DQN CartPole run (torch engine: its checkpoint holds torch tensors, 3 final
+    evaluation episodes), exported to onnx and pte with int8."""
+    run = _train(tmp_path_factory.mktemp("dqn") / "run", "CartPole-v1", 2000, "--algo", "dqn",
+                 "--set", "learning_starts=500", eval_episodes=3)
+    assert main(["export", str(run), "--format", "onnx,pte", "--quantize", "int8",
+                 "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def td3(tmp_path_factory) -> Path:
+    """A short TD3 Pendulum run (3 final evaluation episodes), exported to onnx and pte
+    with int8."""
+    run = _train(tmp_path_factory.mktemp("td3") / "run", "Pendulum-v1", 1200, "--algo", "td3",
+                 "--set", "learning_starts=500", eval_episodes=3)
+    assert main(["export", str(run), "--format", "onnx,pte", "--quantize", "int8",
+                 "--no-progress"]) == 0
+    return run
+
+
+RUNS = ["cartpole", "pendulum", "dqn", "td3"]
 EXPECTED = {
     "cartpole": ["policy.onnx", "policy.int8.onnx", "policy.ort", "policy.pte", "policy.int8.pte"],
     "pendulum": ["policy.onnx", "policy.int8.onnx", "policy.pte", "policy.int8.pte"],
+    "dqn": ["policy.onnx", "policy.int8.onnx", "policy.pte", "policy.int8.pte"],
+    "td3": ["policy.onnx", "policy.int8.onnx", "policy.pte", "policy.int8.pte"],
+}
+ALGORITHM = {"cartpole": "ppo", "pendulum": "ppo", "dqn": "dqn", "td3": "td3"}
+DISCRETE = {"cartpole": True, "pendulum": False, "dqn": True, "td3": False}
+NETWORK = {  # layers, activation, head
+    "cartpole": ([4, 64, 64, 2], "tanh", "argmax of logits"),
+    "pendulum": ([3, 64, 64, 1], "tanh", "Gaussian mean clipped to the action bounds"),
+    "dqn": ([4, 120, 84, 2], "relu", "argmax of Q"),
+    "td3": ([3, 256, 256, 1], "relu", "tanh scaled to the action bounds"),
 }
 
 
-@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+@pytest.mark.parametrize("name", RUNS)
 def test_export_writes_verified_artifacts_and_metadata(request, name):
     run = request.getfixturevalue(name)
     out = run / "export"
     assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED[name] + ["policy.json"])
     meta = json.loads((out / "policy.json").read_text())
     assert list(meta["artifacts"]) == EXPECTED[name]
-    discrete = name == "cartpole"
+    discrete, algo = DISCRETE[name], ALGORITHM[name]
+    layers, activation, head = NETWORK[name]
+    assert meta["format_version"] == 2
     assert meta["env_id"] == ("CartPole-v1" if discrete else "Pendulum-v1")
-    assert meta["contract"]["output"]["dtype"] == ("int64" if discrete else "float32")
-    assert meta["algorithm"] == "ppo" and meta["optimizer"]["optimizer"] == "alphagrad"
+    assert meta["algorithm"] == algo
+    assert meta["network"] == {"layers": layers, "activation": activation, "head": head,
+                               "hidden": layers[1:-1],
+                               **({"action_scale": [2.0], "action_bias": [0.0]} if algo == "td3"
+                                  else {})}
+    output = meta["contract"]["output"]
+    assert output["dtype"] == ("int64" if discrete else "float32") and output["meaning"] == head
+    assert output["shape"] == (["batch"] if discrete else ["batch", 1])
+    assert meta["optimizer"]["optimizer"] == ("alphagrad" if algo == "ppo" else "adam")
     assert meta["training"]["checkpoint_step"] == meta["training"]["steps"] > 0
-    assert meta["normalization"]["enabled"] and len(meta["normalization"]["mean"]) == (4 if discrete else 3)
+    assert meta["training"]["final_eval_seed"] == meta["training"]["seed"] + 10_000
+    if algo == "ppo":
+        norm = meta["normalization"]
+        assert norm["enabled"] and len(norm["mean"]) == len(norm["var"]) == (4 if discrete else 3)
+        assert meta["contract"]["inside"].startswith("observation normalisation")
+    else:
+        assert meta["normalization"]["enabled"] is False
+        assert not {"mean", "var", "count"} & set(meta["normalization"])
+        assert "normalisation" not in meta["contract"]["inside"]
     assert meta["versions"]["torch"].startswith("2.13.0") and meta["versions"]["onnxruntime"]
+    assert "onnxscript" not in meta["versions"]
     recorded = meta["verification"]["observations"]
     assert recorded["count"] >= 1000 and recorded["policy_steps"] > 0 and recorded["explore_steps"] > 0
     for file, art in meta["artifacts"].items():
@@ -82,40 +137,50 @@ def test_export_writes_verified_artifacts_and_metadata(request, name):
                     figures["tolerance"]["max_error_fraction_of_range"]
         if art["precision"] == "fp32" and discrete:
             assert figures["batch_1"]["agreement"] >= 0.999
+        if art["precision"] == "fp32" and not discrete:
+            assert figures["batch_1"]["max_error_fraction_of_range"] <= 1e-6
     assert meta["artifacts"]["policy.onnx"]["opset"] == 18
+    assert meta["artifacts"]["policy.onnx"]["ir_version"] == 8
 
 
-def test_onnx_is_one_self_contained_file_that_passes_the_checker(cartpole):
+ONNX_OPS = {"Sub", "Div", "Clip", "Gemm", "Tanh", "Relu", "ArgMax", "Max", "Min", "Mul", "Add"}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_onnx_is_one_self_contained_file_that_passes_the_checker(request, name):
     import onnx
     from onnx.external_data_helper import uses_external_data
 
-    model = onnx.load(str(cartpole / "export" / "policy.onnx"), load_external_data=False)
+    run = request.getfixturevalue(name)
+    model = onnx.load(str(run / "export" / "policy.onnx"), load_external_data=False)
     onnx.checker.check_model(model, full_check=True)
     assert not any(uses_external_data(t) for t in model.graph.initializer)
     assert [i.name for i in model.graph.input] == ["obs"]
     assert [o.name for o in model.graph.output] == ["action"]
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param and dims[1].dim_value == 4  # dynamic batch, obs_dim 4
+    assert dims[0].dim_param == "batch" and dims[1].dim_value == NETWORK[name][0][0]
+    ops = [n.op_type for n in model.graph.node]
+    assert set(ops) <= ONNX_OPS and ops.count("Gemm") == 3
+    assert ("Clip" in ops) == (ALGORITHM[name] == "ppo")  # normalisation: PPO only
+    assert ("ArgMax" in ops) == DISCRETE[name]
 
 
-def _recorded(run: Path):
+def _recorded(run: Path, count: int = 256):
     trained = load_run(run)
-    policy = trained.export_policy()
-    obs, _ = record_observations(policy, trained.config["env_id"], count=256, seed=123)
-    return trained, policy, obs
+    obs, _ = record_observations(trained.spec, trained.config["env_id"], count=count, seed=123)
+    return trained, trained.spec, obs
 
 
-@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
-def test_artifacts_match_pytorch_through_the_plain_runtime_apis(request, name):
+@pytest.mark.parametrize("name", RUNS)
+def test_artifacts_match_the_numpy_reference_through_the_plain_runtime_apis(request, name):
     """Checked here without edgeag's runner or verifier: onnxruntime's and ExecuTorch's
     own Python APIs on fresh env observations, several batch sizes."""
     import onnxruntime as ort
     from executorch.runtime import Runtime
 
     run = request.getfixturevalue(name)
-    _, policy, obs = _recorded(run)
-    with torch.no_grad():
-        expected = policy(torch.from_numpy(obs)).numpy()
+    _, spec, obs = _recorded(run)
+    expected = spec.forward(obs)
     onnx = ort.InferenceSession(str(run / "export" / "policy.onnx"), providers=["CPUExecutionProvider"])
     pte = Runtime.get().load_program(run / "export" / "policy.pte").load_method("forward")
     for batch in (1, 7, 256):
@@ -125,48 +190,193 @@ def test_artifacts_match_pytorch_through_the_plain_runtime_apis(request, name):
                                   for i in range(0, len(obs), batch)])
         for got in (got_onnx, got_pte):
             assert got.dtype == expected.dtype and got.shape == expected.shape
-            if name == "cartpole":
+            if DISCRETE[name]:
                 assert (got == expected).mean() >= 0.999
             else:
-                np.testing.assert_allclose(got, expected, atol=1e-5)
+                np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
-def test_export_wrapper_in_eager_mode_equals_evaluate(request, name):
-    """The wrapper's action is the action `evaluate` takes: on recorded observations,
-    and over whole episodes (same returns)."""
-    trained, policy, obs = _recorded(request.getfixturevalue(name))
-    norm = ObsNormalizer(obs.shape[1:], enabled=trained.config["norm_obs"])
-    norm.load(trained.obs_norm)
-    discrete = trained.discrete
-    low = None if discrete else trained.action_space.low
-    high = None if discrete else trained.action_space.high
-    with torch.no_grad():
-        theirs = trained.policy.deterministic(torch.as_tensor(norm(obs.astype(np.float64)))).numpy()
-        ours = policy(torch.from_numpy(obs)).numpy()
-    if discrete:
-        assert np.array_equal(ours, theirs)
+@pytest.mark.parametrize("name", RUNS)
+def test_onnx_graph_equals_the_numpy_reference_in_fp32(request, name):
+    """Per head: the graph's last-layer output (an extra graph output on the same nodes)
+    within fp32 rounding of `PolicySpec.outputs`, and its actions equal to
+    `PolicySpec.forward` (discrete: wherever the top two outputs are apart by more than
+    rounding)."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeag.export.onnx import build_onnx
+
+    _, spec, obs = _recorded(request.getfixturevalue(name), count=1024)
+    model = build_onnx(spec)
+    last = f"layer{len(spec.layers) - 1}"
+    model.graph.output.append(onnx.helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    actions, outputs = session.run(["action", last], {"obs": obs})
+    ref = spec.outputs(obs)
+    np.testing.assert_allclose(outputs, ref, rtol=1e-5, atol=1e-5)
+    expected = spec.apply_head(ref)
+    assert actions.dtype == expected.dtype and actions.shape == expected.shape
+    if spec.discrete:
+        top2 = np.sort(ref, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4
+        assert clear.mean() > 0.9 and np.array_equal(actions[clear], expected[clear])
     else:
-        np.testing.assert_allclose(ours, np.clip(theirs, low, high), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(actions, expected, rtol=0, atol=1e-6)
+        assert (actions >= spec.action_low).all() and (actions <= spec.action_high).all()
 
-    def act(x):
+
+def _training_policy(trained, name):
+    """The training side's own policy on the checkpoint's arrays: ``act(normalised obs)``
+    -> the action `evaluate` clips, and for PPO the numpy engine's too."""
+    from edgeag.train import checkpoint
+    from edgeag.train.networks import ActorCritic, DeterministicActor, QNetwork
+
+    ckpt = checkpoint.load(trained.path / "checkpoints" / "latest.safetensors")
+    arch = ckpt["arch"]
+    cls = {"ppo": ActorCritic, "dqn": QNetwork, "td3": DeterministicActor}[ALGORITHM[name]]
+    net = cls.from_arch(arch)
+    net.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["policy"].items()})
+    net.eval()
+
+    def torch_act(x):
         with torch.no_grad():
-            return trained.policy.deterministic(torch.as_tensor(x, dtype=torch.float32)).numpy()
-    returns = evaluate(act, trained.config["env_id"], norm, 3, 77, low, high)
+            return net.deterministic(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    acts = {"torch": torch_act}
+    if ALGORITHM[name] == "ppo":
+        from edgeag.train.config import config_from_dict
+        from edgeag.train.ppo_numpy import NumpyActorCritic
+
+        cfg = config_from_dict(ckpt["config"], "checkpoint", "ppo")
+        numpy_policy = NumpyActorCritic(cfg, arch["obs_dim"], arch["action_dim"], arch["discrete"],
+                                        initialise=False)
+        numpy_policy.params.load_state_dict(ckpt["policy"])
+        acts["numpy engine"] = lambda x: numpy_policy.deterministic(np.asarray(x, np.float32))
+    return acts
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_numpy_reference_equals_the_training_policy_and_evaluate(request, name):
+    """`PolicySpec.forward` takes the action the training side's policy takes (torch
+    `ActorCritic` / `QNetwork` / `DeterministicActor`, and PPO's numpy engine) on the
+    same arrays: on recorded observations, and over whole episodes of `evaluate` (same
+    returns). The torch module built for .pte (`ExportPolicy`) equals it too."""
+    from edgeag.export.executorch import ExportPolicy
+
+    trained, spec, obs = _recorded(request.getfixturevalue(name))
+    norm = ObsNormalizer(obs.shape[1:], enabled=spec.normalize)
+    if spec.normalize:
+        norm.load(trained.obs_norm)
+    low = None if spec.discrete else trained.action_space.low
+    high = None if spec.discrete else trained.action_space.high
+    ours = spec.forward(obs)
+    with torch.no_grad():
+        module = ExportPolicy(spec).eval()(torch.from_numpy(obs)).numpy()
+    for engine, act in _training_policy(trained, name).items():
+        theirs = np.asarray(act(norm(obs.astype(np.float64))))
+        if spec.discrete:
+            assert np.array_equal(ours, theirs), engine
+        else:
+            np.testing.assert_allclose(ours, np.clip(theirs, low, high), rtol=0, atol=2e-6,
+                                       err_msg=engine)
+    if spec.discrete:
+        assert np.array_equal(module, ours)
+    else:
+        np.testing.assert_allclose(module, ours, rtol=0, atol=1e-6)
+
+    returns = evaluate(_training_policy(trained, name)["torch"], trained.config["env_id"], norm,
+                       2, 77, low, high)
     import gymnasium as gym
     env = gym.make(trained.config["env_id"])
     mine = []
-    for episode in range(3):
+    for episode in range(2):
         o, _ = env.reset(seed=77 + episode)
         total, done = 0.0, False
         while not done:
-            with torch.no_grad():
-                a = policy(torch.as_tensor(o, dtype=torch.float32)[None])[0].numpy()
-            o, r, terminated, truncated, _ = env.step(a)
+            o, r, terminated, truncated, _ = env.step(spec.forward(np.asarray(o, np.float32)[None])[0])
             total += float(r)
             done = terminated or truncated
         mine.append(total)
-    assert mine == pytest.approx(returns, rel=1e-6)
+    assert mine == pytest.approx(returns, rel=1e-5)
+
+
+REPLAY = r"""
+# Replays a run's final evaluation through policy.onnx, knowing only the documented
+# contract: onnxruntime, gymnasium and policy.json.
+import json, sys
+import gymnasium as gym
+import numpy as np
+import onnxruntime as ort
+
+folder = sys.argv[1]
+meta = json.load(open(f"{folder}/policy.json"))
+session = ort.InferenceSession(f"{folder}/policy.onnx", providers=["CPUExecutionProvider"])
+env = gym.make(meta["env_id"])
+seed, episodes = meta["training"]["final_eval_seed"], meta["training"]["final_eval_return"]["episodes"]
+returns = []
+for episode in range(episodes):
+    obs, _ = env.reset(seed=seed + episode)
+    total, done = 0.0, False
+    while not done:
+        action = session.run(["action"], {"obs": np.asarray(obs, np.float32)[None]})[0][0]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    returns.append(total)
+print(json.dumps({"returns": returns, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("name", ["pendulum", "dqn", "td3"])
+def test_a_contract_only_program_replays_the_runs_final_evaluation(request, name, tmp_path):
+    """A program that knows only policy.json's contract (no edgeag, no torch) gets from
+    policy.onnx the returns of the run's own final evaluation episodes (summary.json)."""
+    run = request.getfixturevalue(name)
+    script = tmp_path / "replay.py"
+    script.write_text(REPLAY)
+    out = subprocess.run([sys.executable, str(script), str(run / "export")], capture_output=True,
+                         text=True, check=True, cwd=tmp_path)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())["final_eval_return"]
+    assert not got["torch"] and len(summary["returns"]) == 3
+    assert got["returns"] == pytest.approx(summary["returns"], rel=1e-4)
+
+
+NO_TORCH_EXPORT = ("import sys; from edgeag.cli import main; rc = main(sys.argv[1:]); "
+                   "print(rc, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+
+
+@pytest.fixture(scope="session")
+def torch_engine_ppo(tmp_path_factory) -> Path:
+    """A short PPO run on the torch engine (its checkpoint holds torch tensors)."""
+    return _train(tmp_path_factory.mktemp("ppo-torch") / "run", "CartPole-v1", 1024,
+                  "--engine", "torch")
+
+
+@pytest.mark.parametrize("name", ["cartpole", "pendulum", "dqn", "td3", "torch_engine_ppo"])
+def test_onnx_and_ort_export_process_never_imports_torch(request, name, tmp_path):
+    """A real `edgeag export --format onnx,ort --quantize int8` process, on runs of
+    either engine: torch is never in sys.modules, and the files verify."""
+    run = request.getfixturevalue(name)
+    out = tmp_path / "export"
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_EXPORT, "export", str(run), "--format",
+                           "onnx,ort", "--quantize", "int8", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+    meta = json.loads((out / "policy.json").read_text())
+    assert list(meta["artifacts"]) == ["policy.onnx", "policy.int8.onnx", "policy.ort"]
+    assert "torch" not in meta["versions"] and "executorch" not in meta["versions"]
+
+
+@pytest.mark.parametrize("name", ["dqn", "td3"])
+def test_edgeag_run_runs_off_policy_exports(request, name, capsys):
+    """`edgeag run RUN/export/policy.onnx` (env from policy.json) for DQN and TD3."""
+    run = request.getfixturevalue(name)
+    for file in ("policy.onnx", "policy.int8.onnx"):
+        assert main(["run", str(run / "export" / file), "--episodes", "2"]) == 0
+        out = capsys.readouterr().out
+        assert f"env: {'CartPole-v1' if name == 'dqn' else 'Pendulum-v1'}, 2 episode(s)" in out
+        assert "mean return: " in out
 
 
 # --- failures publish nothing -----------------------------------------------------------
@@ -190,8 +400,8 @@ def test_corrupted_onnx_fails_with_exit_4_and_removes_the_previous_export(cartpo
     shutil.copytree(cartpole / "export", out)  # a previous, valid export in the same place
     real = onnx_export.export_onnx
 
-    def corrupted(module, obs_dim, path):
-        info = real(module, obs_dim, path)
+    def corrupted(spec, path):
+        info = real(spec, path)
         _corrupt_onnx(path)
         return info
 
@@ -201,7 +411,7 @@ def test_corrupted_onnx_fails_with_exit_4_and_removes_the_previous_export(cartpo
     assert code == 4
     assert re.match(r"edgeag: error: policy.onnx failed verification \(batch_1\): same action on "
                     r"\d+\.\d+% of 1024 observations, needs 99.9%; worst mismatch: observation #\d+ "
-                    r"\[.*\] gave action 0, PyTorch 1 \(logit margin .*\)", err[-1]), err
+                    r"\[.*\] gave action 0, the reference 1 \(logit margin .*\)", err[-1]), err
     assert "Traceback" not in "\n".join(err)
     assert not (out / "policy.onnx").exists() and not (out / "policy.json").exists()
     assert not list(out.glob(".export-*"))
@@ -215,13 +425,10 @@ def test_corrupted_pte_fails_with_exit_4_naming_the_worst_action(pendulum, tmp_p
 
     real = et_export.export_pte
 
-    def corrupted(module, obs_dim, path, calibration=None):
-        bad = type(module)(module.actor, module.discrete, module.obs_mean.numpy(),
-                           (module.obs_std.numpy() ** 2), module.action_low.numpy(),
-                           module.action_high.numpy())
-        with torch.no_grad():
-            bad.actor[-1].bias += 0.5
-        return real(bad, obs_dim, path, calibration)
+    def corrupted(spec, path, calibration=None):
+        weight, bias = spec.layers[-1]
+        bad = dataclasses.replace(spec, layers=(*spec.layers[:-1], (weight, bias + 0.5)))
+        return real(bad, path, calibration)
 
     monkeypatch.setattr(et_export, "export_pte", corrupted)
     out = tmp_path / "export"
@@ -236,7 +443,7 @@ def test_corrupted_pte_fails_with_exit_4_naming_the_worst_action(pendulum, tmp_p
 def test_unloadable_artifact_fails_with_exit_4(cartpole, tmp_path, monkeypatch, capsys):
     import edgeag.export.onnx as onnx_export
 
-    def garbage(module, obs_dim, path):
+    def garbage(spec, path):
         path.write_bytes(b"\x00not an onnx model" * 10)
         return {"opset": 18}
 
@@ -273,6 +480,53 @@ def test_export_bad_input_exits_2_with_one_line(cartpole, tmp_path, capsys, make
     assert len(err) == 1 and err[0].startswith("edgeag: error: ") and re.search(message, err[0]), err
     assert sorted(p.name for p in (cartpole / "export").iterdir()) == before
     assert (tmp_path / "file").read_text() == "a file, not a directory"
+
+
+def _damaged(run: Path, where: Path, damage) -> Path:
+    """A copy of ``run`` whose checkpoint state went through ``damage(state)``."""
+    from edgeag.train import checkpoint
+    from edgeag.train.rundir import RunDir
+
+    shutil.copytree(run, where, ignore=shutil.ignore_patterns("export"))
+    state = checkpoint.load(where / "checkpoints" / "latest.safetensors")
+    damage(state)
+    RunDir(where).save_checkpoint(state)
+    return where
+
+
+def _drop_actor(state):
+    for key in [k for k in state["policy"] if k.startswith("actor.")]:
+        del state["policy"][key]
+
+
+DAMAGE = [
+    ("no-actor", _drop_actor, r"cannot export: .*latest.safetensors lacks the policy \(no "
+     r"actor\.\*\.weight arrays\)$"),
+    ("unknown-kind", lambda s: s["arch"].update(kind="rnn"),
+     r"lacks the policy \(unknown arch kind 'rnn' \(accepted: none for ppo, 'q', "
+     r"'deterministic_actor'\)\)$"),
+    ("missing-layer", lambda s: s["policy"].pop("actor.2.weight"),
+     r"lacks the policy \(layers actor\.0, actor\.4; the arch \[4, 64, 64, 2\] needs "
+     r"actor\.0, actor\.2, actor\.4\)$"),
+    ("wrong-shape", lambda s: s["policy"].update({"actor.4.bias": np.zeros(3, np.float32)}),
+     r"lacks the policy \(actor\.4 has weight \[2, 64\] and bias \[3\]; the arch .* needs "
+     r"\[2, 64\] and \[2\]\)$"),
+    ("no-obs-norm", lambda s: s.pop("obs_norm"),
+     r"lacks the policy \(norm_obs is on but there are no obs_norm mean and var\)$"),
+    ("kind-of-another-algo", lambda s: s["arch"].update(kind="q"),
+     r"is a ppo run whose arch is dqn's \(arch kind 'q'\)$"),
+]
+
+
+@pytest.mark.parametrize("case,damage,message", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_a_checkpoint_without_a_policy_exits_2_with_one_line(cartpole, tmp_path, capsys, case,
+                                                             damage, message):
+    run = _damaged(cartpole, tmp_path / case, damage)
+    code = main(["export", str(run), "--format", "onnx", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("edgeag: error: ") and re.search(message, err[0]), err
+    assert not (run / "export").exists()
 
 
 def test_export_help_states_the_verification_tolerances():
@@ -342,7 +596,7 @@ def test_runner_file_runs_alone_without_edgeag(cartpole, tmp_path):
     assert f"mean return over 3 episodes: {np.mean(alone):.1f}" in example
 
 
-@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+@pytest.mark.parametrize("name", RUNS)
 def test_per_action_path_equals_the_runtimes_plain_call(request, name):
     """`act` (I/O binding, preallocated buffers) against `__call__` (`session.run` /
     `Method.execute`), one observation at a time, for every file of the export."""
@@ -354,7 +608,7 @@ def test_per_action_path_equals_the_runtimes_plain_call(request, name):
         policy = load_policy(run / "export" / file)
         for o in obs:
             fast, ref = policy.act(o), policy(o[None])[0]
-            if name == "cartpole":
+            if DISCRETE[name]:
                 assert type(fast) is int and fast == ref, file
             else:
                 assert fast.dtype == ref.dtype and np.array_equal(fast, ref), file

@@ -1,24 +1,31 @@
 """Export a trained policy for inference on the device, and run it there.
 
-``edgeag export RUN`` turns ``RUN/checkpoints/latest.safetensors`` into artifacts that
-onnxruntime (Raspberry Pi, mobile onnxruntime) and ExecuTorch (Android, iOS) load
-directly, each verified against the PyTorch policy before it is moved into place.
-Every artifact is the whole policy, with one contract:
+``edgeag export RUN`` turns ``RUN/checkpoints/latest.safetensors`` of a PPO, DQN or TD3
+run into artifacts that onnxruntime (Raspberry Pi, mobile onnxruntime) and ExecuTorch
+(Android, iOS) load directly, each verified against a numpy reference of the policy
+before it is moved into place. Every artifact is the whole policy, with one contract:
 
 - input ``obs``: float32 ``[batch, obs_dim]``, the raw observation from the env
   (dynamic batch; at most `PTE_MAX_BATCH` for ``.pte``);
-- output ``action``: int64 ``[batch]`` (discrete: argmax of the logits) or float32
-  ``[batch, act_dim]`` (continuous: the Gaussian mean clipped to the action bounds),
-  ready for ``env.step``.
+- output ``action``, ready for ``env.step``: int64 ``[batch]`` (PPO: argmax of the
+  logits; DQN: argmax of Q) or float32 ``[batch, act_dim]`` (PPO: the Gaussian mean
+  clipped to the action bounds; TD3: the actor's tanh scaled to the action bounds).
 
-Observation normalisation (running mean/std frozen at the checkpoint, clipped to
-+-10) is inside the artifact.
+PPO's observation normalisation (running mean/std frozen at the checkpoint, clipped to
++-10) is inside the artifact; DQN and TD3 take the raw observation, as they train.
 
-Modules: `edgeag.export.policy` (the wrapper module, recorded observations),
-`edgeag.export.onnx`, `edgeag.export.executorch`, `edgeag.export.verify`,
-`edgeag.export.build` (``edgeag export``), and `edgeag.export.runner`
-(``edgeag run``: onnxruntime + numpy + gymnasium, never torch, for ``.onnx``/``.ort``).
-Importing this package imports nothing heavy.
+The policy is read once, as data: `edgeag.export.spec.PolicySpec` (layers, activation,
+head, normalisation; numpy arrays from the checkpoint, whichever engine trained it),
+whose numpy forward is the reference. ``.onnx`` (and ``.ort``, int8) are written from
+it with the ``onnx`` package's graph API and verified with onnxruntime: no torch
+(``pip install 'edgeag[onnx]'``). ``.pte`` needs torch and ExecuTorch (``pip install
+'edgeag[export]'``): a torch module is built from the same spec and lowered.
+
+Modules: `edgeag.export.spec` (the spec and its numpy forward), `edgeag.export.policy`
+(reading a run, recorded observations), `edgeag.export.onnx`,
+`edgeag.export.executorch`, `edgeag.export.verify`, `edgeag.export.build` (``edgeag
+export``), and `edgeag.export.runner` (``edgeag run``: onnxruntime + numpy + gymnasium,
+never torch, for ``.onnx``/``.ort``). Importing this package imports nothing heavy.
 """
 
 FORMATS = ("onnx", "ort", "pte")

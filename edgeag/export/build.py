@@ -3,9 +3,10 @@
 Order of events:
 
 1. validate the formats, the output directory and the run (exit 2, nothing written);
-2. rebuild the policy as `ExportPolicy` and record observations from the env;
+2. read the policy as a `PolicySpec` (numpy arrays) and record observations from the
+   env with its numpy reference;
 3. build each artifact under a temporary name in the output directory and verify it
-   with its own runtime against the PyTorch policy (`edgeag.export.verify`);
+   with its own runtime against the numpy reference (`edgeag.export.verify`);
 4. only when every artifact passed, move them to their final names and write
    ``policy.json`` last. A failure (exit 4) publishes nothing, and removes any
    previous export's file of the failed name and its ``policy.json``, so no file in
@@ -13,6 +14,9 @@ Order of events:
 
 The output directory holds one export: artifacts of an earlier export that this one
 does not produce are removed when it succeeds.
+
+Only ``pte`` needs torch (and ExecuTorch); ``onnx`` and ``ort`` are written with the
+``onnx`` package and verified with onnxruntime, and never import torch.
 """
 
 from __future__ import annotations
@@ -43,6 +47,16 @@ CALIBRATION_SEED = 30_000
 """Seeds of the episodes whose observations calibrate int8 activation ranges (apart
 from the verification episodes)."""
 EXTRA_HINT = "pip install 'edgeag[export]'"
+ONNX_HINT = "pip install 'edgeag[onnx]'"
+NEEDS = {"onnx": ("onnx", "onnxruntime"), "ort": ("onnx", "onnxruntime"),
+         "pte": ("torch", "executorch")}
+"""The packages each format needs, to build it and to verify it."""
+METADATA_FORMAT = 2
+"""``policy.json``'s ``format_version``. 2: ``network`` is ``layers`` / ``activation`` /
+``head`` / ``hidden`` (1 had ``actor``, PPO only); ``normalization`` holds ``mean``,
+``var`` and ``count`` only when it is enabled; ``algorithm`` is ppo, dqn or td3;
+``training.final_eval_seed`` is new; ``versions`` lists torch, executorch and torchao
+only for an export with a ``.pte``."""
 
 
 def parse_formats(text: str | None) -> list[str] | None:
@@ -100,13 +114,13 @@ def export_run(run_path: str | Path, formats: list[str] | None = None, out: str 
     Raises EdgeagError (exit 2) for bad input and `VerificationFailed` (exit 4)."""
     if quantize is not None and quantize not in QUANTIZE:
         raise EdgeagError(f"unknown --quantize {quantize!r} (accepted: {', '.join(QUANTIZE)})")
-    _check_installed()
     from edgeag.export.policy import load_run
 
     run = load_run(run_path)
     origin = "--format"
     if formats is None:
         formats, origin = default_formats(run.path, log)
+    _check_installed(formats)
     names = artifact_names(formats, quantize)
     out = Path(out) if out is not None else run.path / "export"
     staging = _staging_dir(out)
@@ -136,11 +150,32 @@ def export_run(run_path: str | Path, formats: list[str] | None = None, out: str 
     return meta
 
 
-def _check_installed() -> None:
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript", "executorch")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise EdgeagError(f"edgeag export needs {', '.join(missing)}: {EXTRA_HINT}")
+def _check_installed(formats: list[str]) -> None:
+    """EdgeagError (exit 2) naming the packages ``formats`` need that are not installed
+    here: `NEEDS`, without importing any of them."""
+    from edgeag.errors import torch_available
+
+    def missing(names):
+        return [m for m in dict.fromkeys(names) if not (
+            torch_available() if m == "torch" else _installed(m))]
+
+    onnx = missing(m for f in formats if f != "pte" for m in NEEDS[f])
+    if onnx:
+        raise EdgeagError(f"edgeag export --format {','.join(f for f in formats if f != 'pte')} "
+                          f"needs {', '.join(onnx)}, not installed here: {ONNX_HINT}")
+    pte = missing(NEEDS["pte"]) if "pte" in formats else []
+    if pte:
+        raise EdgeagError(f"edgeag export --format pte needs {' and '.join(pte)}, which "
+                          f"{'is' if len(pte) == 1 else 'are'} not installed here: phones get "
+                          f"their .pte from a machine with torch ({EXTRA_HINT}); onnx and ort "
+                          f"export without torch")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # blocked (sys.modules[name] = None) or broken
+        return False
 
 
 def _staging_dir(out: Path) -> Path:
@@ -154,123 +189,150 @@ def _staging_dir(out: Path) -> Path:
 
 def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress: bool, log,
                       formats_text: str) -> dict:
-    import torch
-
     from edgeag.export.policy import record_observations
     from edgeag.export.verify import reference, verify
 
-    torch.set_num_threads(1)
     env_id = run.config["env_id"]
-    obs_dim = run.observation_space.shape[0]
     log(f"edgeag export: {run.path} ({env_id}, step {run.checkpoint_step:,}) -> {out}; "
         f"formats {formats_text}: {', '.join(names)}")
-    policy = run.export_policy()
+    spec = run.spec
     bar = _progress(progress, 1 + 2 * len(names))
     _step(bar, "recording observations")
-    obs, recorded = record_observations(policy, env_id)
-    expected, logits = reference(policy, obs)
+    obs, recorded = record_observations(spec, env_id)
+    expected, outputs = reference(spec, obs)
     bar.update(1)
     artifacts = {}
     for name in names:
         fmt, precision = ARTIFACTS[name]
         path = staging / name
         _step(bar, f"building {name}")
-        info = _build(name, policy, obs_dim, staging, env_id)
+        info = _build(name, spec, staging, env_id)
         bar.update(1)
         _step(bar, f"verifying {name}")
         try:
-            figures = verify(path, name, precision, policy, obs, expected, logits)
+            figures = verify(path, name, precision, spec, obs, expected, outputs)
         finally:
             bar.update(1)
         artifacts[name] = {"format": fmt, "precision": precision, "bytes": path.stat().st_size,
                            "sha256": _sha256(path), **info, "verification": figures}
-        log(f"  {name:18s} {path.stat().st_size:>9,d} B  verified: {_summary(figures, policy.discrete)}")
+        log(f"  {name:18s} {path.stat().st_size:>9,d} B  verified: {_summary(figures, spec.discrete)}")
     bar.close()
     return _metadata(run, artifacts, recorded)
 
 
-def _build(name: str, policy, obs_dim: int, staging: Path, env_id: str) -> dict:
+def _build(name: str, spec, staging: Path, env_id: str) -> dict:
     from edgeag.export import onnx as onnx_export
     from edgeag.export.policy import record_observations
 
     path = staging / name
     if name == "policy.onnx":
-        return onnx_export.export_onnx(policy, obs_dim, path)
+        return onnx_export.export_onnx(spec, path)
     if name == "policy.int8.onnx":
-        calibration, recorded = record_observations(policy, env_id, seed=CALIBRATION_SEED)
+        calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED)
         return {**onnx_export.quantize_onnx(staging / "policy.onnx", path, calibration),
                 "quantization": "onnxruntime quantize_static, QDQ: int8 weights per channel "
-                                "(7-bit range), int8 activations with calibrated ranges",
+                                "(7-bit range), int8 activations with calibrated ranges; "
+                                "the first layer float",
                 "calibration": recorded}
     if name == "policy.ort":
         onnx_export.convert_ort(staging / "policy.onnx", path)
         return {"converted_from": "policy.onnx"}
+    import torch
+
     from edgeag.export.executorch import export_pte
 
+    torch.set_num_threads(1)
     if name == "policy.pte":
-        return export_pte(policy, obs_dim, path)
-    calibration, recorded = record_observations(policy, env_id, seed=CALIBRATION_SEED)
-    return {**export_pte(policy, obs_dim, path, calibration),
+        return export_pte(spec, path)
+    calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED)
+    return {**export_pte(spec, path, calibration),
             "quantization": "PT2E with ExecuTorch's XNNPACKQuantizer: symmetric int8, weights "
-                            "per channel, static activation ranges",
+                            "per channel, static activation ranges; the first layer float",
             "calibration": recorded}
 
 
+INSIDE = {
+    "ppo": "observation normalisation and clipping, actor, deterministic action",
+    "dqn": "Q-network, greedy action",
+    "td3": "actor, deterministic action",
+}
+"""``contract.inside``: what each algorithm's file holds between ``obs`` and ``action``
+(without normalisation when the run had ``norm_obs = false``)."""
+
+
 def _metadata(run, artifacts: dict, recorded: dict) -> dict:
-    cfg, summary = run.config, run.summary or {}
+    cfg, summary, spec = run.config, run.summary or {}, run.spec
     obs_space, act_space = run.observation_space, run.action_space
     obs_dim = obs_space.shape[0]
-    if run.discrete:
+    if spec.discrete:
         action_space = {"type": "Discrete", "n": int(act_space.n)}
-        output = {"name": "action", "dtype": "int64", "shape": ["batch"],
-                  "meaning": "argmax of the actor's logits"}
+        output = {"name": "action", "dtype": "int64", "shape": ["batch"], "meaning": spec.meaning}
     else:
         action_space = {"type": "Box", "shape": list(act_space.shape),
                         "low": _floats(act_space.low), "high": _floats(act_space.high)}
         output = {"name": "action", "dtype": "float32", "shape": ["batch", int(act_space.shape[0])],
-                  "meaning": "Gaussian mean clipped to the action bounds"}
-    norm = cfg.get("norm_obs", True)
+                  "meaning": spec.meaning}
     from edgeag import __version__
-    from edgeag.train.envs import NORM_EPS, OBS_CLIP
+    from edgeag.train.envs import EVAL_SEED_OFFSET, NORM_EPS, OBS_CLIP
 
+    inside = INSIDE[spec.algorithm]
+    if spec.normalize:
+        normalization = {"enabled": True, "mean": _floats(run.obs_norm["mean"]),
+                         "var": _floats(run.obs_norm["var"]),
+                         "count": float(run.obs_norm["count"]), "epsilon": NORM_EPS,
+                         "clip": OBS_CLIP,
+                         "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip)"}
+    else:
+        inside = inside.replace("observation normalisation and clipping, ", "")
+        normalization = {"enabled": False, "note": "the policy takes the raw observation" + (
+            " (the run had norm_obs = false)" if spec.algorithm == "ppo" else
+            f" ({spec.algorithm} trains on raw observations)")}
+    network = {"layers": spec.sizes, "activation": spec.activation, "head": spec.meaning,
+               "hidden": spec.sizes[1:-1]}
+    if spec.head == "tanh":
+        network["action_scale"] = _floats(spec.action_scale)
+        network["action_bias"] = _floats(spec.action_bias)
     return {
-        "format_version": 1,
+        "format_version": METADATA_FORMAT,
         "env_id": cfg["env_id"],
         "observation_space": {"type": "Box", "shape": list(obs_space.shape),
                               "low": _floats(obs_space.low), "high": _floats(obs_space.high)},
         "action_space": action_space,
         "contract": {"input": {"name": "obs", "dtype": "float32", "shape": ["batch", obs_dim]},
-                     "output": output, "pte_max_batch": PTE_MAX_BATCH,
-                     "inside": "observation normalisation and clipping, actor, deterministic action"},
-        "normalization": {"enabled": bool(norm), "mean": _floats(run.obs_norm["mean"]),
-                          "var": _floats(run.obs_norm["var"]), "count": float(run.obs_norm["count"]),
-                          "epsilon": NORM_EPS, "clip": OBS_CLIP,
-                          "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip)"},
-        "algorithm": "ppo",
+                     "output": output, "pte_max_batch": PTE_MAX_BATCH, "inside": inside},
+        "normalization": normalization,
+        "algorithm": spec.algorithm,
         "optimizer": {k: cfg.get(k) for k in ("optimizer", "lr", "alpha", "momentum", "eps")},
-        "network": {"actor": [int(m.out_features) for m in run.policy.actor
-                              if hasattr(m, "out_features")], "activation": "tanh",
-                    "hidden": list(cfg.get("hidden", []))},
+        "network": network,
         "training": {"run": str(run.path), "checkpoint_step": run.checkpoint_step,
                      "seed": cfg.get("seed"), "total_steps": cfg.get("total_steps"),
+                     "final_eval_seed": None if cfg.get("seed") is None
+                     else int(cfg["seed"]) + EVAL_SEED_OFFSET,
                      **{k: summary.get(k) for k in ("steps", "stopped", "wall_seconds",
                                                     "steps_per_second", "peak_rss_bytes",
                                                     "budget_bytes", "profile",
                                                     "final_eval_return")}},
-        "versions": _versions(),
-        "verification": {"observations": recorded, "tolerances": {
+        "versions": _versions(any(a["format"] == "pte" for a in artifacts.values())),
+        "verification": {"reference": "numpy forward of the checkpoint's arrays "
+                                      "(edgeag.export.spec.PolicySpec)",
+                         "observations": recorded, "tolerances": {
             f"{kind}/{precision}": tol for (kind, precision), tol in TOLERANCES.items()}},
         "artifacts": artifacts,
         "edgeag": __version__,
     }
 
 
-def _versions() -> dict:
+def _versions(pte: bool) -> dict:
+    """The releases the export ran with: Python, edgeag, the ONNX tools, gymnasium and
+    numpy, and, when it wrote a ``.pte``, torch, executorch and torchao."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for package in ("edgeag", "torch", "onnx", "onnxscript", "onnxruntime", "executorch",
-                    "torchao", "gymnasium", "numpy"):
+    packages = ["edgeag", "onnx", "onnxruntime", "gymnasium", "numpy"]
+    if pte:
+        packages[1:1] = ["torch"]
+        packages += ["executorch", "torchao"]
+    for package in packages:
         try:
             out[package] = version(package)
         except PackageNotFoundError:

@@ -1,19 +1,16 @@
-"""The policy as exported: a trained run's checkpoint rebuilt as one plain ``nn.Module``
-(raw observation in, action out), and the observations it is verified on."""
+"""The policy as exported: a trained run's checkpoint read as a `PolicySpec` (numpy
+arrays, no torch), and the observations every artifact is verified on."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from edgeag.errors import EdgeagError
-from edgeag.train.envs import NORM_EPS, OBS_CLIP, check_spaces, make_env
-from edgeag.train.networks import ActorCritic
+from edgeag.export.spec import ARCH_KINDS, PolicySpec, SpecError, spec_from_checkpoint
+from edgeag.train.envs import check_spaces, make_env
 from edgeag.train.rundir import RunDir
 
 VERIFY_OBSERVATIONS = 1024
@@ -22,54 +19,8 @@ VERIFY_SEED = 20_000
 """Seeds of the recording episodes: VERIFY_SEED, VERIFY_SEED + 1, ... (apart from the
 training seeds and from `edgeag.train.envs.EVAL_SEED_OFFSET`'s evaluation seeds)."""
 
-
-class ExportPolicy(nn.Module):
-    """Raw observation -> normalised and clipped observation -> actor -> deterministic
-    action, exactly what `edgeag.train.envs.evaluate` does with the trained policy:
-
-    - normalisation: ``clip((obs - mean) / sqrt(var + 1e-8), -10, 10)`` with the running
-      statistics frozen at the checkpoint (skipped when the run had ``norm_obs = false``);
-      computed in float32 here, in float64 then rounded in `ObsNormalizer` (a difference
-      of about 1e-7, tested);
-    - discrete actions: argmax of the actor's logits, int64 ``[batch]``;
-    - continuous actions: the Gaussian mean clipped to the action space's bounds, float32
-      ``[batch, act_dim]`` (the policy acts in the env's own units, so clipping is the
-      whole mapping to the bounds).
-
-    Built from plain modules (the actor ``nn.Sequential`` of Linear/Tanh and buffers) so
-    `torch.export` and `torch.onnx.export` see ordinary ops.
-    """
-
-    def __init__(self, actor: nn.Sequential, discrete: bool, obs_mean: np.ndarray | None,
-                 obs_var: np.ndarray | None, action_low: np.ndarray | None = None,
-                 action_high: np.ndarray | None = None):
-        super().__init__()
-        self.actor = copy.deepcopy(actor).float().eval()
-        self.discrete = discrete
-        self.normalize = obs_mean is not None
-        if self.normalize:
-            self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32))
-            self.register_buffer("obs_std", torch.as_tensor(
-                np.sqrt(np.asarray(obs_var, np.float64) + NORM_EPS), dtype=torch.float32))
-        if not discrete:
-            self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
-            self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
-
-    def forward(self, obs: Tensor) -> Tensor:
-        x = obs
-        if self.normalize:
-            x = torch.clamp((x - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
-        out = self.actor(x)
-        if self.discrete:
-            return out.argmax(-1)
-        return torch.minimum(torch.maximum(out, self.action_low), self.action_high)
-
-    def logits(self, obs: Tensor) -> Tensor:
-        """The actor's output before the action head (for naming the worst mismatch)."""
-        x = obs
-        if self.normalize:
-            x = torch.clamp((x - self.obs_mean) / self.obs_std, -OBS_CLIP, OBS_CLIP)
-        return self.actor(x)
+EXPORTABLE = tuple(ARCH_KINDS.values())
+"""Algorithms whose policies `load_run` can rebuild: ppo, dqn, td3."""
 
 
 @dataclass
@@ -78,10 +29,11 @@ class TrainedRun:
 
     path: Path
     config: dict
-    """The run's resolved `PPOConfig` (as saved in the checkpoint)."""
-    policy: ActorCritic
-    obs_norm: dict
-    """`ObsNormalizer.state()`: mean, var, count."""
+    """The run's resolved configuration (as saved in the checkpoint)."""
+    spec: PolicySpec
+    obs_norm: dict | None
+    """`ObsNormalizer.state()` (mean, var, count) of a PPO run; None for off-policy runs,
+    whose observations are used raw."""
     observation_space: object
     action_space: object
     summary: dict | None
@@ -89,37 +41,52 @@ class TrainedRun:
     checkpoint_step: int
 
     @property
+    def algorithm(self) -> str:
+        return self.spec.algorithm
+
+    @property
     def discrete(self) -> bool:
-        return self.policy.discrete
+        return self.spec.discrete
 
-    def export_policy(self) -> ExportPolicy:
-        norm = self.config.get("norm_obs", True)
-        low = None if self.discrete else self.action_space.low
-        high = None if self.discrete else self.action_space.high
-        return ExportPolicy(self.policy.actor, self.discrete,
-                            self.obs_norm["mean"] if norm else None,
-                            self.obs_norm["var"] if norm else None, low, high).eval()
+    def export_policy(self):
+        """The spec as a torch module (`edgeag.export.executorch.ExportPolicy`; imports
+        torch)."""
+        from edgeag.export.executorch import ExportPolicy
 
-
-EXPORTABLE = ("ppo",)
-"""Algorithms whose policies `load_run` can rebuild."""
+        return ExportPolicy(self.spec).eval()
 
 
-def _algo(run: RunDir) -> str:
-    """The algorithm a run was trained with, from its config.toml (ppo if unreadable:
-    the checkpoint then decides)."""
+def _algo(run: RunDir) -> str | None:
+    """The algorithm in the run's config.toml (None if unreadable: the checkpoint then
+    decides)."""
     import tomllib
 
     try:
         with open(run.config, "rb") as f:
-            return str(tomllib.load(f).get("run", {}).get("algo", "ppo"))
+            return tomllib.load(f).get("run", {}).get("algo")
     except (OSError, tomllib.TOMLDecodeError):
-        return "ppo"
+        return None
+
+
+def read_checkpoint(run: RunDir) -> dict:
+    """The run's checkpoint with every array as a numpy array, also those a torch-engine
+    run saved as torch tensors, so that reading it never imports torch. An unreadable
+    file is read once more by `RunDir.load_checkpoint`, for its one-line refusal (an
+    older run's ``latest.pt`` is read that way too: only torch reads it)."""
+    from edgeag.train import checkpoint
+
+    if run.checkpoint.suffix == ".safetensors":
+        try:
+            return checkpoint.load(run.checkpoint, numpy_only=True)
+        except Exception:  # noqa: BLE001: the message comes from load_checkpoint
+            pass
+    return run.load_checkpoint(purpose="export")
 
 
 def load_run(path: str | Path) -> TrainedRun:
     """The policy, normaliser and spaces of the run in ``path``; EdgeagError (exit 2)
-    for a missing directory, a run without a checkpoint or an unreadable one."""
+    for a missing directory, a run without a checkpoint, an unreadable one or one
+    whose arrays do not make a policy."""
     import json
 
     run = RunDir(path)
@@ -130,42 +97,54 @@ def load_run(path: str | Path) -> TrainedRun:
                           f"({run.checkpoint.relative_to(run.path)}); train it first with "
                           f"edgeag train --out {run.path}")
     algo = _algo(run)
-    if algo not in EXPORTABLE:
+    if algo is not None and algo not in EXPORTABLE:
         raise EdgeagError(f"cannot export: {run.path} is a {algo} run; edgeag export accepts "
                           f"runs of {', '.join(EXPORTABLE)}")
-    ckpt = run.load_checkpoint(purpose="export")
+    ckpt = read_checkpoint(run)
     try:
-        cfg, arch = ckpt["config"], ckpt["arch"]
-        policy = ActorCritic.from_arch(arch)  # whichever engine trained it: the same names
-        policy.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["policy"].items()})
-        obs_norm = ckpt["obs_norm"]
-        step = int(ckpt["global_step"])
-    except (KeyError, TypeError, RuntimeError) as e:
+        cfg = ckpt["config"]
+        env_id, step = cfg["env_id"], int(ckpt["global_step"])
+    except (KeyError, TypeError, ValueError) as e:
         raise EdgeagError(f"cannot export: {run.checkpoint} lacks the policy "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    policy.eval()
-    env = make_env(cfg["env_id"])
+    env = make_env(env_id)
     try:
-        check_spaces(cfg["env_id"], env.observation_space, env.action_space)
+        check_spaces(env_id, env.observation_space, env.action_space)
         obs_space, action_space = env.observation_space, env.action_space
     finally:
         env.close()
+    low, high = (None, None) if not hasattr(action_space, "low") else \
+        (action_space.low, action_space.high)
+    kind = ckpt["arch"].get("kind") if isinstance(ckpt.get("arch"), dict) else None
+    saved = ckpt.get("algo") or cfg.get("algo") or algo
+    if kind in ARCH_KINDS and saved is not None and saved != ARCH_KINDS[kind]:
+        raise EdgeagError(f"cannot export: {run.checkpoint} is a {saved} run whose arch is "
+                          f"{ARCH_KINDS[kind]}'s (arch kind {kind!r})")
+    try:
+        spec = spec_from_checkpoint(ckpt, low, high)
+    except SpecError as e:
+        raise EdgeagError(f"cannot export: {run.checkpoint} lacks the policy ({e})") from None
+    if spec.obs_dim != obs_space.shape[0]:
+        raise EdgeagError(f"cannot export: {run.checkpoint}'s policy takes {spec.obs_dim} "
+                          f"values, env {env_id!r} gives shape {obs_space.shape}")
     summary = None
     if run.summary.is_file():
         try:
             summary = json.loads(run.summary.read_text())
         except (OSError, ValueError):
             summary = None
-    return TrainedRun(run.path, cfg, policy, obs_norm, obs_space, action_space, summary, step)
+    obs_norm = ckpt.get("obs_norm") if spec.algorithm == "ppo" else None
+    return TrainedRun(run.path, cfg, spec, obs_norm, obs_space, action_space, summary, step)
 
 
-def record_observations(policy: ExportPolicy, env_id: str, count: int = VERIFY_OBSERVATIONS,
+def record_observations(policy: PolicySpec, env_id: str, count: int = VERIFY_OBSERVATIONS,
                         seed: int = VERIFY_SEED, explore: float = 0.25) -> tuple[np.ndarray, dict]:
     """``count`` raw observations (float32 ``[count, obs_dim]``) from real episodes of
     ``env_id``, each at most ``count // 4`` steps: alternately the policy's own
-    deterministic episodes (the states it meets on the device) and episodes where a
-    uniformly random action replaces the policy's with probability ``explore`` (states
-    off its path, where a wrong action would show)."""
+    deterministic episodes (the states it meets on the device; actions from the numpy
+    reference, `PolicySpec.forward`) and episodes where a uniformly random action
+    replaces the policy's with probability ``explore`` (states off its path, where a
+    wrong action would show)."""
     env = make_env(env_id)
     env.action_space.seed(seed)
     rng = np.random.default_rng(seed)
@@ -184,8 +163,7 @@ def record_observations(policy: ExportPolicy, env_id: str, count: int = VERIFY_O
                 if kind == "explore_steps" and rng.random() < explore:
                     action = env.action_space.sample()
                 else:
-                    with torch.no_grad():
-                        action = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+                    action = policy.forward(rows[-1][None])[0]
                 obs, _, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
                     break

@@ -1,5 +1,6 @@
-"""Verification: an artifact, loaded by its own runtime, against the PyTorch policy on
-observations recorded from the environment.
+"""Verification: an artifact, loaded by its own runtime, against the numpy reference of
+the policy (`edgeag.export.spec.PolicySpec.forward`) on observations recorded from the
+environment. No torch is needed to verify ``.onnx`` and ``.ort`` files.
 
 Each artifact is run twice over the observations: once per observation through the
 runner's per-action path (`OnnxPolicy.act` / `PtePolicy.act`, batch 1, as a device
@@ -11,14 +12,15 @@ actions     precision  passes when
 ==========  =========  ===================================================================
 discrete    fp32       the same action on at least 99.9% of observations
 discrete    int8       the same action on at least 95% of observations
-continuous  fp32       every action within 1e-4 of the action range (high - low) of PyTorch's
-continuous  int8       every action within 5% of the action range of PyTorch's
+continuous  fp32       every action within 1e-4 of the action range (high - low) of the
+                       reference's
+continuous  int8       every action within 5% of the action range of the reference's
 ==========  =========  ===================================================================
 
 Output dtype and shape must match the contract exactly. A failure raises
 `VerificationFailed` (exit 4) naming the worst mismatch: for discrete actions the
-disagreeing observation where PyTorch's logit margin was largest, for continuous ones
-the largest error.
+disagreeing observation where the reference's margin between its two largest outputs
+(logits or Q-values) was largest, for continuous ones the largest error.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgeag.errors import EdgeagError
 from edgeag.export import PTE_MAX_BATCH
 from edgeag.export.runner import load_policy
+from edgeag.export.spec import PolicySpec
 
 TOLERANCES = {
     ("discrete", "fp32"): {"min_agreement": 0.999},
@@ -41,23 +43,24 @@ TOLERANCES = {
 
 
 class VerificationFailed(EdgeagError):
-    """An exported artifact does not behave like the PyTorch policy (exit 4)."""
+    """An exported artifact does not behave like the policy's reference (exit 4)."""
 
     exit_code = 4
 
 
-def reference(policy, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's actions and actor outputs (logits or means) for ``obs``."""
-    with torch.no_grad():
-        x = torch.from_numpy(obs)
-        return policy(x).numpy(), policy.logits(x).numpy()
+def reference(spec: PolicySpec, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy reference's actions and last-layer outputs (logits, Q-values, means or
+    pre-tanh actions) for ``obs``."""
+    outputs = spec.outputs(obs)
+    return spec.apply_head(outputs), outputs
 
 
-def verify(path: Path, name: str, precision: str, policy, obs: np.ndarray,
-           expected: np.ndarray, logits: np.ndarray) -> dict:
-    """Run the artifact at ``path`` on ``obs`` and compare with ``expected``; returns the
-    figures (for policy.json) or raises `VerificationFailed`."""
-    discrete = policy.discrete
+def verify(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.ndarray,
+           expected: np.ndarray, outputs: np.ndarray) -> dict:
+    """Run the artifact at ``path`` on ``obs`` and compare with ``expected`` (the
+    reference's actions; ``outputs``: its last-layer outputs, for naming the worst
+    mismatch); returns the figures (for policy.json) or raises `VerificationFailed`."""
+    discrete = spec.discrete
     tolerance = TOLERANCES[("discrete" if discrete else "continuous", precision)]
     try:
         runtime = load_policy(path)
@@ -77,27 +80,28 @@ def verify(path: Path, name: str, precision: str, policy, obs: np.ndarray,
                 f"{name} failed verification ({mode}): output {actions.dtype} {list(actions.shape)}, "
                 f"expected {expected.dtype} {list(expected.shape)}")
         if discrete:
-            figures[mode] = _compare_discrete(name, mode, actions, expected, logits, obs, tolerance)
+            figures[mode] = _compare_discrete(name, mode, actions, expected, outputs, obs,
+                                              tolerance, spec.output_name)
         else:
-            span = (policy.action_high - policy.action_low).numpy()
+            span = spec.action_high.astype(np.float64) - spec.action_low
             figures[mode] = _compare_continuous(name, mode, actions, expected, span, obs, tolerance)
     return figures
 
 
-def _compare_discrete(name, mode, actions, expected, logits, obs, tolerance) -> dict:
+def _compare_discrete(name, mode, actions, expected, outputs, obs, tolerance, what) -> dict:
     agree = actions == expected
     rate = float(agree.mean())
     out = {"agreement": rate, "mismatches": int((~agree).sum())}
     if rate < tolerance["min_agreement"]:
-        top2 = np.sort(logits, axis=-1)[:, -2:]
+        top2 = np.sort(outputs, axis=-1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         bad = np.flatnonzero(~agree)
         i = int(bad[np.argmax(margin[bad])])
         raise VerificationFailed(
             f"{name} failed verification ({mode}): same action on {rate:.2%} of {len(obs)} "
             f"observations, needs {tolerance['min_agreement']:.1%}; worst mismatch: observation "
-            f"#{i} {_fmt(obs[i])} gave action {actions[i]}, PyTorch {expected[i]} "
-            f"(logit margin {margin[i]:.3g})")
+            f"#{i} {_fmt(obs[i])} gave action {actions[i]}, the reference {expected[i]} "
+            f"({what} margin {margin[i]:.3g})")
     return out
 
 
@@ -113,7 +117,7 @@ def _compare_continuous(name, mode, actions, expected, span, obs, tolerance) -> 
             f"{name} failed verification ({mode}): action error up to {error.max():.3g} of the "
             f"action range, tolerance {tolerance['max_error_fraction_of_range']:g}; worst "
             f"mismatch: observation #{i} {_fmt(obs[i])} gave {_fmt(actions[i])}, "
-            f"PyTorch {_fmt(expected[i])}")
+            f"the reference {_fmt(expected[i])}")
     return out
 
 
