@@ -236,7 +236,11 @@ def _training_policy(trained, name):
     arch = ckpt["arch"]
     cls = {"ppo": ActorCritic, "dqn": QNetwork, "td3": DeterministicActor}[ALGORITHM[name]]
     net = cls.from_arch(arch)
-    net.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["policy"].items()})
+    # a numpy-engine TD3 checkpoint holds the actor's weights; its bounds are in arch
+    loaded = net.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["policy"].items()},
+                                 strict=False)
+    assert not loaded.unexpected_keys
+    assert set(loaded.missing_keys) <= {"action_scale", "action_bias"}
     net.eval()
 
     def torch_act(x):
@@ -252,6 +256,21 @@ def _training_policy(trained, name):
                                         initialise=False)
         numpy_policy.params.load_state_dict(ckpt["policy"])
         acts["numpy engine"] = lambda x: numpy_policy.deterministic(np.asarray(x, np.float32))
+    elif ckpt.get("engine") == "numpy":
+        from edgeag.train.config import config_from_dict
+        from edgeag.train.dqn_numpy import NumpyQNetworks
+        from edgeag.train.td3_numpy import NumpyTD3Networks
+
+        algo = ALGORITHM[name]
+        cfg = config_from_dict(ckpt["config"], "checkpoint", algo)
+        if algo == "dqn":
+            nets = NumpyQNetworks(cfg, arch["obs_dim"], arch["action_dim"], initialise=False)
+            nets.group.load_arrays(nets.group.params, {"q": ckpt["policy"]})
+        else:
+            nets = NumpyTD3Networks(cfg, arch["obs_dim"], arch["action_dim"], arch["low"],
+                                    arch["high"], initialise=False)
+            nets.actor.load_arrays(nets.actor.params, {"actor": ckpt["policy"]})
+        acts["numpy engine"] = lambda x: nets.deterministic(np.asarray(x, np.float32))
     return acts
 
 
