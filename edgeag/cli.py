@@ -501,7 +501,9 @@ def cmd_export(args) -> int:
 RUN_EPILOG = """\
 .onnx and .ort files run on onnxruntime with numpy and gymnasium only: this command
 never imports torch for them (the same file, edgeag/export/runner.py, runs alone on a
-device without edgeag). .pte files run on the ExecuTorch runtime.
+device without edgeag). .pte files run on the ExecuTorch runtime. An env of your own
+(module:EnvId in policy.json) is made by importing its module, which must be
+importable here too (PYTHONPATH, or installed).
 
 Prints the mean return, the median per-action latency (raw observation to action, at
 batch 1) and the process's peak RSS (VmHWM).
@@ -509,6 +511,7 @@ batch 1) and the process's peak RSS (VmHWM).
 examples:
   edgeag run runs/cartpole/export/policy.onnx --episodes 10
   edgeag run runs/pend/export/policy.pte --env Pendulum-v1 --json result.json
+  PYTHONPATH=examples/custom_env edgeag run runs/fan/export/policy.onnx
 
 exit codes: 0 ok, 2 bad input (policy file, env, flag), 1 internal error
 """

@@ -7,6 +7,10 @@ stack. It is also a single file that runs without edgeag installed::
     pip install onnxruntime numpy gymnasium
     python runner.py policy.onnx --env CartPole-v1 --episodes 10
 
+An env of your own (``module:EnvId``, as ``edgeag train --env`` took it and
+policy.json keeps it) is made by importing its module, so the module goes with the
+policy: beside this file, on PYTHONPATH, or installed.
+
 ``.pte`` files run on the ExecuTorch runtime (``executorch.runtime``, whose Python
 bindings import torch).
 

@@ -94,7 +94,7 @@ def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space,
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         raise EdgeagError(f"env {env_id!r} has observation space {obs_space}: {who} accepts "
                           f"{OBSERVATIONS_ACCEPTED}{_observation_hint(obs_space)}")
-    discrete = isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0
+    discrete = isinstance(action_space, gym.spaces.Discrete) and int(action_space.start) == 0
     bounded = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
                and bool(np.all(np.isfinite(action_space.low)))
                and bool(np.all(np.isfinite(action_space.high))))
