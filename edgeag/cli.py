@@ -78,6 +78,11 @@ algorithms (--algo):
        EXPERIMENTAL: the AlphaGrad paper reports it unstable against Adam
   td3  off-policy, continuous actions (bounded Box); default optimizer adam
 
+environments (--env): a Gymnasium id, or module:EnvId for your own env: Gymnasium
+imports the module (from PYTHONPATH) first, which registers EnvId (see
+examples/custom_env/fan_speed.py). Observations must be a flat 1-D Box; actions
+Discrete(n) starting at 0 (ppo, dqn) or a bounded 1-D Box (ppo, td3).
+
 The budget counts the process's anonymous memory (RssAnon + RssShmem): what the kernel
 cannot reclaim and what a cgroup's memory.max OOM-kills on. Mapped library files are
 reported (peak RSS, VmHWM) but not counted: the kernel drops them under pressure, and
@@ -109,6 +114,7 @@ examples:
   edgeag train --algo dqn --env CartPole-v1 --optimizer adam --profile rpi4
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
   edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
+  PYTHONPATH=examples/custom_env edgeag train --env fan_speed:FanSpeed-v0 --lr 3e-3 --alpha 4
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
   edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
@@ -137,7 +143,9 @@ def add_train_parser(sub) -> None:
                        description="Train a policy with PPO, DQN or TD3 on a Gymnasium environment, "
                        "planned and held inside a device's memory budget.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", help="Gymnasium env id (default CartPole-v1; Pendulum-v1 for td3)")
+    p.add_argument("--env", help="Gymnasium env id, or module:EnvId for an env that module "
+                   "registers when imported (on PYTHONPATH) (default CartPole-v1; Pendulum-v1 "
+                   "for td3)")
     p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS) +
                    " (default ppo; see below)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
@@ -234,7 +242,8 @@ def add_compare_parser(sub) -> None:
                        "the measurement; or, with --capacity, the widest policy each optimizer "
                        "can train inside each budget.",
                        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default CartPole-v1)")
+    p.add_argument("--env", default="CartPole-v1", help="Gymnasium env id, or module:EnvId "
+                   "(default CartPole-v1)")
     p.add_argument("--optimizers", metavar="ROWS", help="rows to compare (see below)")
     p.add_argument("--seeds", help="runs per row: a count (default 3: seeds 1-3) or a list "
                    "such as 1,7,9")
@@ -373,7 +382,8 @@ def add_tune_parser(sub) -> None:
                        "under the memory budget; any number of workers on any machines join "
                        "the same study through its storage.",
                        epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", help="Gymnasium env id (default CartPole-v1; Pendulum-v1 for td3)")
+    p.add_argument("--env", help="Gymnasium env id, or module:EnvId (default CartPole-v1; "
+                   "Pendulum-v1 for td3)")
     p.add_argument("--algo", default="ppo", help="ppo, dqn or td3 (default ppo)")
     p.add_argument("--optimizer", help="optimizer of every trial (default: the algorithm's)")
     p.add_argument("--trials", type=int, metavar="N", help="trials this worker runs (default "
@@ -493,7 +503,9 @@ def cmd_export(args) -> int:
 RUN_EPILOG = """\
 .onnx and .ort files run on onnxruntime with numpy and gymnasium only: this command
 never imports torch for them (the same file, edgeag/export/runner.py, runs alone on a
-device without edgeag). .pte files run on the ExecuTorch runtime.
+device without edgeag). .pte files run on the ExecuTorch runtime. An env of your own
+(module:EnvId in policy.json) is made by importing its module, which must be
+importable here too (PYTHONPATH, or installed).
 
 Prints the mean return, the median per-action latency (raw observation to action, at
 batch 1) and the process's peak RSS (VmHWM).
@@ -501,6 +513,7 @@ batch 1) and the process's peak RSS (VmHWM).
 examples:
   edgeag run runs/cartpole/export/policy.onnx --episodes 10
   edgeag run runs/pend/export/policy.pte --env Pendulum-v1 --json result.json
+  PYTHONPATH=examples/custom_env edgeag run runs/fan/export/policy.onnx
 
 exit codes: 0 ok, 2 bad input (policy file, env, flag), 1 internal error
 """

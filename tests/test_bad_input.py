@@ -17,6 +17,12 @@ import pytest
 
 from edgeag.train import checkpoint
 from edgeag.train.rundir import RunDir
+TOY = "toy_envs:edgeag-test/"
+"""Envs of tests/toy_envs.py, found as a user's own module is (``--env module:EnvId``)."""
+ENV_IDS = (r"\(accepted: a registered Gymnasium id such as CartPole-v1, or module:EnvId with "
+           r"the module on PYTHONPATH\)$")
+OBS = r"ppo accepts a flat 1-D Box \(a vector of numbers\)"
+PPO_ACTIONS = r"ppo accepts Discrete\(n\) starting at 0, or a bounded 1-D Box \(finite low and high\)"
 
 CASES = [
     # (id, arguments, pattern the error line must match); {w} is the fixtures' directory
@@ -39,8 +45,53 @@ CASES = [
     ("train-algo", ["train", "--algo", "a2c"], r"unknown algo 'a2c'.*ppo"),
     ("train-optimizer", ["train", "--optimizer", "adamw"], r"unknown optimizer 'adamw'.*alphagrad"),
     ("train-env", ["train", "--env", "NoSuchEnv-v0"], r"NoSuchEnv-v0"),
-    ("train-env-module", ["train", "--env", "no_such_module:Thing-v0"], r"no_such_module"),
+    ("train-env-module", ["train", "--env", "no_such_module:Thing-v0"],
+     rf"unknown env 'no_such_module:Thing-v0': no module 'no_such_module' on PYTHONPATH {ENV_IDS}"),
+    ("train-env-module-unregistered", ["train", "--env", "toy_envs:Thing-v0"],
+     rf"unknown env 'toy_envs:Thing-v0': module toy_envs registers no env Thing-v0 "
+     rf"\(it registers edgeag-test/ConstantReward-v0, .*\) {ENV_IDS}"),
+    ("train-env-module-registers-none", ["train", "--env", "json:Thing-v0"],
+     r"module json registers no env Thing-v0 \(a module registers its envs by calling "
+     r"gymnasium.register when imported\)"),
+    ("train-env-two-colons", ["train", "--env", "a:b:c"], r"invalid env 'a:b:c': expected a "
+     r"registered Gymnasium id such as CartPole-v1, or module:EnvId with the module on PYTHONPATH$"),
+    ("train-env-no-module", ["train", "--env", ":CartPole-v1"], r"invalid env ':CartPole-v1'"),
     ("train-dqn-continuous", ["train", "--algo", "dqn", "--env", "Pendulum-v1"], r"Pendulum-v1.*Discrete"),
+    # --- train: spaces edgeag does not train on (tests/toy_envs.py), each naming what it accepts
+    ("train-obs-dict", ["train", "--env", f"{TOY}DictObservation-v0"],
+     rf"observation space Dict\('mode': Discrete\(3\), 'speed': Box\(.*\)\): {OBS}; "
+     r"gymnasium.wrappers.FlattenObservation turns it into one$"),
+    ("train-obs-tuple", ["train", "--env", f"{TOY}TupleObservation-v0"],
+     rf"observation space Tuple\(Box\(.*\), Discrete\(3\)\): {OBS}; gymnasium.wrappers.Flatten"),
+    ("train-obs-image", ["train", "--env", f"{TOY}ImageObservation-v0"],
+     rf"observation space Box\(0, 255, \(84, 84, 3\), uint8\): {OBS}; this one is 3-D "
+     r"\(edgeag's policies are MLPs, with no convolutional network for images\)"),
+    ("train-obs-image-dqn", ["train", "--algo", "dqn", "--env", f"{TOY}ImageObservation-v0"],
+     r"observation space Box\(0, 255, \(84, 84, 3\), uint8\): dqn accepts a flat 1-D Box"),
+    ("train-action-multidiscrete", ["train", "--env", f"{TOY}MultiDiscreteAction-v0"],
+     rf"action space MultiDiscrete\(\[3 2\]\): {PPO_ACTIONS}; one action per combination "
+     r"would be Discrete\(6\)$"),
+    ("train-action-multibinary", ["train", "--env", f"{TOY}MultiBinaryAction-v0"],
+     rf"action space MultiBinary\(3\): {PPO_ACTIONS}; one action per combination would be "
+     r"Discrete\(8\)$"),
+    ("train-action-multibinary-dqn", ["train", "--algo", "dqn", "--env", f"{TOY}MultiBinaryAction-v0"],
+     r"action space MultiBinary\(3\): dqn accepts Discrete\(n\) starting at 0; one action per "
+     r"combination would be Discrete\(8\)$"),
+    ("train-action-tuple", ["train", "--env", f"{TOY}TupleAction-v0"],
+     rf"action space Tuple\(Discrete\(2\), Discrete\(3\)\): {PPO_ACTIONS}$"),
+    ("train-action-unbounded", ["train", "--env", f"{TOY}UnboundedAction-v0"],
+     rf"action space Box\(-inf, inf, \(2,\), float32\): {PPO_ACTIONS}; this one is unbounded"),
+    ("train-action-unbounded-td3", ["train", "--algo", "td3", "--env", f"{TOY}UnboundedAction-v0"],
+     r"action space Box\(-inf, inf, \(2,\), float32\): td3 accepts a bounded 1-D Box \(finite "
+     r"low and high\); this one is unbounded"),
+    ("train-action-shifted-discrete", ["train", "--env", f"{TOY}ShiftedDiscreteAction-v0"],
+     rf"action space Discrete\(3, start=-1\): {PPO_ACTIONS}; this one starts at -1$"),
+    ("train-action-box-dqn", ["train", "--algo", "dqn", "--env", f"{TOY}IdentityBox-v0"],
+     r"action space Box\(-1.0, 1.0, \(1,\), float32\): dqn accepts Discrete\(n\) starting at 0 "
+     r"\(try --algo td3 or ppo\)$"),
+    ("train-action-discrete-td3", ["train", "--algo", "td3", "--env", f"{TOY}Identity-v0"],
+     r"action space Discrete\(4\): td3 accepts a bounded 1-D Box \(finite low and high\) "
+     r"\(try --algo dqn or ppo\)$"),
     ("train-profile", ["train", "--profile", "rpi9"], r"rpi9"),
     ("train-profile-garbage", ["train", "--profile", "{w}/garbage.toml"], r"garbage\.toml"),
     ("train-hard-cap-no-budget", ["train", "--hard-cap"], r"--hard-cap needs a budget"),
@@ -93,6 +144,10 @@ CASES = [
     ("compare-total-steps", ["compare", "--budget", "1GB", "--total-steps", "0"], r"--total-steps 0"),
     ("compare-out-not-empty", ["compare", "--budget", "1GB", "--out", "{w}/ppo-run"], r"ppo-run"),
     ("compare-no-budget", ["compare"], r"budget"),
+    ("compare-env-module", ["compare", "--budget", "1GB", "--env", "no_such_module:Thing-v0"],
+     r"unknown env 'no_such_module:Thing-v0': no module 'no_such_module'"),
+    ("compare-obs-dict", ["compare", "--budget", "1GB", "--env", f"{TOY}DictObservation-v0"],
+     r"observation space Dict\(.*\): edgeag accepts a flat 1-D Box"),
     # --- report
     ("report-missing", ["report", "{w}/nothing.json"], r"nothing\.json"),
     ("report-garbage", ["report", "{w}/garbage.json"], r"garbage\.json"),
@@ -107,15 +162,22 @@ CASES = [
     ("tune-sampler", ["tune", "--sampler", "annealing"], r"'annealing'.*tpe, random, grid"),
     ("tune-storage", ["tune", "--storage", "ftp://host/x"], r"'ftp://host/x'.*sqlite"),
     ("tune-space", ["tune", "--space", "beta"], r"'beta'.*alpha"),
+    ("tune-env-module", ["tune", "--env", "no_such_module:Thing-v0"],
+     r"unknown env 'no_such_module:Thing-v0': no module 'no_such_module'"),
+    ("tune-action-multidiscrete", ["tune", "--env", f"{TOY}MultiDiscreteAction-v0"],
+     r"action space MultiDiscrete\(\[3 2\]\): edgeag accepts Discrete\(n\) starting at 0, or"),
     # --- the command itself
     ("no-such-command", ["fly"], r"invalid choice: 'fly'"),
 ]
 
 
 def _edgeag(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``edgeag ARGS`` with tests/ on PYTHONPATH (for ``--env toy_envs:...``)."""
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                         os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "edgeag.cli", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path})
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ toy_envs.register()
     (["--optimizer", "rmsprop"], r"unknown optimizer 'rmsprop' \(accepted: alphagrad, adam, "
                                  r"torch-adam, sgd, torch-adafactor, lion\)"),
     (["--algo", "sac"], r"unknown algo 'sac' \(accepted: ppo"),
-    (["--env", "FrozenLake-v1"], r"observation space Discrete\(16\).*accepts a flat Box"),
+    (["--env", "FrozenLake-v1"], r"observation space Discrete\(16\): ppo accepts a flat 1-D Box.*FlattenObservation"),
     (["--env", "edgeag-test/MultiBinaryAction-v0"], r"action space MultiBinary\(3\).*accepts Discrete"),
     (["--total-steps", "0"], r"invalid total_steps 0: expected a positive integer"),
     (["--set", "num_steps=-4"], r"invalid num_steps -4"),

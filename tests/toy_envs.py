@@ -54,8 +54,40 @@ class BigLeak(Leaky):
         super().__init__(leak_bytes=512 << 20)
 
 
+# Spaces edgeag refuses (checked before the first step, so these are never stepped).
+
 class MultiBinaryAction(ConstantReward):
     action_space = gym.spaces.MultiBinary(3)
+
+
+class MultiDiscreteAction(ConstantReward):
+    action_space = gym.spaces.MultiDiscrete([3, 2])
+
+
+class TupleAction(ConstantReward):
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+
+
+class UnboundedAction(ConstantReward):
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
+class ShiftedDiscreteAction(ConstantReward):
+    action_space = gym.spaces.Discrete(3, start=-1)
+
+
+class DictObservation(ConstantReward):
+    observation_space = gym.spaces.Dict({"speed": gym.spaces.Box(0, 1, (1,), np.float32),
+                                         "mode": gym.spaces.Discrete(3)})
+
+
+class TupleObservation(ConstantReward):
+    observation_space = gym.spaces.Tuple((gym.spaces.Box(0, 1, (2,), np.float32),
+                                          gym.spaces.Discrete(3)))
+
+
+class ImageObservation(ConstantReward):
+    observation_space = gym.spaces.Box(0, 255, (84, 84, 3), np.uint8)
 
 
 class Identity(gym.Env):
@@ -102,6 +134,13 @@ def register() -> None:
     for name, entry, steps in (("ConstantReward-v0", ConstantReward, 5),
                                ("Leaky-v0", Leaky, None), ("BigLeak-v0", BigLeak, None),
                                ("MultiBinaryAction-v0", MultiBinaryAction, 5),
+                               ("MultiDiscreteAction-v0", MultiDiscreteAction, 5),
+                               ("TupleAction-v0", TupleAction, 5),
+                               ("UnboundedAction-v0", UnboundedAction, 5),
+                               ("ShiftedDiscreteAction-v0", ShiftedDiscreteAction, 5),
+                               ("DictObservation-v0", DictObservation, 5),
+                               ("TupleObservation-v0", TupleObservation, 5),
+                               ("ImageObservation-v0", ImageObservation, 5),
                                ("Identity-v0", Identity, 20), ("IdentityBox-v0", IdentityBox, 20)):
         env_id = f"edgeag-test/{name}"
         if env_id not in gym.registry:

@@ -7,6 +7,10 @@ stack. It is also a single file that runs without edgeag installed::
     pip install onnxruntime numpy gymnasium
     python runner.py policy.onnx --env CartPole-v1 --episodes 10
 
+An env of your own (``module:EnvId``, as ``edgeag train --env`` took it and
+policy.json keeps it) is made by importing its module, so the module goes with the
+policy: beside this file, on PYTHONPATH, or installed.
+
 ``.pte`` files run on the ExecuTorch runtime (``executorch.runtime``, whose Python
 bindings import torch).
 
@@ -184,13 +188,36 @@ def _quantile(ordered: list, q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with the module "
+           "on PYTHONPATH")
+
+
 def make_env(env_id: str):
+    """``gymnasium.make(env_id)``; for ``module:EnvId`` (a user's own env) the module is
+    imported first, which registers ``EnvId``, so it must be importable here too. The
+    messages of `edgeag.train.envs.make_env` (without its list of the ids a module
+    registers), written out so this file runs alone; a test keeps them alike."""
+    import importlib
+
     import gymnasium as gym
 
+    module, sep, name = env_id.partition(":")
+    if sep and (not module or not name or ":" in name):
+        raise EdgeagError(f"invalid env {env_id!r}: expected {ENV_IDS}")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and (module == e.name or module.startswith(e.name + ".")):
+                raise EdgeagError(f"unknown env {env_id!r}: no module {e.name!r} on PYTHONPATH "
+                                  f"(accepted: {ENV_IDS})") from None
+            raise EdgeagError(f"env {env_id!r} needs a package that is not installed: module "
+                              f"{module!r} imports {e.name!r}") from None
     try:
         return gym.make(env_id)
     except gym.error.Error as e:
-        raise EdgeagError(f"unknown env {env_id!r}: {_first_line(e)}") from None
+        raise EdgeagError(f"unknown env {env_id!r}: {_first_line(e)} "
+                          f"(accepted: {ENV_IDS})") from None
     except (ImportError, gym.error.DependencyNotInstalled) as e:
         raise EdgeagError(f"env {env_id!r} needs a package that is not installed: "
                           f"{_first_line(e)}") from None
@@ -243,8 +270,9 @@ def _stderr_kept_back():
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("policy", help="policy file: .onnx or .ort (onnxruntime), .pte (ExecuTorch)")
-    p.add_argument("--env", help="Gymnasium env id (default: env_id in policy.json beside "
-                   "the policy file)")
+    p.add_argument("--env", help="Gymnasium env id, or module:EnvId for an env that module "
+                   "registers (on PYTHONPATH) (default: env_id in policy.json beside the policy "
+                   "file)")
     p.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
     p.add_argument("--seed", type=int, default=0, help="env seed of the first episode; "
                    "episode i uses seed + i (default 0)")

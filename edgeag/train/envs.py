@@ -13,43 +13,146 @@ from edgeag.errors import EdgeagError
 OBS_CLIP = 10.0
 NORM_EPS = 1e-8
 
+ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with the module "
+           "on PYTHONPATH")
+"""What ``--env`` accepts, for messages."""
+
 
 def make_env(env_id: str) -> gym.Env:
+    """``gymnasium.make(env_id)``. For ``module:EnvId`` Gymnasium imports ``module``
+    first, which registers ``EnvId``: how a user's own env is found. EdgeagError
+    (exit 2) naming the id and what is accepted when the id is malformed, its module
+    is not on PYTHONPATH, or nothing registers it; an exception raised by the module's
+    or the env's own code keeps its traceback (the bug is there)."""
+    module = import_env_module(env_id)
     try:
         return gym.make(env_id, disable_env_checker=True)
     except gym.error.Error as e:
-        known = sorted(k for k in gym.registry if "/" not in k)
-        close = [k for k in known if env_id.split("-")[0].lower() in k.lower()]
-        hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-        raise EdgeagError(f"unknown env {env_id!r}: {str(e).splitlines()[0]}{hint}") from None
+        raise EdgeagError(f"unknown env {env_id!r}: {_not_found(env_id, module, e)} "
+                          f"(accepted: {ENV_IDS})") from None
     except (ImportError, gym.error.DependencyNotInstalled) as e:
         raise EdgeagError(f"env {env_id!r} needs a package that is not installed: "
                           f"{str(e).splitlines()[0]}") from None
 
 
-def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete) for a supported env; EdgeagError otherwise."""
+def import_env_module(env_id: str) -> str | None:
+    """Import the ``module`` of a ``module:EnvId`` id (None for a plain id), with the
+    errors of `make_env`."""
+    import importlib
+
+    module, sep, name = env_id.partition(":")
+    if not sep:
+        return None
+    if not module or not name or ":" in name:
+        raise EdgeagError(f"invalid env {env_id!r}: expected {ENV_IDS}")
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise EdgeagError(f"unknown env {env_id!r}: no module {e.name!r} on PYTHONPATH "
+                              f"(accepted: {ENV_IDS})") from None
+        raise EdgeagError(f"env {env_id!r} needs a package that is not installed: module "
+                          f"{module!r} imports {e.name!r}") from None
+    return module
+
+
+def _not_found(env_id: str, module: str | None, error: Exception) -> str:
+    """Why ``env_id`` was not found: for ``module:EnvId``, the ids the module
+    registers; else Gymnasium's reason, with similar ids."""
+    name = env_id.partition(":")[2]
+    if module is not None and name not in gym.registry:
+        ids = [k for k, spec in gym.registry.items() if _entry_module(spec.entry_point) == module]
+        return f"module {module} registers no env {name}" + (
+            f" (it registers {', '.join(ids)})" if ids else
+            " (a module registers its envs by calling gymnasium.register when imported)")
+    reason = str(error).splitlines()[0]
+    close = [k for k in sorted(gym.registry) if "/" not in k
+             and env_id.split("-")[0].lower() in k.lower()]
+    return reason + (f" (did you mean {', '.join(close[:3])}?)"
+                     if close and "Did you mean" not in reason else "")
+
+
+def _entry_module(entry_point) -> str | None:
+    if isinstance(entry_point, str):
+        return entry_point.partition(":")[0]
+    return getattr(entry_point, "__module__", None)
+
+
+OBSERVATIONS_ACCEPTED = "a flat 1-D Box (a vector of numbers)"
+ACTIONS_ACCEPTED = {None: "Discrete(n) starting at 0, or a bounded 1-D Box (finite low and high)",
+                    True: "Discrete(n) starting at 0",
+                    False: "a bounded 1-D Box (finite low and high)"}
+"""By ``Algorithm.discrete_actions``: what each kind of algorithm accepts."""
+
+
+def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space,
+                 algo=None) -> tuple[int, int, bool]:
+    """(obs_dim, action_dim, discrete) for spaces that ``algo`` (an `Algorithm`; None:
+    any edgeag algorithm) trains on; otherwise EdgeagError naming the space, what is
+    accepted and, where there is one, the way to get there."""
+    who = algo.name if algo is not None else "edgeag"
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise EdgeagError(f"env {env_id!r} has observation space {obs_space}: edgeag PPO "
-                          "accepts a flat Box (1-D float vector)")
-    if isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0:
-        return obs_space.shape[0], int(action_space.n), True
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1 \
-            and np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high)):
-        return obs_space.shape[0], action_space.shape[0], False
-    raise EdgeagError(f"env {env_id!r} has action space {action_space}: edgeag PPO accepts "
-                      "Discrete(n) or a bounded 1-D Box")
+        raise EdgeagError(f"env {env_id!r} has observation space {obs_space}: {who} accepts "
+                          f"{OBSERVATIONS_ACCEPTED}{_observation_hint(obs_space)}")
+    discrete = isinstance(action_space, gym.spaces.Discrete) and int(action_space.start) == 0
+    bounded = (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+               and bool(np.all(np.isfinite(action_space.low)))
+               and bool(np.all(np.isfinite(action_space.high))))
+    wanted = getattr(algo, "discrete_actions", None)
+    if (discrete and wanted is not False) or (bounded and wanted is not True):
+        action_dim = int(action_space.n) if discrete else action_space.shape[0]
+        return obs_space.shape[0], action_dim, discrete
+    hint = (f" (try --algo {'dqn' if discrete else 'td3'} or ppo)" if discrete or bounded
+            else _action_hint(action_space, wanted))
+    raise EdgeagError(f"env {env_id!r} has action space {action_space}: {who} accepts "
+                      f"{ACTIONS_ACCEPTED[wanted]}{hint}")
 
 
-def make_vector_env(env_id: str, num_envs: int) -> SyncVectorEnv:
+def _observation_hint(space: gym.Space) -> str:
+    if isinstance(space, gym.spaces.Box):
+        if not space.shape:
+            return "; this one is a scalar: give it shape (1,)"
+        return (f"; this one is {len(space.shape)}-D (edgeag's policies are MLPs, with no "
+                "convolutional network for images): give the policy a vector of features, "
+                "or flatten it with gymnasium.wrappers.FlattenObservation")
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple, gym.spaces.Discrete,
+                          gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return "; gymnasium.wrappers.FlattenObservation turns it into one"
+    return ""
+
+
+def _action_hint(space: gym.Space, wanted: bool | None) -> str:
+    """How ``space`` could become an action space of the kind ``wanted`` (True:
+    Discrete, False: Box, None: either), where there is a short answer."""
+    if wanted is not False and isinstance(space, gym.spaces.Discrete):
+        return f"; this one starts at {space.start}"
+    multi = isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary))
+    if wanted is not False and multi:
+        combos = (int(np.prod(space.nvec)) if isinstance(space, gym.spaces.MultiDiscrete)
+                  else 2 ** int(np.prod(space.shape)))
+        return f"; one action per combination would be Discrete({combos})"
+    if wanted is not True and isinstance(space, gym.spaces.Box):
+        if len(space.shape) != 1:
+            return f"; this one is {len(space.shape)}-D"
+        return "; this one is unbounded: give it finite low and high (actions are clipped to them)"
+    return ""
+
+
+def make_vector_env(env_id: str, num_envs: int, algo=None) -> SyncVectorEnv:
     """Envs stepped in this process (subprocesses would each cost a Python + numpy
     floor). Same-step autoreset: a finished env's last observation arrives in
     ``info["final_obs"]`` and the returned one already starts the next episode, so a
-    truncated episode can be bootstrapped from its real final state."""
-    envs = SyncVectorEnv([lambda: make_env(env_id) for _ in range(num_envs)],
+    truncated episode can be bootstrapped from its real final state. The first env's
+    spaces are checked (for ``algo``) before the vector env batches them."""
+    first = make_env(env_id)
+    try:
+        check_spaces(env_id, first.observation_space, first.action_space, algo)
+    except EdgeagError:
+        first.close()
+        raise
+    envs = SyncVectorEnv([lambda: first] + [lambda: make_env(env_id)] * (num_envs - 1),
                          autoreset_mode=AutoresetMode.SAME_STEP)
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
-    check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     return envs
 
 

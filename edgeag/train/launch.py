@@ -309,8 +309,8 @@ def release(created: list[Path]) -> None:
 
 def default_run_dir(cfg) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / (f"{cfg.env_id.replace('/', '_')}-{cfg.algo}-{cfg.optimizer}-"
-                           f"s{cfg.seed}-{stamp}")
+    env = cfg.env_id.replace("/", "_").replace(":", "_")  # namespace/Id, module:Id
+    return Path("runs") / f"{env}-{cfg.algo}-{cfg.optimizer}-s{cfg.seed}-{stamp}"
 
 
 def _resumed_config(run, overrides: dict):

@@ -68,14 +68,9 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[i
     """Run (or resume) ``cfg`` in ``run``; returns (exit code, summary)."""
     algo = get_algorithm(cfg.algo)
     engine = algo.prepare(cfg, opts.threads)
-    envs = make_vector_env(cfg.env_id, cfg.num_envs)
+    envs = make_vector_env(cfg.env_id, cfg.num_envs, algo)  # spaces checked for algo
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
-                                                 envs.single_action_space)
-    if algo.discrete_actions is not None and discrete != algo.discrete_actions:
-        envs.close()
-        raise EdgeagError(f"env {cfg.env_id!r} has action space {envs.single_action_space}: "
-                          f"{algo.name} accepts {'Discrete(n)' if algo.discrete_actions else 'a bounded 1-D Box'} "
-                          f"(try --algo {'td3' if discrete else 'dqn'} or ppo)")
+                                                 envs.single_action_space, algo)
     if opts.shrink_buffer and algo.largest_buffer is None:
         envs.close()
         raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
