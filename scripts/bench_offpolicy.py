@@ -154,7 +154,8 @@ def run_sb3(task: Task, seed: int) -> dict:
 def run_edgeag(task: Task, system: str, seed: int, threads: int) -> dict:
     from edgeag.cli import main
 
-    sets = [a for k, v in task.edgeag.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    sets = [a for k, v in task.edgeag.items()
+            for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
     engine = "torch" if system == "edgeag-torch" else "numpy"
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run")
