@@ -109,6 +109,20 @@ def layer_sizes(cfg: TD3Config, obs_dim: int, action_dim: int) -> tuple[list[int
     return [obs_dim, *cfg.hidden, action_dim], [obs_dim + action_dim, *cfg.hidden, 1]
 
 
+def describe(nets, cfg: TD3Config, obs_dim: int, action_dim: int, low, high) -> None:
+    """What both engines' networks objects hold alike: ``arch`` (what a checkpoint and an
+    export read), the action bounds, the actor's scale and bias in the networks' dtype,
+    and the layer sizes."""
+    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    nets.arch = {"kind": "deterministic_actor", "obs_dim": obs_dim, "action_dim": action_dim,
+                 "discrete": False, "hidden": list(cfg.hidden), "low": low.tolist(),
+                 "high": high.tolist()}
+    nets.action_low, nets.action_high = low, high
+    nets.action_scale = ((high - low) / 2).astype(nets.dtype)
+    nets.action_bias = ((high + low) / 2).astype(nets.dtype)
+    nets.actor_sizes, nets.critic_sizes = layer_sizes(cfg, obs_dim, action_dim)
+
+
 def activation_bytes(cfg: TD3Config, actor: list[int], critic: list[int], itemsize: int) -> int:
     """The larger step's activations: the critic update (both critics forward and
     backward; the target actor and critics forward) or the actor update (actor and one

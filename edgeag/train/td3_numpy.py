@@ -23,7 +23,7 @@ from edgeag.engine import MLP, init_linear_default
 from edgeag.train.config import TD3Config
 from edgeag.train.offpolicy_numpy import NetGroup, group_items
 from edgeag.train.ppo_numpy import RUNTIME, prepare_numpy
-from edgeag.train.td3 import activation_bytes, layer_sizes
+from edgeag.train.td3 import activation_bytes, describe
 
 
 class NumpyTD3Networks:
@@ -35,14 +35,7 @@ class NumpyTD3Networks:
     def __init__(self, cfg: TD3Config, obs_dim: int, action_dim: int, low, high, *,
                  dtype=np.float32, initialise: bool = True):
         self.cfg, self.dtype, self.obs_dim = cfg, np.dtype(dtype), obs_dim
-        low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-        self.arch = {"kind": "deterministic_actor", "obs_dim": obs_dim,
-                     "action_dim": action_dim, "discrete": False, "hidden": list(cfg.hidden),
-                     "low": low.tolist(), "high": high.tolist()}
-        self.action_low, self.action_high = low, high
-        self.action_scale = ((high - low) / 2).astype(self.dtype)
-        self.action_bias = ((high + low) / 2).astype(self.dtype)
-        self.actor_sizes, self.critic_sizes = layer_sizes(cfg, obs_dim, action_dim)
+        describe(self, cfg, obs_dim, action_dim, low, high)
         self.actor_mlp = MLP(self.actor_sizes, "relu", output="tanh", prefix="actor.net")
         self.qf1 = MLP(self.critic_sizes, "relu", prefix="qf1.net")
         self.qf2 = MLP(self.critic_sizes, "relu", prefix="qf2.net")

@@ -19,7 +19,7 @@ from edgeag.train.networks import DeterministicActor, QCritic
 from edgeag.train.offpolicy_torch import (DTYPES, RUNTIME, as_tensor, make_optimizer,
                                           optimize, optimizer_state_bytes, prepare,
                                           soft_update, target_copy, torch_items)
-from edgeag.train.td3 import activation_bytes, layer_sizes
+from edgeag.train.td3 import activation_bytes, describe
 
 NETS = ("actor", "qf1", "qf2")
 
@@ -34,14 +34,7 @@ class TorchTD3Networks:
                  dtype=np.float32, initialise: bool = True):
         self.cfg, self.dtype = cfg, np.dtype(dtype)
         self.torch_dtype = DTYPES[self.dtype]
-        low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-        self.arch = {"kind": "deterministic_actor", "obs_dim": obs_dim,
-                     "action_dim": action_dim, "discrete": False, "hidden": list(cfg.hidden),
-                     "low": low.tolist(), "high": high.tolist()}
-        self.action_low, self.action_high = low, high
-        self.action_scale = ((high - low) / 2).astype(self.dtype)
-        self.action_bias = ((high + low) / 2).astype(self.dtype)
-        self.actor_sizes, self.critic_sizes = layer_sizes(cfg, obs_dim, action_dim)
+        describe(self, cfg, obs_dim, action_dim, low, high)
         if not initialise:  # planning: shapes only
             return
         torch.manual_seed(cfg.seed)
