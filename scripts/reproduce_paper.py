@@ -18,7 +18,7 @@ paper's CleanRL settings) except what ``--quick`` shortens (listed in the output
 Each phase is an Optuna study with a GridSampler (``edgeag.tune``): the sweep over
 task x optimizer setting (Adam, or AlphaGrad at each momentum and alpha) x seed 1,
 then task x (Adam, best alpha of each momentum) x the other seeds. Every trial is
-``edgeag train`` in its own process (1 torch thread; ``--jobs`` at once), with no
+``edgeag train`` in its own process (1 thread; ``--jobs`` at once), with no
 budget (measured, not enforced); a finished trial is kept in the study, so an
 interrupted reproduction continues where it stopped. With ``--storage`` on a database
 (``postgresql://USER@HOST/DB``, password in ``EDGEAG_STORAGE_PASSWORD`` or
@@ -335,7 +335,7 @@ def main() -> None:
              f"- machine: {header}; load average at the end "
              f"{os.getloadavg()[0]:.1f} (the machine was shared: wall times are not speeds)",
              f"- wall time of this invocation: {wall / 60:.1f} min ({args.jobs} runs at once, "
-             "1 torch thread each; runs already on disk are reused)",
+             "1 thread each; runs already on disk are reused)",
              f"- seeds: {', '.join(map(str, seeds))}; alpha grid: "
              f"{', '.join(f'{a:g}' for a in grid)} (seed {seeds[0]} only)",
              "- final return: deterministic evaluation, 10 episodes per seed on seeds "
