@@ -141,11 +141,14 @@ def sample(out: np.ndarray, log_std: np.ndarray | None, rng: np.random.Generator
            ) -> tuple[np.ndarray, np.ndarray]:
     """An action per row of the actor's output and its log-probability: categorical
     over logits by inverse CDF, or the diagonal Gaussian ``out + std * noise``."""
-    if log_std is None:
-        log_probs = log_softmax(out)
+    if log_std is None:  # softmax's CDF; u in [0, 1) picks the first bin it falls below
+        z = out - out.max(axis=-1, keepdims=True)
+        cdf = np.exp(z).cumsum(-1)
+        total = cdf[:, -1:]
         u = rng.random((out.shape[0], 1))
-        action = np.minimum((np.exp(log_probs).cumsum(-1) < u).sum(-1), out.shape[-1] - 1)
-        return action, np.take_along_axis(log_probs, action[:, None], -1)[:, 0]
+        action = np.minimum((cdf < u * total).sum(-1), out.shape[-1] - 1)
+        rows = np.arange(out.shape[0])
+        return action, z[rows, action] - np.log(total[:, 0])
     noise = rng.standard_normal(out.shape).astype(out.dtype, copy=False)
     action = out + np.exp(log_std) * noise
     return action, (-0.5 * noise * noise - log_std - 0.5 * LOG_2PI).sum(-1)
@@ -191,7 +194,7 @@ def output_grads(cfg: PPOConfig, out: np.ndarray, value: np.ndarray,
     if discrete:
         log_probs = log_softmax(out)
         probs = np.exp(log_probs)
-        logp = np.take_along_axis(log_probs, mb.actions[:, None], -1)[:, 0]
+        logp = log_probs[np.arange(n), mb.actions]
         entropy = -(probs * log_probs).sum(-1) if cfg.ent_coef or losses else None
     else:
         inv_std = np.exp(-log_std)
