@@ -61,6 +61,20 @@ class Algorithm:
     fits, or None; only for algorithms with a replay buffer (``--shrink-buffer``)."""
 
 
+ENGINES = ("numpy", "torch")
+"""What computes an algorithm's networks (``TrainConfig.engine``, once ``auto`` is resolved)."""
+
+
+def engine_class(engine: str, classes: dict[str, str]):
+    """The class ``classes[engine]`` names (``"module:Class"``), imported only now, so the
+    numpy engine's process never imports the torch engine's module (and torch)."""
+    if engine not in ENGINES:
+        from edgeag.errors import EdgeagError
+        raise EdgeagError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    module, name = classes[engine].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def get_algorithm(name: str) -> Algorithm:
     """The registered algorithm ``name`` (imports its module: torch and all)."""
     if name not in ALGORITHMS:

@@ -29,25 +29,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.errors import EdgeagError
-from edgeag.train import Algorithm
+from edgeag.train import Algorithm, engine_class
 from edgeag.train import offpolicy
 from edgeag.train.config import DQNConfig
 from edgeag.train.envs import check_spaces
 from edgeag.train.offpolicy import OffPolicyState, due
 
-ENGINES = ("numpy", "torch")
+CLASSES = {"numpy": "edgeag.train.dqn_numpy:NumpyQNetworks",
+           "torch": "edgeag.train.dqn_torch:TorchQNetworks"}
+"""Each engine's networks class (`edgeag.train.engine_class`)."""
 
 
 def nets_class(engine: str):
     """The Q-networks class of ``engine`` (imports torch only for ``torch``)."""
-    if engine == "numpy":
-        from edgeag.train.dqn_numpy import NumpyQNetworks
-        return NumpyQNetworks
-    if engine == "torch":
-        from edgeag.train.dqn_torch import TorchQNetworks
-        return TorchQNetworks
-    raise EdgeagError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine_class(engine, CLASSES)
 
 
 def build_nets(cfg: DQNConfig, obs_dim: int, n_actions: int, dtype=np.float32,

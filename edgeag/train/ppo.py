@@ -47,8 +47,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgeag.errors import EdgeagError
 from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
+from edgeag.train import engine_class
 from edgeag.train.config import PPOConfig
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces, env_state, set_env_state
 
@@ -250,18 +250,14 @@ def record_losses(stats: dict, losses: dict, clip_coef: float) -> None:
 
 # --- engines ------------------------------------------------------------------------
 
-ENGINES = ("numpy", "torch")
+CLASSES = {"numpy": "edgeag.train.ppo_numpy:NumpyActorCritic",
+           "torch": "edgeag.train.ppo_torch:TorchActorCritic"}
+"""Each engine's networks class (`edgeag.train.engine_class`)."""
 
 
 def policy_class(engine: str):
     """The actor-critic class of ``engine`` (imports torch only for ``torch``)."""
-    if engine == "numpy":
-        from edgeag.train.ppo_numpy import NumpyActorCritic
-        return NumpyActorCritic
-    if engine == "torch":
-        from edgeag.train.ppo_torch import TorchActorCritic
-        return TorchActorCritic
-    raise EdgeagError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine_class(engine, CLASSES)
 
 
 def build_policy(cfg: PPOConfig, obs_dim: int, action_dim: int, discrete: bool,

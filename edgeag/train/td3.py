@@ -35,25 +35,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.errors import EdgeagError
-from edgeag.train import Algorithm
+from edgeag.train import Algorithm, engine_class
 from edgeag.train import offpolicy
 from edgeag.train.config import TD3Config
 from edgeag.train.envs import check_spaces
 from edgeag.train.offpolicy import OffPolicyState
 
-ENGINES = ("numpy", "torch")
+CLASSES = {"numpy": "edgeag.train.td3_numpy:NumpyTD3Networks",
+           "torch": "edgeag.train.td3_torch:TorchTD3Networks"}
+"""Each engine's networks class (`edgeag.train.engine_class`)."""
 
 
 def nets_class(engine: str):
     """The networks class of ``engine`` (imports torch only for ``torch``)."""
-    if engine == "numpy":
-        from edgeag.train.td3_numpy import NumpyTD3Networks
-        return NumpyTD3Networks
-    if engine == "torch":
-        from edgeag.train.td3_torch import TorchTD3Networks
-        return TorchTD3Networks
-    raise EdgeagError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine_class(engine, CLASSES)
 
 
 def build_nets(cfg: TD3Config, obs_dim: int, action_dim: int, low, high, dtype=np.float32,
