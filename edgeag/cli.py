@@ -259,7 +259,7 @@ def add_compare_parser(sub) -> None:
                    "the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="PPO setting for every row (repeatable; a row's own settings win)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: the "
+    p.add_argument("--threads", type=int, help="threads per run (default: the "
                    "profile's, at most this machine's cores; 1 without a profile)")
     p.add_argument("--out", help="report directory (must be new or empty)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -342,6 +342,11 @@ already at --max-total-trials; user attribute fail_reason). Each trial also keep
 peak_rss_bytes, optimizer_state_bytes, wall_seconds, run_dirs, returns, host and
 runs (per seed: every memory figure of summary.json, returns, exit code).
 
+a worker killed outright (SIGKILL, a lost machine): its training child stops with
+it (Linux); on a database storage its running trial is marked FAIL by the next
+worker to start a trial once its heartbeat is twice --heartbeat late; in a journal
+file it stays RUNNING (Optuna's journal storage has no heartbeat).
+
 storage (--storage): PATH.log, an Optuna journal file (default
 results/tune/<study>.log; no server; workers on other machines join through a shared
 file system), or a database URL: sqlite:///FILE.db, postgresql://USER@HOST/DB,
@@ -403,7 +408,7 @@ def add_tune_parser(sub) -> None:
                    "budget), passed to every run")
     p.add_argument("--budget", help="whole-process RSS budget of every run, e.g. 256MB "
                    "(default: the profile's; none without a profile)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: the "
+    p.add_argument("--threads", type=int, help="threads per run (default: the "
                    "profile's, at most this machine's cores; 1 without a profile)")
     p.add_argument("--space", action="append", default=[], metavar="SPACE",
                    help="parameters to tune (default alpha; see below; repeatable)")
@@ -418,6 +423,9 @@ def add_tune_parser(sub) -> None:
                    "before the median pruner prunes (default 5)")
     p.add_argument("--out", help="directory of the runs and results (default "
                    "results/tune/<study>/; workers on one machine share it)")
+    p.add_argument("--heartbeat", type=int, metavar="SECONDS", help="database storages: "
+                   "seconds between this worker's heartbeats (default 60); a running trial "
+                   "silent for twice that is marked FAIL by the next worker")
     p.set_defaults(func=cmd_tune)
 
 
@@ -430,7 +438,8 @@ def cmd_tune(args) -> int:
                        study=args.study, seeds=args.seeds, total_steps=args.total_steps,
                        profile=args.profile, budget=args.budget, threads=args.threads,
                        space=args.space, sets=args.set, sampler=args.sampler,
-                       pruner=args.pruner, prune_after=args.prune_after, out=args.out)
+                       pruner=args.pruner, prune_after=args.prune_after, out=args.out,
+                       heartbeat=args.heartbeat)
 
 
 EXPORT_EPILOG = """\

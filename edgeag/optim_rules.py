@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ADAM_DEFAULTS", "ALPHAGRAD_DEFAULTS", "SGD_DEFAULTS", "STEP_COUNTER_BYTES",
-           "adam_state_bytes", "check_finite", "check_nesterov", "momentum_state_bytes",
+__all__ = ["ADAM_DEFAULTS", "ALPHAGRAD_DEFAULTS", "ALPHA_SCALES", "SGD_DEFAULTS",
+           "STEP_COUNTER_BYTES", "adam_state_bytes", "tensor_alpha", "check_finite", "check_nesterov", "momentum_state_bytes",
            "validate_adam", "validate_alphagrad", "validate_sgd"]
 
 ALPHAGRAD_DEFAULTS = dict(lr=1e-3, alpha=1.0, eps=1e-5, momentum=0.0, dampening=0.0,
-                          nesterov=False, weight_decay=0.0, maximize=False)
+                          nesterov=False, weight_decay=0.0, maximize=False, alpha_scale="none")
 """`edgeag.optim.AlphaGrad`'s keyword defaults (tested equal to its signature)."""
 
 ADAM_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
@@ -47,9 +47,34 @@ def check_nesterov(nesterov: bool, momentum: float, dampening: float) -> None:
                          f"and dampening 0; got momentum={momentum!r}, dampening={dampening!r})")
 
 
-def validate_alphagrad(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay) -> None:
+ALPHA_SCALES = ("none", "sqrt_numel")
+"""How AlphaGrad's ``alpha`` is applied to each tensor (`tensor_alpha`)."""
+
+
+def tensor_alpha(alpha: float, numel: int, alpha_scale: str) -> float:
+    """The alpha one tensor of ``numel`` elements is updated with.
+
+    ``none``: ``alpha`` itself, the paper's rule. ``sqrt_numel``: ``alpha * sqrt(numel)``.
+    The entries of ``g / ||g||`` have a root mean square of ``1 / sqrt(numel)``, so this
+    makes ``alpha`` act on ``g / rms(g)``: the same alpha bends a 64-element bias and a
+    4096-element weight's update equally far into the tanh.
+    """
+    if alpha_scale == "none":
+        return alpha
+    if alpha_scale == "sqrt_numel":
+        return alpha * math.sqrt(numel)
+    raise ValueError(f"Invalid alpha_scale value: {alpha_scale!r} (accepted: "
+                     f"{', '.join(ALPHA_SCALES)})")
+
+
+def validate_alphagrad(*, lr, alpha, eps, momentum, dampening, nesterov, weight_decay,
+                       alpha_scale="none") -> None:
     """AlphaGrad's ranges: lr >= 0, alpha > 0, eps > 0, momentum in [0, 1), dampening in
-    [0, 1], weight_decay >= 0, nesterov only with momentum and no dampening."""
+    [0, 1], weight_decay >= 0, nesterov only with momentum and no dampening, alpha_scale
+    one of `ALPHA_SCALES`."""
+    if alpha_scale not in ALPHA_SCALES:
+        raise ValueError(f"Invalid alpha_scale value: {alpha_scale!r} (accepted: "
+                         f"{', '.join(ALPHA_SCALES)})")
     check_finite("lr", lr, low=0.0, low_inclusive=True)
     check_finite("alpha", alpha, low=0.0, low_inclusive=False)
     check_finite("eps", eps, low=0.0, low_inclusive=False)

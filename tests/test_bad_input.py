@@ -40,6 +40,8 @@ CASES = [
     ("train-lr-negative", ["train", "--lr", "-1"], r"invalid lr -1"),
     ("train-lr-nan", ["train", "--lr", "nan"], r"invalid lr nan"),
     ("train-alpha-zero", ["train", "--alpha", "0"], r"invalid alpha 0"),
+    ("train-alpha-scale", ["train", "--set", "alpha_scale=rms"],
+     r"invalid alpha_scale 'rms': expected none or sqrt_numel"),
     ("train-momentum-one", ["train", "--momentum", "1.5"], r"invalid momentum 1.5"),
     # --- train: names
     ("train-algo", ["train", "--algo", "a2c"], r"unknown algo 'a2c'.*ppo"),

@@ -4,6 +4,7 @@ comparisons with torch are skipped where torch is not installed; the rest runs."
 
 import inspect
 import json
+import math
 
 import numpy as np
 import pytest
@@ -34,6 +35,9 @@ CONFIGS = {
     "alphagrad-momentum-weight-decay": dict(lr=0.01, alpha=1.0, momentum=0.9, weight_decay=0.1),
     "alphagrad-maximize": dict(lr=0.01, alpha=1.0, maximize=True, momentum=0.9),
     "alphagrad-maximize-stateless": dict(lr=0.01, alpha=1.0, maximize=True),
+    "alphagrad-sqrt-numel": dict(lr=0.01, alpha=0.5, alpha_scale="sqrt_numel"),
+    "alphagrad-sqrt-numel-momentum-maximize": dict(lr=0.01, alpha=0.5, alpha_scale="sqrt_numel",
+                                                   momentum=0.9, maximize=True),
     "adam": dict(lr=0.01),
     "adam-betas-eps": dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6),
     "adam-weight-decay": dict(lr=0.01, weight_decay=0.1),
@@ -178,6 +182,35 @@ def test_direction_is_tanh_of_the_per_tensor_normalised_gradient():
     np.testing.assert_allclose(u, np.tanh(2.0 * g / (5.0 + 1e-5)), rtol=0, atol=1e-15)
 
 
+def test_sqrt_numel_scales_each_tensors_alpha_by_the_root_of_its_size():
+    """The readable rule: with ``alpha_scale="sqrt_numel"`` each tensor moves by
+    ``lr * tanh(alpha * sqrt(numel) * g / (||g|| + eps))``, on every path."""
+    layout = Layout.from_shapes(SHAPES, np.float64)
+    g = gradients(layout, 1)[0]
+    start = start_values(layout)
+    want = start.copy()
+    for seg in layout:
+        gs = g[seg.offset:seg.stop]
+        a = 0.5 * math.sqrt(seg.size)
+        want[seg.offset:seg.stop] -= 0.01 * np.tanh(a * gs / (np.linalg.norm(gs) + 1e-5))
+    for mode in ("flat", "update"):
+        _, params, _ = run_engine("alphagrad-sqrt-numel", mode, steps=1)
+        np.testing.assert_allclose(params.data, want, rtol=0, atol=1e-15, err_msg=mode)
+    # and the factored update of a weight
+    w = Layout.from_shapes([("w", (37, 29))], np.float64)
+    rng = np.random.default_rng(2)
+    d, x = rng.standard_normal((3, 37)), rng.standard_normal((3, 29))
+    p = w.wrap(start[:w.size].copy())
+    AlphaGrad(p, lr=0.01, alpha=0.5, alpha_scale="sqrt_numel", block_numel=64).update_outer(
+        "w", d, x)
+    gw = (d.T @ x).reshape(-1)
+    expected = start[:w.size] - 0.01 * np.tanh(0.5 * math.sqrt(w.size) * gw
+                                               / (np.linalg.norm(gw) + 1e-5))
+    np.testing.assert_allclose(p.data, expected, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="Invalid alpha_scale value: 'rms'"):
+        AlphaGrad(layout.zeros(), alpha_scale="rms")
+
+
 @needs_torch
 def test_direction_equals_edgeag_optims():
     g = np.array([3.0, -4.0, 0.0])
@@ -212,7 +245,7 @@ def test_all_zero_gradient_gives_exactly_no_update(mode):
 
 @pytest.mark.parametrize("batch", [3, 40])  # the norm from Gram matrices / from row blocks
 @pytest.mark.parametrize("options", [dict(), dict(maximize=True), dict(weight_decay=0.1),
-                                     dict(momentum=0.9)])
+                                     dict(momentum=0.9), dict(alpha_scale="sqrt_numel")])
 def test_factored_update_equals_the_formed_gradient_update(batch, options):
     g = np.random.default_rng(batch)
     layout = Layout.from_shapes([("w", (37, 29)), ("small", (5, 3))], np.float64)

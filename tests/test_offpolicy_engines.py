@@ -19,13 +19,15 @@ from edgeag.train.offpolicy_numpy import soft_update_
 from edgeag.train.td3_numpy import NumpyTD3Networks
 from edgeag.train.td3_torch import TorchTD3Networks
 
-OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "adam", "adam-clip", "sgd", "sgd-momentum"]
+OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "alphagrad-sqrt_numel", "adam", "adam-clip",
+              "sgd", "sgd-momentum"]
 
 
 def options(optimizer: str) -> dict:
     name = optimizer.split("-")[0]
     return dict(optimizer=name, momentum=0.9 if optimizer.endswith("momentum") else 0.0,
                 max_grad_norm=0.5 if optimizer.endswith("clip") else 0.0,
+                alpha_scale="sqrt_numel" if optimizer.endswith("sqrt_numel") else "none",
                 lr=1e-2 if name != "sgd" else 5e-2, alpha=4.0, seed=3)
 
 

@@ -44,6 +44,8 @@ CONFIGS = {
     "nesterov": dict(lr=0.01, alpha=2.0, momentum=0.9, nesterov=True),
     "weight_decay": dict(lr=0.01, alpha=1.0, weight_decay=0.1),
     "maximize": dict(lr=0.01, alpha=1.0, maximize=True, momentum=0.9),
+    "sqrt_numel": dict(lr=0.01, alpha=0.5, alpha_scale="sqrt_numel"),
+    "sqrt_numel_momentum": dict(lr=0.01, alpha=0.5, alpha_scale="sqrt_numel", momentum=0.9),
 }
 
 
@@ -192,6 +194,33 @@ def test_state_dict_round_trip_continues_identically():
         assert torch.equal(pa, pb)
 
 
+def test_state_dict_without_alpha_scale_loads_as_none():
+    """A state dict saved before ``alpha_scale`` existed continues with the paper's rule."""
+    a, opt_a = run(CONFIGS["momentum"], "loop", steps=3)
+    state = copy.deepcopy(opt_a.state_dict())
+    for group in state["param_groups"]:
+        del group["alpha_scale"]
+    opt_b = AlphaGrad(tiny_net().parameters(), lr=0.5, alpha_scale="sqrt_numel")
+    opt_b.load_state_dict(state)
+    assert opt_b.param_groups[0]["alpha_scale"] == "none"
+
+
+def test_sqrt_numel_equals_per_tensor_alpha_param_groups():
+    """``alpha_scale="sqrt_numel"`` is one param group per tensor with alpha times the
+    square root of the tensor's size."""
+    net_a, opt_a = run(CONFIGS["sqrt_numel"], "loop")
+    net_b = tiny_net()
+    groups = [{"params": [p], "alpha": 0.5 * math.sqrt(p.numel())} for p in net_b.parameters()
+              if p.numel()]
+    opt_b = AlphaGrad(groups, lr=0.01)
+    for x in batches(7):
+        opt_b.zero_grad()
+        loss_of(net_b, x).backward()
+        opt_b.step()
+    for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(pa, pb)
+
+
 def test_converges_on_regression_with_annealed_lr():
     torch.manual_seed(0)
     x = torch.randn(256, 5, dtype=torch.float64)
@@ -228,6 +257,7 @@ BAD = [
     (dict(weight_decay=-1.0), r"Invalid weight_decay value: -1\.0"),
     (dict(nesterov=True), r"Invalid nesterov value: True"),
     (dict(nesterov=True, momentum=0.9, dampening=0.1), r"Invalid nesterov value: True"),
+    (dict(alpha_scale="rms"), r"Invalid alpha_scale value: 'rms' \(accepted: none, sqrt_numel\)"),
 ]
 
 

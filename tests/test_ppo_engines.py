@@ -67,7 +67,7 @@ def test_output_grads_equal_autograd(case):
         assert grads.losses[key] == pytest.approx(losses[key].item(), rel=1e-12, abs=1e-14)
 
 
-OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "adam", "sgd-momentum"]
+OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "alphagrad-sqrt_numel", "adam", "sgd-momentum"]
 
 
 @pytest.mark.parametrize("layout", ["flat", "factored"])
@@ -82,10 +82,11 @@ def test_numpy_update_equals_the_torch_textbook_update(optimizer, discrete, layo
         monkeypatch.setattr(engine_plan, "FLAT_MAX_BYTES", 0)
         monkeypatch.setattr(ppo_numpy, "OUTER_NUMEL", 256)
     momentum = 0.9 if optimizer.endswith("-momentum") else 0.0
-    name = optimizer.removesuffix("-momentum")
+    alpha_scale = "sqrt_numel" if optimizer.endswith("-sqrt_numel") else "none"
+    name = optimizer.split("-")[0]
     cfg = PPOConfig(env_id="x", optimizer=name, num_envs=4, num_steps=16, batch_size=16,
                     update_epochs=3, clip_vloss=True, ent_coef=0.01, lr=1e-2, alpha=4.0,
-                    momentum=momentum, hidden=(24, 20), seed=4)
+                    momentum=momentum, alpha_scale=alpha_scale, hidden=(24, 20), seed=4)
     ref = TorchActorCritic(cfg, 5, 2, discrete, dtype=np.float64)
     fast = NumpyActorCritic(cfg, 5, 2, discrete, dtype=np.float64, initialise=False)
     fast.params.load_state_dict({k: v.numpy() for k, v in ref.net.state_dict().items()})

@@ -259,6 +259,51 @@ def test_a_pruned_trial_leaves_no_process_behind(tmp_path):
     assert f"trial {pruned.number} PRUNED seed 1: pruned at step" in stderr
 
 
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_killed_worker_takes_its_child_along_and_its_trial_is_failed_by_the_next(kind,
+                                                                                  tmp_path):
+    """SIGKILL on a worker mid-trial: its `edgeag train` child stops too (the parent-death
+    signal). On a database the next worker finds the trial's heartbeat stale and marks
+    it FAIL before running its own; a journal file has no heartbeat (Optuna's), so the
+    trial stays RUNNING there."""
+    storage = str(tmp_path / "k.log") if kind == "journal" else f"sqlite:///{tmp_path / 'k.db'}"
+    out = tmp_path / "out"
+    args = ["--env", "CartPole-v1", "--total-steps", "20000", "--set", "eval_episodes=2",
+            "--threads", "1", "--pruner", "none", "--heartbeat", "1", "--storage", storage,
+            "--study", "k", "--out", str(out)]
+    proc = worker(*args)
+    metrics = out / "trials" / "0" / "s1" / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not metrics.exists():
+        time.sleep(0.02)
+    assert metrics.exists()
+    (child,) = psutil.Process(proc.pid).children()
+    proc.kill()
+    proc.communicate(timeout=30)
+    gone, alive = psutil.wait_procs([child], timeout=10)
+    assert not alive
+    assert not (out / "trials" / "0" / "s1" / "summary.json").exists()  # stopped mid-run
+    time.sleep(3)  # past twice the 1 s heartbeat
+    code, _, stderr = finish(worker(*args, "--trials", "1"))[0]
+    assert code == 0, stderr
+    trials = load(storage, "k").trials
+    assert trials[1].state.name == "COMPLETE"
+    assert trials[0].state.name == ("RUNNING" if kind == "journal" else "FAIL")
+
+
+def test_a_worker_joining_a_finished_grid_runs_and_records_nothing(tmp_path):
+    storage, out = str(tmp_path / "grid.log"), tmp_path / "out"
+    args = [*TINY[:-4], "--sampler", "grid", "--space", "alpha=1,4", "--pruner", "none",
+            "--storage", storage, "--study", "grid", "--out", str(out)]
+    code, _, stderr = finish(worker(*args))[0]
+    assert code == 0, stderr
+    assert states(load(storage, "grid")) == {"COMPLETE": 2}
+    code, stdout, stderr = finish(worker(*args))[0]
+    assert code == 0 and "every point of the grid has run or is running: none run" in stderr
+    assert states(load(storage, "grid")) == {"COMPLETE": 2}
+    assert "best trial" in stdout and not (out / "trials" / "2").exists()
+
+
 def test_ctrl_c_fails_the_running_trial_and_stops_its_child(tmp_path):
     storage, out = str(tmp_path / "int.log"), tmp_path / "out"
     proc = worker("--env", "CartPole-v1", "--total-steps", "400000", "--threads", "1",

@@ -39,7 +39,7 @@ import numpy as np
 from edgeag.engine.layout import FlatBuffer, Layout
 from edgeag.engine.outer import OUTER_BLOCK_NUMEL, alphagrad_outer_, outer_temporary_bytes
 from edgeag.optim_rules import (ADAM_DEFAULTS, ALPHAGRAD_DEFAULTS, SGD_DEFAULTS,
-                                adam_state_bytes, momentum_state_bytes,
+                                adam_state_bytes, momentum_state_bytes, tensor_alpha,
                                 validate_adam, validate_alphagrad, validate_sgd)
 
 __all__ = ["Adam", "AlphaGrad", "ENGINE_OPTIMIZERS", "EngineOptimizer", "EngineOptimizerSpec",
@@ -318,7 +318,8 @@ class AlphaGrad(_MomentumOptimizer):
     """`edgeag.optim.AlphaGrad` on a flat buffer (see the module docstring for the rule).
 
     Args: ``lr``, ``alpha`` (> 0), ``eps`` (> 0, 1e-5), ``momentum``, ``dampening``,
-    ``nesterov``, ``weight_decay`` (decoupled), ``maximize``: `edgeag.optim.AlphaGrad`'s
+    ``nesterov``, ``weight_decay`` (decoupled), ``maximize``, ``alpha_scale`` (``none``
+    or ``sqrt_numel``: `edgeag.optim_rules.tensor_alpha`): `edgeag.optim.AlphaGrad`'s
     names, defaults and ranges; ``block_numel`` the row-block size of `update_outer`;
     ``norm_method`` how `step` takes the per-segment norms (`segment_norms`).
     """
@@ -334,7 +335,8 @@ class AlphaGrad(_MomentumOptimizer):
                  dampening: float = ALPHAGRAD_DEFAULTS["dampening"],
                  nesterov: bool = ALPHAGRAD_DEFAULTS["nesterov"],
                  weight_decay: float = ALPHAGRAD_DEFAULTS["weight_decay"],
-                 maximize: bool = ALPHAGRAD_DEFAULTS["maximize"], *,
+                 maximize: bool = ALPHAGRAD_DEFAULTS["maximize"],
+                 alpha_scale: str = ALPHAGRAD_DEFAULTS["alpha_scale"], *,
                  block_numel: int = OUTER_BLOCK_NUMEL, norm_method: str = "views") -> None:
         if norm_method not in NORM_METHODS:
             raise ValueError(f"Invalid norm_method value: {norm_method!r} (accepted: "
@@ -344,14 +346,18 @@ class AlphaGrad(_MomentumOptimizer):
                              f"integer >= 1)")
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                          dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
-                         maximize=maximize)
+                         maximize=maximize, alpha_scale=alpha_scale)
         self.block_numel, self.norm_method = block_numel, norm_method
 
     @staticmethod
     def _validate(h: dict) -> None:
         validate_alphagrad(lr=h["lr"], alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"],
                            dampening=h["dampening"], nesterov=h["nesterov"],
-                           weight_decay=h["weight_decay"])
+                           weight_decay=h["weight_decay"], alpha_scale=h["alpha_scale"])
+
+    def _alpha(self, numel: int) -> float:
+        """This optimizer's alpha for a tensor of ``numel`` values (`tensor_alpha`)."""
+        return tensor_alpha(self.hparams["alpha"], numel, self.hparams["alpha_scale"])
 
     @property
     def updates_from_factors(self) -> bool:
@@ -365,7 +371,9 @@ class AlphaGrad(_MomentumOptimizer):
         h = self.hparams
         norms = segment_norms(grads, self.norm_method)
         scale = np.add(norms, h["eps"], out=norms)
-        np.divide(-h["alpha"] if h["maximize"] else h["alpha"], scale, out=scale)
+        alphas = h["alpha"] if h["alpha_scale"] == "none" else \
+            np.array([self._alpha(seg.size) for seg in self.layout.segments])
+        np.divide(-alphas if h["maximize"] else alphas, scale, out=scale)
         for v, c in zip(grads.flat_views, scale.tolist()):
             v *= c
         np.tanh(grads.data, out=grads.data)
@@ -375,7 +383,7 @@ class AlphaGrad(_MomentumOptimizer):
 
     def _update(self, i: int, grad: np.ndarray) -> None:
         h = self.hparams
-        alphagrad_direction_(grad, h["alpha"], h["eps"], h["maximize"])
+        alphagrad_direction_(grad, self._alpha(grad.size), h["eps"], h["maximize"])
         if h["weight_decay"] != 0:
             self.params.flat_views[i] *= 1.0 - h["lr"] * h["weight_decay"]
         self._apply_segment(i, grad)
@@ -399,7 +407,7 @@ class AlphaGrad(_MomentumOptimizer):
                              f"give ({d.shape[1]}, {x.shape[1]})")
         if h["weight_decay"] != 0:
             weight *= 1.0 - h["lr"] * h["weight_decay"]
-        alphagrad_outer_(weight, d, x, lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
+        alphagrad_outer_(weight, d, x, lr=h["lr"], alpha=self._alpha(weight.size), eps=h["eps"],
                          maximize=h["maximize"], block_numel=self.block_numel)
 
     def outer_temporary_bytes(self, numel: int) -> int:

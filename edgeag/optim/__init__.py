@@ -108,8 +108,10 @@ def _lion(params, *, lr, **_):
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     spec.name: spec for spec in (
         OptimizerSpec("alphagrad", "AlphaGrad (default; stateless with momentum 0)",
-                      lambda params, *, lr, alpha=1.0, momentum=0.0, eps=1e-5, **_:
-                      AlphaGrad(params, lr=lr, alpha=alpha, momentum=momentum, eps=eps),
+                      lambda params, *, lr, alpha=1.0, momentum=0.0, eps=1e-5,
+                      alpha_scale="none", **_:
+                      AlphaGrad(params, lr=lr, alpha=alpha, momentum=momentum, eps=eps,
+                                alpha_scale=alpha_scale),
                       imports_dynamo=False, state_rule=_momentum_buffer, clips_gradients=False),
         OptimizerSpec("adam", "Adam, edgeag's lean implementation (no torch._dynamo import)",
                       lambda params, *, lr, eps=1e-8, **_: Adam(params, lr=lr, eps=eps),

@@ -22,6 +22,9 @@ Options, all per param group (so layer-wise alpha works through param groups):
 - ``weight_decay``: decoupled, as in AdamW: ``theta <- theta (1 - lr * weight_decay)``
   before the update, so the decay is neither normalised nor squashed.
 - ``maximize``: ascend instead of descend.
+- ``alpha_scale`` (default ``none``): ``sqrt_numel`` updates each tensor with
+  ``alpha * sqrt(numel)`` (`edgeag.optim_rules.tensor_alpha`), so alpha acts on
+  ``g / rms(g)`` and means the same for a bias and a large weight.
 
 Implementation note: ``tanh(x) = 2 (sigmoid(2x) - 1/2)`` exactly; on CPU ``torch.sigmoid``
 costs about a quarter of ``torch.tanh`` per element, so the update computes the
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 
 from edgeag.optim._base import LeanOptimizer
+from edgeag.optim_rules import tensor_alpha
 from edgeag.optim_rules import validate_alphagrad as _validate
 
 __all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward",
@@ -85,7 +89,8 @@ def _check_dense(grad: Tensor) -> None:
 def _single_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
                              momentum_buffers: list[Tensor | None], *, lr: float, alpha: float,
                              eps: float, momentum: float, dampening: float, nesterov: bool,
-                             weight_decay: float, maximize: bool) -> None:
+                             weight_decay: float, maximize: bool,
+                             alpha_scale: str = "none") -> None:
     """Reference for-loop: one tensor at a time, one temporary of that tensor's size.
 
     The first lines are :func:`scaled_direction` written out (a Python call per tensor
@@ -94,7 +99,7 @@ def _single_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
     vector_norm = torch.linalg.vector_norm
     for i, (param, grad) in enumerate(zip(params, grads)):
         _check_dense(grad)
-        c = alpha / (vector_norm(grad).item() + eps)
+        c = tensor_alpha(alpha, grad.numel(), alpha_scale) / (vector_norm(grad).item() + eps)
         if maximize:
             c = -c
         if grad.numel() <= TANH_MAX_NUMEL:
@@ -143,7 +148,8 @@ def _chunks(tensors: list[Tensor], limit: int) -> list[list[int]]:
 def _multi_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
                             momentum_buffers: list[Tensor | None], *, lr: float, alpha: float,
                             eps: float, momentum: float, dampening: float, nesterov: bool,
-                            weight_decay: float, maximize: bool) -> None:
+                            weight_decay: float, maximize: bool,
+                            alpha_scale: str = "none") -> None:
     """`torch._foreach_*` path; mirrors :func:`_single_tensor_alphagrad` op for op.
 
     Tensors are processed in chunks of at most the largest tensor's numel, so the
@@ -154,6 +160,7 @@ def _multi_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
     for grad in grads:
         _check_dense(grad)
     norms = [n.item() for n in torch._foreach_norm(grads)]
+    alphas = [tensor_alpha(alpha, g.numel(), alpha_scale) for g in grads]
     limit = max(t.numel() for t in params)
     for chunk in _chunks(params, limit):
         for idx, k in (([i for i in chunk if params[i].numel() <= TANH_MAX_NUMEL], 1.0),
@@ -161,15 +168,16 @@ def _multi_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
             if idx:
                 _foreach_update([params[i] for i in idx], [grads[i] for i in idx],
                                 momentum_buffers, idx, [norms[i] for i in idx], k, lr=lr,
-                                alpha=alpha, eps=eps, momentum=momentum, dampening=dampening,
+                                alphas=[alphas[i] for i in idx], eps=eps, momentum=momentum, dampening=dampening,
                                 nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
 
 
 def _foreach_update(p: list[Tensor], g: list[Tensor], momentum_buffers: list[Tensor | None],
-                    idx: list[int], norms: list[float], k: float, *, lr: float, alpha: float,
-                    eps: float, momentum: float, dampening: float, nesterov: bool,
+                    idx: list[int], norms: list[float], k: float, *, lr: float,
+                    alphas: list[float], eps: float, momentum: float, dampening: float, nesterov: bool,
                     weight_decay: float, maximize: bool) -> None:
-    scales = [_factor(n, alpha, eps, maximize) * (2.0 if k == 2.0 else 1.0) for n in norms]
+    scales = [_factor(n, a, eps, maximize) * (2.0 if k == 2.0 else 1.0)
+              for n, a in zip(norms, alphas)]
     t = torch._foreach_mul(g, scales)
     if k == 1.0:
         torch._foreach_tanh_(t)
@@ -203,14 +211,16 @@ def _foreach_update(p: list[Tensor], g: list[Tensor], momentum_buffers: list[Ten
 def alphagrad(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
               *, foreach: bool | None = None, lr: float, alpha: float, eps: float,
               momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-              weight_decay: float = 0.0, maximize: bool = False) -> None:
+              weight_decay: float = 0.0, maximize: bool = False,
+              alpha_scale: str = "none") -> None:
     """Functional AlphaGrad: updates ``params`` in place; fills ``momentum_buffers``
     (entries ``None`` on the first step) when ``momentum > 0``."""
     if foreach is None:
         foreach = _default_foreach(params)
     fn = _multi_tensor_alphagrad if foreach else _single_tensor_alphagrad
     fn(params, grads, momentum_buffers, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-       dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
+       dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+       alpha_scale=alpha_scale)
 
 
 def _default_foreach(params: list[Tensor]) -> bool:
@@ -234,6 +244,8 @@ class AlphaGrad(LeanOptimizer):
         momentum, dampening, nesterov: `torch.optim.SGD` convention (see module doc).
         weight_decay: decoupled (AdamW-style) decay.
         maximize: ascend the objective.
+        alpha_scale: ``none`` (alpha as given) or ``sqrt_numel`` (each tensor's alpha
+            times the square root of its size).
         foreach: ``None`` picks the measured-faster path; ``True``/``False`` force it.
 
     Example:
@@ -250,14 +262,19 @@ class AlphaGrad(LeanOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, alpha: float = 1.0, eps: float = 1e-5,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, maximize: bool = False, *,
-                 foreach: bool | None = None) -> None:
+                 weight_decay: float = 0.0, maximize: bool = False, alpha_scale: str = "none",
+                 *, foreach: bool | None = None) -> None:
         _validate(lr=lr, alpha=alpha, eps=eps, momentum=momentum, dampening=dampening,
-                  nesterov=nesterov, weight_decay=weight_decay)
+                  nesterov=nesterov, weight_decay=weight_decay, alpha_scale=alpha_scale)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, dampening=dampening,
                         nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-                        foreach=foreach)
+                        alpha_scale=alpha_scale, foreach=foreach)
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # a state_dict saved before alpha_scale existed
+            group.setdefault("alpha_scale", "none")
 
     def add_param_group(self, param_group: dict) -> None:
         if any(k in param_group for k in _VALIDATED):
@@ -321,7 +338,8 @@ class AlphaGrad(LeanOptimizer):
         return loss
 
 
-_OPTIONS = ("lr", "alpha", "eps", "momentum", "dampening", "nesterov", "weight_decay", "maximize")
+_OPTIONS = ("lr", "alpha", "eps", "momentum", "dampening", "nesterov", "weight_decay",
+            "alpha_scale", "maximize")
 _VALIDATED = _OPTIONS[:-1]  # every option but maximize has a range
 
 
@@ -387,7 +405,8 @@ def _update_one(optimizer: AlphaGrad, group: dict, param: Tensor, grad: Tensor) 
     if group["momentum"] == 0 and group["weight_decay"] == 0:
         # stateless: the pure rule, no optimizer.state entry (the common, fast case)
         _check_dense(grad)
-        t, k = scaled_direction(grad, group["alpha"], group["eps"], group["maximize"])
+        alpha = tensor_alpha(group["alpha"], grad.numel(), group["alpha_scale"])
+        t, k = scaled_direction(grad, alpha, group["eps"], group["maximize"])
         param.add_(t, alpha=-group["lr"] * k)
         return
     bufs = [optimizer.state[param].get("momentum_buffer")] if group["momentum"] else [None]

@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from edgeag.errors import EdgeagError
+from edgeag.optim_rules import ALPHA_SCALES
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class TrainConfig:
     """Learning rate (PPO: the initial one, annealed linearly to 0 when ``anneal_lr``)."""
     alpha: float = 1.0
     """AlphaGrad steepness: per-element step is lr * tanh(alpha * g / ||g||)."""
+    alpha_scale: str = "none"
+    """AlphaGrad: ``none`` uses ``alpha`` on every tensor (the paper's rule);
+    ``sqrt_numel`` uses ``alpha * sqrt(numel)`` on each, so alpha acts on g / rms(g)."""
     momentum: float = 0.0
     """Momentum of AlphaGrad or SGD (0: stateless)."""
     eps: float = 1e-5
@@ -97,6 +101,7 @@ class TrainConfig:
              f"{', '.join(_numpy_optimizers())})"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
             ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a positive number"),
+            ("alpha_scale", self.alpha_scale in ALPHA_SCALES, " or ".join(ALPHA_SCALES)),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
             ("eps", self.eps > 0, "a positive number"),
             ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),

@@ -24,6 +24,28 @@ EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the Alp
 """(algo, optimizer) pairs that train but are not recommended, and why."""
 
 
+PARENT_ENV = "EDGEAG_PARENT_PID"
+"""Set by a parent that watches its training children (an `edgeag tune` worker) to its
+own pid: the child stops when that parent dies (`stop_with_parent`)."""
+
+
+def stop_with_parent() -> None:
+    """When `PARENT_ENV` names this process's parent, have Linux send SIGTERM to this
+    process when the parent dies (``prctl(PR_SET_PDEATHSIG)``), so a worker killed
+    outright leaves no training run behind; exit at once if it is already gone."""
+    pid = os.environ.pop(PARENT_ENV, None)
+    if not pid or not pid.isdigit():
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(pid):
+        raise EdgeagError(f"the process that started this run (pid {pid}) has exited")
+
+
 def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict,
            profile: str | None, budget: str | None, out: str | None, resume: str | None,
            threads: int | None, tensorboard: bool = False, hard_cap: str | None = None,
@@ -32,7 +54,7 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
     """Train (or resume) and print the outcome; returns the exit code. ``env`` and
     ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the
     format of ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
-
+    stop_with_parent()
     if algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
     prof, budget_bytes, threads = resolve_device(profile, budget, threads)

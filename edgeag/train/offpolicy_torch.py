@@ -42,7 +42,7 @@ def make_optimizer(cfg, modules: list[nn.Module]) -> torch.optim.Optimizer:
     backward (`fuse_into_backward`) unless ``fuse_backward`` is off."""
     params = [p for m in modules for p in m.parameters()]
     opt = build_optimizer(cfg.optimizer, params, lr=cfg.lr, alpha=cfg.alpha,
-                          momentum=cfg.momentum, eps=cfg.eps)
+                          momentum=cfg.momentum, eps=cfg.eps, alpha_scale=cfg.alpha_scale)
     if uses_fused_backward(cfg):
         fuse_into_backward(params, opt)
     return opt

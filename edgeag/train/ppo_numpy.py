@@ -182,5 +182,6 @@ class NumpyActorCritic:
 def optimizer_options(cfg) -> dict:
     """The optimizer's hyperparameters from the config (those it takes)."""
     spec = get_engine_spec(cfg.optimizer)
-    options = {"lr": cfg.lr, "alpha": cfg.alpha, "momentum": cfg.momentum, "eps": cfg.eps}
+    options = {"lr": cfg.lr, "alpha": cfg.alpha, "momentum": cfg.momentum, "eps": cfg.eps,
+               "alpha_scale": cfg.alpha_scale}
     return {k: v for k, v in options.items() if k in spec.cls.defaults}

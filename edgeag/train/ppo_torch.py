@@ -64,7 +64,8 @@ class TorchActorCritic:
         self.net = ActorCritic(obs_dim, action_dim, discrete, cfg.hidden,
                                cfg.log_std_init).to(DTYPES[self.dtype])
         self.optimizer = build_optimizer(cfg.optimizer, self.net.parameters(), lr=cfg.lr,
-                                         alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps)
+                                         alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps,
+                                         alpha_scale=cfg.alpha_scale)
         if self.fused:
             fuse_into_backward(self.net, self.optimizer)
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeag.train.launch import PARENT_ENV
 from edgeag.tune.storage import SECRET_ENV
 
 POLL_SECONDS = 0.1
@@ -76,6 +77,7 @@ class SeedRun:
 def child_env(threads: int | None) -> dict:
     """The environment of a training child: this one's, without database secrets."""
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env[PARENT_ENV] = str(os.getpid())  # the child stops if this worker dies
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env

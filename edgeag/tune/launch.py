@@ -31,7 +31,8 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
                 storage_password_file: str | None, study: str | None, seeds: str | None,
                 total_steps: int | None, profile: str | None, budget: str | None,
                 threads: int | None, space: list[str], sets: list[str], sampler: str,
-                pruner: str, prune_after: int, out: str | None) -> int:
+                pruner: str, prune_after: int, out: str | None,
+                heartbeat: int | None = None) -> int:
     """Run this worker's trials of the study; returns the exit code."""
     from edgeag.report.runs import parse_seeds
     from edgeag.train import ALGORITHMS, supported_algos
@@ -50,6 +51,7 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
     _positive("--trials", trials)
     _positive("--max-total-trials", max_total_trials)
     _positive("--total-steps", total_steps)
+    _positive("--heartbeat", heartbeat)
     if prune_after < 0:
         raise EdgeagError(f"invalid --prune-after {prune_after}: expected 0 or a positive integer")
     seed_list = parse_seeds(seeds or "1")
@@ -70,7 +72,7 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
 
     from edgeag.report.compare import env_dims
     from edgeag.tune.space import check_values, parse_space
-    from edgeag.tune.storage import resolve_storage
+    from edgeag.tune.storage import HEARTBEAT_SECONDS, resolve_storage
     from edgeag.tune.study import TuneSettings, run_tune, stderr_log
 
     params = parse_space(space or [DEFAULT_SPACE], algo)
@@ -97,7 +99,8 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
                             max_total_trials=max_total_trials, total_steps=total_steps,
                             sets=overrides, budget_bytes=budget_bytes, profile_arg=profile,
                             threads=threads, sampler=sampler, pruner=pruner,
-                            prune_after=prune_after, log=stderr_log)
+                            prune_after=prune_after, log=stderr_log,
+                            heartbeat=heartbeat or HEARTBEAT_SECONDS)
     cfg = settings.resolve(settings.overrides({}))
     if cfg.engine == "torch":
         from edgeag.errors import require_torch

@@ -151,11 +151,25 @@ def _with_driver(url, shown: str):
                          else "pip install pymysql"))
 
 
-def open_storage(storage: Storage):
+HEARTBEAT_SECONDS = 60
+"""Default ``--heartbeat``: how often a worker on a database storage records that its
+running trial is alive."""
+
+
+def open_storage(storage: Storage, heartbeat: int | None = None):
     """The Optuna storage object; EdgeagError (secrets masked) when it cannot be opened
-    (an unreachable server, a refused login, a missing driver)."""
+    (an unreachable server, a refused login, a missing driver). A database storage
+    with ``heartbeat`` (seconds) has Optuna's heartbeat: a running trial that has not
+    beaten for twice that long (its worker was killed, its machine lost) is marked FAIL
+    by the next worker that starts a trial. Optuna's journal storage has no heartbeat."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
+
+    # the heartbeat is marked experimental (since Optuna 2.9); the warning is noise here
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
     if storage.kind == "journal":
         try:
@@ -170,7 +184,9 @@ def open_storage(storage: Storage):
     try:
         for attempt in range(SCHEMA_RACE_ATTEMPTS):
             try:
-                return RDBStorage(storage.url, engine_kwargs=kwargs)
+                return RDBStorage(storage.url, engine_kwargs=kwargs,
+                                  **({"heartbeat_interval": heartbeat,
+                                      "grace_period": 2 * heartbeat} if heartbeat else {}))
             except Exception as e:
                 # workers that start at once on a new database all create its tables; the
                 # losers see them half made: open again once the winner has finished

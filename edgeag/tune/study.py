@@ -73,6 +73,8 @@ class TuneSettings:
     pruner: str = "median"
     prune_after: int = 5
     """Trials that must complete before the median pruner prunes."""
+    heartbeat: int | None = None
+    """Seconds between a database worker's heartbeats (None: no heartbeat)."""
     log: object = print
 
     def objective(self) -> dict:
@@ -175,7 +177,7 @@ def load_or_create_study(s: TuneSettings, steps_per_seed: int):
     """The study (created when new), with the objective checked against this worker's."""
     import optuna
 
-    storage = open_storage(s.storage)
+    storage = open_storage(s.storage, s.heartbeat)
     try:
         study = optuna.create_study(study_name=s.study_name, storage=storage,
                                     sampler=_sampler(s), pruner=_pruner(s, steps_per_seed),
@@ -345,6 +347,8 @@ def run_tune(s: TuneSettings, on_open=None) -> int:
     callbacks = [progress] + ([cap] if cap else []) + ([grid_done] if s.sampler == "grid" else [])
     if cap and cap.reached(study):
         s.log(f"the study already holds {cap.n} trials (--max-total-trials): none run here")
+    elif s.sampler == "grid" and grid_left(study, s.params) == 0:
+        s.log("every point of the grid has run or is running: none run here")
     else:
         try:
             study.optimize(make_objective(s, cap, steps_per_seed, failures), n_trials=s.trials,
@@ -440,6 +444,13 @@ def _key(name: str) -> str:
     return json.dumps(name)
 
 
+def _log_choices(p: Param) -> bool:
+    """Listed positive numbers spanning 10x or more (alpha=1,4,16,64) read best on a log
+    axis."""
+    c = p.choices
+    return bool(c) and p.kind != "bool" and min(c) > 0 and max(c) >= 10 * min(c)
+
+
 def plot_params(params: list[Param], trials: list, best_number: int, path: Path) -> None:
     """Final evaluation return against each tuned parameter, one point per seed of
     every completed trial; the best trial's points ringed."""
@@ -463,7 +474,7 @@ def plot_params(params: list[Param], trials: list, best_number: int, path: Path)
             ax.scatter([x] * len(ys), ys, s=40 if best else 16, alpha=0.8,
                        color="tab:red" if best else "tab:blue", zorder=3 if best else 2,
                        edgecolors="black" if best else "none")
-        if p.log:
+        if p.log or _log_choices(p):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(p.name)
