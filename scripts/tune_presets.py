@@ -114,9 +114,9 @@ def curve_mean(trial) -> float:
     end at the same return learns sooner."""
     means = []
     for run in trial.user_attrs.get("runs") or []:
-        curve = run.get("curve") or []
+        curve = [r for _, r in run.get("curve") or [] if r is not None]
         if curve:
-            means.append(statistics.fmean(r for _, r in curve))
+            means.append(statistics.fmean(curve))
     return statistics.fmean(means) if means else float("nan")
 
 
@@ -199,8 +199,8 @@ def good_range(rows: list[dict], floor: float, best: float) -> list:
     return [r["alpha"] for r in rows if r["mean"] >= threshold]
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def report(args) -> None:
@@ -268,6 +268,7 @@ def report(args) -> None:
         plot_task(task, t, studies, floor, threshold, scaled_lr, out / f"{task}.png")
     if len(summary) > 1:
         lines += cross_task(summary)
+        plot_across(summary, out / "across.png")
     tmp = out / ".results.md.tmp"
     tmp.write_text("\n".join(lines))
     os.replace(tmp, out / "results.md")
@@ -275,7 +276,8 @@ def report(args) -> None:
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, out / "results.json")
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and "
-          f"{', '.join(str(out / (t + '.png')) for t in summary)}")
+          f"{', '.join(str(out / (t + '.png')) for t in summary)}"
+          + (f", {out / 'across.png'}" if len(summary) > 1 else ""))
 
 
 def cross_task(summary: dict) -> list[str]:
@@ -297,10 +299,55 @@ def cross_task(summary: dict) -> list[str]:
         rows.append(f"| {task} (lr {_fmt(s['scaled_lr'])}) | {', '.join(map(_fmt, b)) or '-'} | "
                     f"{', '.join(map(_fmt, sorted(set(a)))) or '-'} | "
                     f"{', '.join(map(_fmt, c)) or '-'} |")
-    rows.append(f"| **every task** | {', '.join(map(_fmt, common(at_best))) or 'none'} | "
-                f"{', '.join(map(_fmt, common(at_any))) or 'none'} | "
-                f"{', '.join(map(_fmt, common(scaled))) or 'none'} |")
+    groups = [("every task", list(summary))]
+    for algo in sorted({TASKS[t]["algo"] for t in summary}):
+        others = [t for t in summary if TASKS[t]["algo"] != algo]
+        if len(others) > 1:
+            groups.append((f"every task but {algo.upper()}", others))
+    names = list(summary)
+    for label, tasks in groups:
+        idx = [names.index(t) for t in tasks]
+        rows.append(f"| **{label}** | "
+                    f"{', '.join(map(_fmt, common([at_best[i] for i in idx]))) or 'none'} | "
+                    f"{', '.join(map(_fmt, common([at_any[i] for i in idx]))) or 'none'} | "
+                    f"{', '.join(map(_fmt, common([scaled[i] for i in idx]))) or 'none'} |")
     return rows + [""]
+
+
+def plot_across(summary: dict, path: Path) -> None:
+    """Every task on one scale (0: a random policy, 1: the task's best mean): against
+    alpha at the task's best lr, and against the ``sqrt_numel`` alpha."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for task, s in summary.items():
+        def score(v):
+            return (v - s["random_return"]) / (s["best_mean"] - s["random_return"])
+        rows = [r for r in s["studies"]["alphagrad"] if r["lr"] == s["scaled_lr"]]
+        if rows:
+            ax.plot([r["alpha"] for r in rows], [score(r["mean"]) for r in rows], "-o",
+                    label=f"{task} (lr {_fmt(s['scaled_lr'])})")
+        rows = s["studies"]["alphagrad-sqrt"]
+        if rows:
+            bx.plot([r["alpha"] for r in rows], [score(r["mean"]) for r in rows], "-o",
+                    label=task)
+    ax.set_title("stateless AlphaGrad, alpha as given (each task's best lr)", fontsize=9)
+    bx.set_title("alpha x sqrt(tensor size) (same lr)", fontsize=9)
+    ax.set_ylabel("score of the mean return (0 random, 1 best)")
+    for a, label in ((ax, "alpha"), (bx, "alpha before the per-tensor scale")):
+        a.set_xscale("log")
+        a.set_xlabel(label)
+        a.axhline(GOOD, color="grey", lw=0.8, ls="--")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def plot_task(task: str, t: dict, studies: dict, floor: float, threshold: float,

@@ -316,7 +316,8 @@ def test_numpy_reference_equals_the_training_policy_and_evaluate(request, name):
             total += float(r)
             done = terminated or truncated
         mine.append(total)
-    assert mine == pytest.approx(returns, rel=1e-5)
+    # float32 against float64 actions (2e-6 apart above) through 200 closed-loop steps
+    assert mine == pytest.approx(returns, rel=1e-4)
 
 
 REPLAY = r"""

@@ -276,7 +276,7 @@ def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: i
                     f"imports need more), before anything was trained")
             kept = (f"the last checkpoint is intact: continue with edgeag train --resume "
                     f"{run.path} --budget <larger>" if run.checkpoint.exists() else
-                    f"no checkpoint had been written yet: train again with a larger --budget")
+                    "no checkpoint had been written yet: train again with a larger --budget")
             print(f"edgeag train: the kernel stopped training at the hard cap ({group.description} "
                   f"= {budget_bytes:,} bytes, {BUDGET_KILLED}); {kept}", file=sys.stderr)
             if run.path.is_dir():
