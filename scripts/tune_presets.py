@@ -20,7 +20,8 @@ file results/tune/presets.log; a database URL lets other machines join). A finis
 trial stays in the study, so an interrupted ``run`` continues where it stopped.
 
 ``report`` reads the studies back with Optuna's API and writes docs/tuning/results.md
-(every trial's per-seed returns, the good-alpha ranges) and one figure per task.
+(every trial's per-seed returns, the good-alpha ranges), one figure per task and
+across.png (every task on one scale).
 """
 
 from __future__ import annotations
@@ -439,8 +440,8 @@ def main() -> None:
         print(f"tune_presets: invalid --jobs {args.jobs}: expected a positive integer",
               file=sys.stderr)
         sys.exit(2)
-    Path(args.storage).parent.mkdir(parents=True, exist_ok=True) if "://" not in args.storage \
-        else None
+    if "://" not in args.storage:  # a journal file
+        Path(args.storage).parent.mkdir(parents=True, exist_ok=True)
     (run if args.command == "run" else report)(args)
 
 
