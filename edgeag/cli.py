@@ -357,7 +357,8 @@ and file shows the URL as postgresql://USER:***@HOST/DB.
 
 search space (--space, default alpha): NAME (its default range, e.g. alpha 0.5..128
 log, lr 1e-5..1e-2 log, momentum 0..0.95), NAME=LOW:HIGH[:log], NAME=V1,V2,...
-(values; what --sampler grid needs), separated by commas, e.g.
+(values; what --sampler grid needs; the only form for a word setting such as
+alpha_scale=none,sqrt_numel), separated by commas, e.g.
   --space alpha=1:64:log,lr=1e-4:3e-3:log,momentum=0,0.9
 
 output (--out, default results/tune/<study>/): study.json, trials/<n>/s<seed>/

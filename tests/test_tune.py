@@ -304,6 +304,23 @@ def test_a_worker_joining_a_finished_grid_runs_and_records_nothing(tmp_path):
     assert "best trial" in stdout and not (out / "trials" / "2").exists()
 
 
+def test_a_word_setting_is_tuned_through_its_values(tmp_path):
+    """``--space alpha_scale=none,sqrt_numel``: each trial's runs get the word, and the
+    best preset holds it."""
+    storage, out = str(tmp_path / "w.log"), tmp_path / "out"
+    code, _, stderr = finish(worker(
+        *TINY[:-4], "--sampler", "grid", "--space", "alpha_scale=none,sqrt_numel", "--pruner",
+        "none", "--storage", storage, "--study", "w", "--out", str(out)))[0]
+    assert code == 0, stderr
+    trials = load(storage, "w").trials
+    assert sorted(t.params["alpha_scale"] for t in trials) == ["none", "sqrt_numel"]
+    for t in trials:
+        config = (out / t.user_attrs["runs"][0]["run_dir"] / "config.toml").read_text()
+        assert f'alpha_scale = "{t.params["alpha_scale"]}"' in config
+    assert 'alpha_scale = "' in (out / "best.toml").read_text()
+    assert (out / "params.png").stat().st_size > 0
+
+
 def test_ctrl_c_fails_the_running_trial_and_stops_its_child(tmp_path):
     storage, out = str(tmp_path / "int.log"), tmp_path / "out"
     proc = worker("--env", "CartPole-v1", "--total-steps", "400000", "--threads", "1",
@@ -345,7 +362,11 @@ def test_ctrl_c_fails_the_running_trial_and_stops_its_child(tmp_path):
     (["--space", "lr=-1:1"], r"'lr=-1.0:1.0'.*lr=-1.0 is refused \(.*invalid lr -1.0"),
     (["--space", "momentum=0,true"], r"'momentum=0,true': 'true' is not a number"),
     (["--space", "momentum=0,x"], r"invalid --space entry 'x': not a setting of ppo"),
-    (["--space", "hidden"], r"only number and true/false settings can be tuned"),
+    (["--space", "hidden"], r"only number, true/false and word settings can be tuned"),
+    (["--space", "alpha_scale"], r"list the values of alpha_scale, e.g. alpha_scale=V1,V2"),
+    (["--space", "alpha_scale=none:sqrt_numel"], r"alpha_scale is a word: alpha_scale=V1,V2"),
+    (["--space", "alpha_scale=none,rms"], r"alpha_scale=rms is refused \(invalid alpha_scale "
+                                          r"'rms': expected none or sqrt_numel\)"),
     (["--space", "log_std_init"], r"no default range for log_std_init; give one"),
     (["--space", "seed"], r"seed is set by the study itself"),
     (["--sampler", "grid", "--space", "alpha"], r"--sampler grid needs a list of values .*alpha"),
@@ -387,6 +408,10 @@ def test_space_entries_ranges_and_choices():
     ]
     assert [p.describe() for p in params[1:3]] == ["lr=0.0001:0.003:log", "momentum=0.0,0.9"]
     assert parse_space(["tau"], "td3") == [Param("tau", "float", low=0.001, high=1.0, log=True)]
+    assert parse_space(["alpha_scale=none,sqrt_numel,alpha=1,4", "td_loss=mse,huber"], "dqn") == [
+        Param("alpha_scale", "str", choices=("none", "sqrt_numel")),
+        Param("alpha", "float", choices=(1.0, 4.0)),
+        Param("td_loss", "str", choices=("mse", "huber"))]
     with pytest.raises(EdgeagError, match="listed twice"):
         parse_space(["alpha,alpha=1:2"])
 

@@ -8,6 +8,7 @@ with a default range (`DEFAULT_RANGES`) or an explicit one:
     gamma=0.9:0.999       uniform
     update_epochs=2:20    integers (the field is an integer)
     momentum=0,0.9        one of these values (categorical)
+    alpha_scale=none,sqrt_numel   one of these words (a setting whose value is a word)
 
 Entries are separated by commas; a value after a categorical entry belongs to it
 (``momentum=0,0.9,alpha`` is momentum in {0, 0.9}, then alpha). This module imports
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from edgeag.errors import EdgeagError
@@ -36,7 +38,7 @@ class Param:
 
     name: str
     kind: str
-    """``float``, ``int``, ``bool`` (the field's type)."""
+    """``float``, ``int``, ``bool``, ``str`` (the field's type; ``str`` only as choices)."""
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -105,16 +107,25 @@ def _kind(name: str, fields: dict, algo: str) -> str:
         raise EdgeagError(f"invalid --space entry {name!r}: not a setting of {algo} "
                           f"(accepted: {', '.join(n for n in fields if n not in RESERVED)})")
     default = fields[name].default
-    for kind, types in (("bool", bool), ("int", int), ("float", float)):
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if isinstance(default, types):
             return kind
-    raise EdgeagError(f"invalid --space entry {name!r}: only number and true/false settings "
-                      f"can be tuned ({name} is {type(default).__name__}; set it with --set)")
+    raise EdgeagError(f"invalid --space entry {name!r}: only number, true/false and word "
+                      f"settings can be tuned ({name} is {type(default).__name__}; set it "
+                      "with --set)")
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
 
 
 def _number(text: str, kind: str, entry: str):
     from edgeag.train.config import tomllib
 
+    if kind == "str":
+        if not _WORD.fullmatch(text.strip()):
+            raise EdgeagError(f"invalid --space entry {entry!r}: {text.strip()!r} is not a "
+                              "word such as sqrt_numel")
+        return text.strip()
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -146,17 +157,26 @@ def parse_space(texts: list[str], algo: str = "ppo") -> list[Param]:
     tokens = [t.strip() for text in texts for t in text.split(",")]
     if not any(tokens):
         raise EdgeagError(f"invalid --space {','.join(texts)!r}: expected {SPACE_SYNTAX}")
+    fields = _fields(algo)
+
+    def continues(token: str, entry: list[str]) -> bool:
+        """A bare token after ``NAME=V1`` is one more value of NAME: a number or
+        true/false, or, for a word setting, any token that names no setting."""
+        name, eq, spec = entry[0].partition("=")
+        if "=" in token or not eq or ":" in spec:
+            return False
+        word = name.strip() in fields and isinstance(fields[name.strip()].default, str)
+        return (token not in fields) if word else _is_value(token)
+
     entries: list[list[str]] = []
     for token in tokens:
         if not token:
             raise EdgeagError(f"invalid --space {','.join(texts)!r}: an empty entry "
                               f"(expected {SPACE_SYNTAX})")
-        if "=" not in token and entries and "=" in entries[-1][0] and _is_value(token) \
-                and ":" not in entries[-1][0].partition("=")[2]:
+        if entries and continues(token, entries[-1]):
             entries[-1].append(token)
         else:
             entries.append([token])
-    fields = _fields(algo)
     params = []
     for entry in entries:
         text = ",".join(entry)
@@ -165,6 +185,9 @@ def parse_space(texts: list[str], algo: str = "ppo") -> list[Param]:
         if any(p.name == name for p in params):
             raise EdgeagError(f"invalid --space: {name} is listed twice")
         if not eq:
+            if kind == "str":
+                raise EdgeagError(f"invalid --space entry {name!r}: list the values of "
+                                  f"{name}, e.g. {name}=V1,V2")
             if kind == "bool":
                 params.append(Param(name, kind, choices=(False, True)))
                 continue
@@ -179,11 +202,13 @@ def parse_space(texts: list[str], algo: str = "ppo") -> list[Param]:
         if ":" in spec:
             parts = spec.split(":")
             if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2].strip() != "log") \
-                    or kind == "bool":
+                    or kind in ("bool", "str"):
                 raise EdgeagError(f"invalid --space entry {text!r}: expected "
                                   f"{name}=LOW:HIGH or {name}=LOW:HIGH:log"
                                   + (f" ({name} is true/false: {name}=false,true)"
-                                     if kind == "bool" else ""))
+                                     if kind == "bool" else "")
+                                  + (f" ({name} is a word: {name}=V1,V2)"
+                                     if kind == "str" else ""))
             low, high = (_number(p, kind, text) for p in parts[:2])
             log = len(parts) == 3
             if not low < high:

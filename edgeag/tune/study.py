@@ -448,7 +448,7 @@ def _log_choices(p: Param) -> bool:
     """Listed positive numbers spanning 10x or more (alpha=1,4,16,64) read best on a log
     axis."""
     c = p.choices
-    return bool(c) and p.kind != "bool" and min(c) > 0 and max(c) >= 10 * min(c)
+    return bool(c) and p.kind in ("int", "float") and min(c) > 0 and max(c) >= 10 * min(c)
 
 
 def plot_params(params: list[Param], trials: list, best_number: int, path: Path) -> None:
@@ -468,13 +468,17 @@ def plot_params(params: list[Param], trials: list, best_number: int, path: Path)
             if p.name not in t.params:
                 continue
             x = t.params[p.name]
-            x = float(x) if not isinstance(x, bool) else int(x)
+            x = (p.choices.index(x) if p.kind == "str" else
+                 int(x) if isinstance(x, bool) else float(x))
             ys = t.user_attrs.get("returns") or [t.value]
             best = t.number == best_number
             ax.scatter([x] * len(ys), ys, s=40 if best else 16, alpha=0.8,
                        color="tab:red" if best else "tab:blue", zorder=3 if best else 2,
                        edgecolors="black" if best else "none")
-        if p.log or _log_choices(p):
+        if p.kind == "str":
+            ax.set_xticks(range(len(p.choices)), list(p.choices))
+            ax.set_xlim(-0.5, len(p.choices) - 0.5)
+        elif p.log or _log_choices(p):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(p.name)
