@@ -238,15 +238,13 @@ def main() -> None:
               f"{m['rss_anon_bytes']['median'] / MiB:6.0f}/{m['rss_file_bytes']['median'] / MiB:.0f}"
               f"{m['ratio_to_torch_runner']:15.3f}x {m['mean_return']['median']:12.1f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"env_id": meta["env_id"], "threads": 1, "rounds": args.rounds,
-                       "calls": args.calls, "warmup": args.warmup, "episodes": args.episodes,
-                       "rss_repeats": args.rss_repeats, "versions": meta["versions"],
-                       "latency_us": lat, "latency_rounds_us": rounds, "memory": mem,
-                       "rss_runs": rss}, f, indent=1)
-        os.replace(tmp, args.json)
+        from edgeag.train.rundir import write_json
+
+        write_json(args.json, {"env_id": meta["env_id"], "threads": 1, "rounds": args.rounds,
+                               "calls": args.calls, "warmup": args.warmup,
+                               "episodes": args.episodes, "rss_repeats": args.rss_repeats,
+                               "versions": meta["versions"], "latency_us": lat,
+                               "latency_rounds_us": rounds, "memory": mem, "rss_runs": rss})
 
 
 if __name__ == "__main__":

@@ -279,12 +279,10 @@ def main() -> None:
                       f"updates/s {ratios[t][s]['updates_per_second']:.2f}x, peak RSS "
                       f"{ratios[t][s]['peak_rss_bytes']:.2f}x")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"seeds": seeds, "threads": args.threads, "runs": runs,
-                       "summary": summary, "ratios_to_sb3": ratios}, f, indent=1)
-        os.replace(tmp, args.json)
+        from edgeag.train.rundir import write_json
+
+        write_json(args.json, {"seeds": seeds, "threads": args.threads, "runs": runs,
+                               "summary": summary, "ratios_to_sb3": ratios})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ minus those of a plain backward.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -144,6 +143,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     results: dict = {"threads": args.threads, "torch": torch.__version__, "sizes": {}}
+    bad = [x for x in args.sizes.split(",") if x not in SIZES]
+    if bad:
+        print(f"bench_optim: invalid --sizes {','.join(bad)}: expected a comma-separated "
+              f"list of {', '.join(SIZES)}", file=sys.stderr)
+        sys.exit(2)
     for size in args.sizes.split(","):
         rows = {name: bench_step(size, name) for name in OPTIMIZERS}
         rows[FUSED] = bench_fused(size)
@@ -170,11 +174,9 @@ def main() -> None:
         results["sizes"][size] = {"params": n_params, "rows": rows}
     print(f"\nthis process's peak RSS: {peak_rss_bytes() / 2**20:.1f} MiB")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
+        from edgeag.train.rundir import write_json
+
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -218,12 +218,11 @@ def main() -> None:
                 f"{label} {'n/a' if v is None else f'{v:.2f}x'}" for label, v in
                 zip(("steps/s", "peak RSS", "time to 475"), ratios[name].values())))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"total_steps": args.total_steps, "seeds": seeds, "threads": args.threads,
-                       "runs": runs, "summary": finite(summary), "ratios_to_sb3": ratios}, f, indent=1)
-        os.replace(tmp, args.json)
+        from edgeag.train.rundir import write_json
+
+        write_json(args.json, {"total_steps": args.total_steps, "seeds": seeds,
+                               "threads": args.threads, "runs": runs,
+                               "summary": finite(summary), "ratios_to_sb3": ratios})
 
 
 if __name__ == "__main__":

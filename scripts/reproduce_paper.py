@@ -381,9 +381,9 @@ def main() -> None:
         lines.append(f"![{n}]({png.name})")
     lines.append("")
     md = docs / f"results-{mode}.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, md)
+    from edgeag.train.rundir import write_text
+
+    write_text(md, "\n".join(lines))
     print("\n".join(lines))
     print(f"\nwrote {md} and {len(names)} plots in {docs} ({wall / 60:.1f} min)", file=sys.stderr)
 

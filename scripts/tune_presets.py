@@ -27,7 +27,6 @@ across.png (every task on one scale).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -270,12 +269,10 @@ def report(args) -> None:
     if len(summary) > 1:
         lines += cross_task(summary)
         plot_across(summary, out / "across.png")
-    tmp = out / ".results.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out / "results.md")
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "results.json")
+    from edgeag.train.rundir import write_json, write_text
+
+    write_text(out / "results.md", "\n".join(lines))
+    write_json(out / "results.json", summary)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and "
           f"{', '.join(str(out / (t + '.png')) for t in summary)}"
           + (f", {out / 'across.png'}" if len(summary) > 1 else ""))
