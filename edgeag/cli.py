@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgeag import __version__
 from edgeag.errors import EdgeagError
 
 EPILOG = """\
@@ -22,7 +23,12 @@ examples:
   edgeag train --env Pendulum-v1 --optimizer adam --profile rpi5 --out runs/pend
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
                                   TD3 (twin critics, replay buffer) inside rpi4's 1 GiB
-  edgeag train --resume runs/pend continue a stopped run from its checkpoint
+  edgeag train --resume runs/pend continue a stopped run from its checkpoint, with its own
+                                  profile, budget and threads
+  edgeag train --init-from runs/pend --env-kwargs g=11.0 --out runs/pend-g11
+                                  fine-tune: a new run from runs/pend's weights
+  edgeag eval runs/pend --checkpoint best
+                                  evaluate a checkpoint without exporting it (no torch)
   edgeag compare --profile rpi4 --budget 256MB
                                   AlphaGrad against Adam and the others: peak RSS report
   edgeag compare --profile rpi4 --capacity
@@ -56,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgeag", description="Train small RL policies on the device itself, "
                      "inside a memory budget, with the stateless AlphaGrad optimizer.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgeag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("profiles", help="list device profiles, or show one",
                        description="List the shipped device profiles, or show one (by name or "
@@ -65,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_export_parser(sub)
     add_run_parser(sub)
+    add_eval_parser(sub)
     add_compare_parser(sub)
     add_report_parser(sub)
     add_tune_parser(sub)
@@ -103,10 +111,23 @@ hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<alg
 or the file given with --preset), then --lr/--alpha/--momentum/--total-steps/--seed,
 then --set NAME=VALUE (any field of
 PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_steps=64,
---set buffer_size=50000, --set 'hidden=[128, 128]').
+--set buffer_size=50000, --set hidden=128,128).
 
 run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>):
-  config.toml, metrics.jsonl, checkpoints/latest.safetensors, rss.csv, summary.json
+  config.toml (the config, and the device settings in [run]), metrics.jsonl,
+  checkpoints/latest.safetensors (+ best.safetensors with --eval-every), rss.csv,
+  summary.json, tensorboard/ (with --tensorboard)
+
+--resume RUN continues a run with its own profile, budget, threads and hard cap; each
+one given (--budget 512MB after a budget stop, say) is validated, printed and recorded
+in config.toml's [[changes]] with the step it applies from; --total-steps extends the
+run (PPO's annealed learning rate falls on from the last iteration's rate to 0 at the
+new end). What would change what is trained (env, algo, optimizer, network, seed, any
+--set) is refused. A finished run says so and does nothing.
+
+--init-from RUN starts a NEW run from RUN's weights (and PPO's observation normaliser)
+with a fresh optimizer: RUN's settings, then what you give (--env, --env-kwargs,
+--total-steps, --lr, --seed, --set ...; not the network), its own budget and plan.
 
 examples:
   edgeag train --profile rpi4 --budget 256MB
@@ -117,6 +138,8 @@ examples:
   PYTHONPATH=examples/custom_env edgeag train --env fan_speed:FanSpeed-v0 --lr 3e-3 --alpha 4
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
   edgeag train --resume runs/pendulum --budget 512MB
+  edgeag train --eval-every 5000 --stop-at-return 475 --out runs/cp
+  edgeag train --init-from runs/pendulum --env-kwargs g=11.0 --total-steps 20000
   edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
 
 exit codes: 0 done, 2 bad input or plan over budget (nothing written), 3 stopped at the
@@ -146,7 +169,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--env", help="Gymnasium env id, or module:EnvId for an env that module "
                    "registers when imported (on PYTHONPATH) (default CartPole-v1; Pendulum-v1 "
                    "for td3)")
-    p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS) +
+    p.add_argument("--algo", help="algorithm: " + ", ".join(ALGORITHMS) +
                    " (default ppo; see below)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
     p.add_argument("--engine", choices=["numpy", "torch"], help="numpy: edgeag's own engine, "
@@ -169,13 +192,28 @@ def add_train_parser(sub) -> None:
                    "edgeag/train/presets/<algo>.toml, e.g. the best.toml of `edgeag tune`) "
                    "instead of the shipped presets; --env defaults to its only env")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint "
-                   "(accepts --total-steps, --profile, --budget, --threads, --hard-cap)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint, "
+                   "with its own profile, budget, threads and hard cap (each may be changed: "
+                   "--profile, --budget, --threads, --hard-cap; and --total-steps; recorded in "
+                   "its config.toml with the step they apply from)")
+    p.add_argument("--init-from", metavar="RUN", help="fine-tune: a new run that starts from "
+                   "RUN's weights (and PPO's observation normaliser) with a fresh optimizer, "
+                   "its settings, and what you change (--env, --env-kwargs, --total-steps, "
+                   "--lr, --seed, ...); trained under its own budget and plan")
+    p.add_argument("--env-kwargs", nargs="+", metavar="NAME=VALUE", help="keyword arguments of "
+                   "gymnasium.make, e.g. --env-kwargs g=11.0 (values read as TOML: numbers, "
+                   "true/false, strings)")
+    p.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N env steps "
+                   "(the final evaluation's episodes and seeds) and keep the best policy in "
+                   "checkpoints/best.safetensors")
+    p.add_argument("--stop-at-return", type=float, metavar="R", help="with --eval-every: stop "
+                   "(with a checkpoint, exit 0) once an evaluation's mean return reaches R")
     p.add_argument("--threads", type=int, help="BLAS threads of the numpy engine, torch's on "
                    "the torch engine (default: the profile's, at most this machine's cores; 1 "
                    "without a profile)")
-    p.add_argument("--tensorboard", action="store_true", help="also log to <run>/tensorboard "
-                   "(needs the tensorboard package; costs memory)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files "
+                   "to <run>/tensorboard, without torch (needs tensorboardX: pip install "
+                   "'edgeag[logging]'; planned: ~2.5 MiB in the floor, 1 MiB for the writer)")
     p.add_argument("--hard-cap", nargs="?", const="auto", metavar="auto|cgroup|rlimit",
                    help="also have the kernel enforce the budget: cgroup trains in a cgroup "
                    "of its own with memory.max = budget and no swap (cgroup v2, or v1's "
@@ -313,7 +351,9 @@ def cmd_train(args) -> int:
                   out=args.out, resume=args.resume, threads=args.threads,
                   tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
                   progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
-                  argv=args.argv, preset=args.preset)
+                  argv=args.argv, preset=args.preset, init_from=args.init_from,
+                  env_kwargs=args.env_kwargs, eval_every=args.eval_every,
+                  stop_at_return=args.stop_at_return)
 
 
 def _overrides(args) -> dict:
@@ -544,6 +584,64 @@ def cmd_run(args) -> int:
     from edgeag.export.runner import run
 
     return run(args)
+
+
+EVAL_EPILOG = """\
+Evaluates a run's checkpoint as training's final evaluation does (the same function):
+the run's eval_episodes deterministic episodes (or --episodes), seeded seed + 10000,
++ 1, ..., observation normalisation frozen, actions clipped to the bounds. On the numpy
+engine it imports no torch. --checkpoint best is the best periodic evaluation's policy
+(edgeag train --eval-every N), and the return it recorded then is printed beside.
+
+--video DIR records every episode to DIR/*.mp4 with gymnasium's RecordVideo (needs
+moviepy: pip install 'edgeag[video]'); --render shows them (render_mode human: needs
+a display and pygame).
+
+examples:
+  edgeag eval runs/cartpole
+  edgeag eval runs/cartpole --checkpoint best --episodes 20
+  edgeag eval runs/pend --video out/pend-video
+
+exit codes: 0 ok, 2 bad input (run directory, checkpoint, flag, missing package),
+1 internal error
+"""
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint (no export, no torch)",
+                       description="Evaluate a run's latest or best checkpoint on its env, "
+                       "exactly as training's final evaluation does.",
+                       epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN_DIR", help="run directory written by edgeag train")
+    p.add_argument("--checkpoint", default="latest", help="latest (default) or best")
+    p.add_argument("--episodes", type=int, metavar="N", help="episodes (default: the run's "
+                   "eval_episodes)")
+    p.add_argument("--render", action="store_true", help="show the episodes (needs a display)")
+    p.add_argument("--video", metavar="DIR", help="record the episodes to DIR (mp4)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from edgeag.api import evaluate_run
+
+    result = evaluate_run(args.run, args.checkpoint, args.episodes, args.render, args.video)
+    print(f"run: {result['run']} ({result['env']}"
+          + (f" {result['env_kwargs']}" if result["env_kwargs"] else "")
+          + f"), checkpoint {result['checkpoint']} at step {result['step']:,}")
+    print(f"mean return: {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
+          f"{result['episodes']} deterministic episodes (seeds {result['seed']}.."
+          f"{result['seed'] + result['episodes'] - 1})")
+    if result.get("recorded_eval_return") is not None:
+        print(f"recorded when it was kept: {result['recorded_eval_return']:.1f}")
+    for path in result.get("video", []):
+        print(f"video: {path}")
+    if args.json:
+        from pathlib import Path
+
+        from edgeag.train.rundir import write_json
+        write_json(Path(args.json), result)
+    return 0
 
 
 def cmd_profiles(args) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 import resource
@@ -185,6 +187,10 @@ class MemoryPlan:
     @property
     def fits(self) -> bool:
         return self.total_bytes <= self.budget_bytes
+
+    def with_item(self, item: "PlanItem") -> "MemoryPlan":
+        """This plan with ``item`` added before its last item (the runtime's)."""
+        return dataclasses.replace(self, items=self.items[:-1] + (item,) + self.items[-1:])
 
     def table(self) -> str:
         """The breakdown as aligned text lines (MiB and bytes)."""

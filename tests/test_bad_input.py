@@ -109,6 +109,20 @@ CASES = [
     ("train-set-float-for-int", ["train", "--set", "num_envs=2.5"], r"invalid num_envs 2\.5"),
     ("train-set-zero-envs", ["train", "--set", "num_envs=0"], r"invalid num_envs 0"),
     ("train-set-gamma", ["train", "--set", "gamma=2"], r"invalid gamma 2"),
+    ("train-set-hidden-not-integers", ["train", "--set", "hidden=64,x"],
+     r"invalid hidden '64,x': expected a list of integers such as 64,64 or \[64, 64\]$"),
+    ("train-set-hidden-nothing", ["train", "--set", "hidden="],
+     r"invalid hidden '': expected a list of integers such as 64,64 or \[64, 64\]$"),
+    ("train-set-bool-word", ["train", "--set", "norm_obs=yes"],
+     r"invalid norm_obs 'yes': expected true or false$"),
+    # --- train: off-policy runs too short to make a single update
+    ("train-td3-no-update", ["train", "--algo", "td3", "--total-steps", "5000"],
+     (r"invalid total_steps 5000: expected more than learning_starts \(10000\), or the run "
+      r"makes no update: raise --total-steps or lower --set learning_starts=N$")),
+    ("train-dqn-no-update", ["train", "--algo", "dqn", "--total-steps", "100", "--set",
+                             "learning_starts=100"],
+     (r"invalid total_steps 100: expected at least learning_starts \+ train_frequency = 110, "
+      r"or the run makes no update: raise --total-steps or lower --set learning_starts=N$")),
     # --- train: --out
     ("train-out-is-file", ["train", "--out", "{w}/a-file"], r"a-file.*not a directory"),
     ("train-out-under-file", ["train", "--out", "{w}/a-file/run"], r"a-file/run.*cannot"),
@@ -123,7 +137,54 @@ CASES = [
     ("resume-checkpoint-garbage", ["train", "--resume", "{w}/garbage-ckpt"], r"cannot resume: .*latest"),
     ("resume-checkpoint-mismatch", ["train", "--resume", "{w}/mismatch"], r"cannot resume: .*does not match"),
     ("resume-changes-settings", ["train", "--resume", "{w}/ppo-run", "--set", "hidden=[8]"],
-     r"cannot change hidden"),
+     r"cannot resume: --set hidden '\[8\]' would change what the run trains \(it has hidden "
+     r"\(64, 64\)\)"),
+    ("resume-changes-env", ["train", "--resume", "{w}/ppo-run", "--env", "Acrobot-v1"],
+     r"cannot resume: --env 'Acrobot-v1' would change what the run trains \(it has env_id "
+     r"'CartPole-v1'\)"),
+    ("resume-changes-algo", ["train", "--resume", "{w}/ppo-run", "--algo", "dqn"],
+     r"cannot resume: --algo 'dqn' would change what the run trains \(it has algo 'ppo'\)"),
+    ("resume-changes-optimizer", ["train", "--resume", "{w}/ppo-run", "--optimizer", "sgd"],
+     r"cannot resume: --optimizer 'sgd' would change what the run trains"),
+    ("resume-changes-seed", ["train", "--resume", "{w}/ppo-run", "--seed", "5"],
+     r"cannot resume: --seed 5 would change what the run trains \(it has seed 1\)"),
+    ("resume-and-init-from", ["train", "--resume", "{w}/ppo-run", "--init-from", "{w}/ppo-run"],
+     r"--resume continues a run; --init-from starts a new one"),
+    # --- train --init-from, --env-kwargs, --eval-every, --stop-at-return
+    ("init-from-missing", ["train", "--init-from", "{w}/nothing-here"],
+     r"cannot initialise from: .*nothing-here is not a directory"),
+    ("init-from-no-checkpoint", ["train", "--init-from", "{w}/empty-run"],
+     r"cannot initialise from .*empty-run: it has no checkpoint yet"),
+    ("init-from-network", ["train", "--init-from", "{w}/ppo-run", "--set", "hidden=8",
+                           "--total-steps", "256"],
+     r"cannot initialise from .*ppo-run: its network has hidden \[64, 64\], this run's has \[8\]"),
+    ("init-from-other-algo", ["train", "--init-from", "{w}/ppo-run", "--algo", "dqn"],
+     r"--algo dqn: .*ppo-run is a ppo run"),
+    ("init-from-spaces", ["train", "--init-from", "{w}/ppo-run", "--env", "Acrobot-v1",
+                          "--total-steps", "256"],
+     r"cannot initialise from .*ppo-run: its network has obs_dim 4, this run's has 6"),
+    ("init-from-preset", ["train", "--init-from", "{w}/ppo-run", "--preset", "{w}/garbage.toml"],
+     r"--preset is for a new run"),
+    ("env-kwargs-malformed", ["train", "--env", "Pendulum-v1", "--env-kwargs", "g"],
+     r"invalid --env-kwargs 'g': expected NAME=VALUE, e.g. g=11.0"),
+    ("env-kwargs-unknown", ["train", "--env", "Pendulum-v1", "--env-kwargs", "gravity=11"],
+     r"invalid env_kwargs \{'gravity': 11\}: env 'Pendulum-v1' does not take them"),
+    ("eval-every-zero", ["train", "--eval-every", "0"], r"invalid --eval-every 0"),
+    ("stop-at-return-alone", ["train", "--stop-at-return", "400"],
+     r"invalid --stop-at-return 400.0: expected a number, with --eval-every N"),
+    # --- eval
+    ("eval-missing", ["eval", "{w}/nothing-here"], r"cannot evaluate: .*nothing-here is not a directory"),
+    ("eval-not-a-run", ["eval", "{w}/empty-dir"], r"cannot evaluate: .*config\.toml is not a readable"),
+    ("eval-checkpoint-unknown", ["eval", "{w}/ppo-run", "--checkpoint", "first"],
+     r"invalid --checkpoint 'first': expected latest or best"),
+    ("eval-no-best", ["eval", "{w}/ppo-run", "--checkpoint", "best"],
+     r"cannot evaluate: .*ppo-run has no best checkpoint \(checkpoints/best.safetensors\): "
+     r"train it with --eval-every N"),
+    ("eval-episodes-zero", ["eval", "{w}/ppo-run", "--episodes", "0"], r"invalid --episodes 0"),
+    ("eval-render-and-video", ["eval", "{w}/ppo-run", "--render", "--video", "{w}/v"],
+     r"--render shows the episodes on screen and --video records them: give one of them"),
+    ("eval-no-checkpoint", ["eval", "{w}/empty-run"], r"cannot evaluate: .*empty-run has no checkpoint"),
+    ("eval-mismatch", ["eval", "{w}/mismatch"], r"cannot evaluate: .*latest.safetensors does not match"),
     # --- export
     ("export-missing", ["export", "{w}/nothing-here"], r"nothing-here"),
     ("export-garbage-ckpt", ["export", "{w}/garbage-ckpt"], r"garbage-ckpt.*latest"),
@@ -136,6 +197,8 @@ CASES = [
     ("run-missing", ["run", "{w}/nothing.onnx"], r"nothing\.onnx"),
     ("run-garbage-model", ["run", "{w}/garbage.onnx"], r"garbage\.onnx"),
     ("run-unknown-suffix", ["run", "{w}/a-file"], r"a-file"),
+    ("run-a-run-directory", ["run", "{w}/dqn-run"],
+     r"dqn-run is a run directory, not a policy file: evaluate its checkpoint with edgeag eval"),
     ("run-episodes-zero", ["run", "{w}/garbage.onnx", "--episodes", "0"], r"--episodes 0"),
     ("run-episodes-negative", ["run", "{w}/garbage.onnx", "--episodes", "-2"], r"--episodes -2"),
     # --- compare
@@ -193,6 +256,8 @@ def world(tmp_path_factory) -> Path:
                        "--out", str(w / f"{algo}-run"), "--no-progress", *extra], w)
         assert out.returncode == 0, out.stderr
     ppo = w / "ppo-run"
+    (w / "empty-run").mkdir()  # a run killed before its first checkpoint
+    shutil.copy(ppo / "config.toml", w / "empty-run" / "config.toml")
     (w / "a-file").write_text("not a directory\n")
     (w / "empty-dir").mkdir()
     (w / "garbage.toml").write_text("name = [unclosed\n")

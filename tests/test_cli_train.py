@@ -25,7 +25,7 @@ toy_envs.register()
     (["--set", "num_steps=-4"], r"invalid num_steps -4"),
     (["--set", "batch_size=100"], r"invalid batch_size 100: expected a divisor of num_envs \* num_steps = 256"),
     (["--set", "learning_rate=1"], r"unknown setting 'learning_rate' \(accepted: env_id"),
-    (["--set", "hidden=64"], r"invalid hidden 64: expected a list of integers"),
+    (["--set", "hidden=64x"], r"invalid hidden '64x': expected a list of integers such as 64,64"),
     (["--lr", "-1"], r"invalid lr -1.0: expected a positive number"),
     (["--budget", "256XB"], r"invalid budget '256XB'"),
     (["--profile", "rpi4", "--budget", "8GB"], r"invalid budget '8GB': .* is more than rpi4's RAM"),
@@ -80,10 +80,25 @@ def test_unreadable_resume_exits_2(tmp_path, capsys, make, message):
     assert (sorted(p.name for p in run.rglob("*")) if run.exists() else None) == before
 
 
-def test_resume_refuses_changed_hyperparameters(tmp_path, capsys):
-    code = main(["train", "--resume", str(tmp_path), "--lr", "0.1"])
-    assert code == 2
-    assert "cannot change lr" in capsys.readouterr().err
+def test_resume_refuses_what_would_change_the_training(tmp_path, capsys):
+    """A continued run keeps what it trains: a different learning rate, env, algorithm,
+    optimizer, network or seed is refused in one line naming it; the same value passes."""
+    run = tmp_path / "run"
+    assert main(["train", "--total-steps", "256", "--set", "eval_episodes=0", "--no-progress",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    for argv, named in ((["--lr", "0.1"], "--lr 0.1"), (["--seed", "5"], "--seed 5"),
+                        (["--env", "Acrobot-v1"], "--env 'Acrobot-v1'"),
+                        (["--algo", "dqn"], "--algo 'dqn'"),
+                        (["--optimizer", "sgd"], "--optimizer 'sgd'"),
+                        (["--set", "hidden=8"], "--set hidden '8'")):
+        before = (run / "config.toml").read_text()
+        assert main(["train", "--resume", str(run), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "would change what the run trains" in err[0]
+        assert (run / "config.toml").read_text() == before
+    assert main(["train", "--resume", str(run), "--env", "CartPole-v1", "--seed", "1"]) == 0
+    assert "is finished" in capsys.readouterr().out
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
@@ -143,7 +158,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path,
     (None, r"invalid --preset '.*': no such file"),
     ("not = [toml", r"invalid --preset '.*': not readable TOML"),
     ('["CartPole-v1"]\nnum_stepz = 3\n', r"preset .* \[CartPole-v1\]: unknown setting 'num_stepz'"),
-    ('["CartPole-v1"]\nnum_steps = "many"\n', r"invalid num_steps 'many': expected int"),
+    ('["CartPole-v1"]\nnum_steps = "many"\n', r"invalid num_steps 'many': expected an integer"),
     ('["CartPole-v1".rmsprop]\nalpha = 2.0\n', r"table \[CartPole-v1.rmsprop\]: unknown optimizer "
                                                 r"family 'rmsprop' \(accepted: adam, alphagrad"),
     ('["CartPole-v1"]\nnum_steps = 16\n', r"invalid batch_size 256: expected a divisor"),

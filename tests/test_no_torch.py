@@ -110,9 +110,6 @@ REFUSALS = [
      rf"package, which are not installed: {TORCH} lion-pytorch"),
     ("train-dqn-engine-torch", ["train", "--algo", "dqn", "--engine", "torch"],
      rf"^--engine torch needs torch, which is not installed: {TORCH} "),
-    ("train-tensorboard", ["train", "--tensorboard"],
-     rf"^--tensorboard logs through torch.utils.tensorboard and needs torch and the "
-     rf"tensorboard package, which are not installed: {TORCH} tensorboard$"),
     ("train-dry-run-engine-torch", ["train", "--engine", "torch", "--dry-run"],
      r"^--engine torch needs torch"),
     ("compare-default-rows", ["compare", "--budget", "256MB"],

@@ -201,7 +201,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
 
 
 def test_damaged_replay_file_refuses_to_resume(tmp_path, capsys):
-    cfg = TD3Config(**{**TD3_FAST, "total_steps": 500, "eval_episodes": 0}).validate()
+    cfg = TD3Config(**{**TD3_FAST, "total_steps": 500, "learning_starts": 400,
+                       "eval_episodes": 0}).validate()
     run_quiet(cfg, tmp_path / "run")
     replay = tmp_path / "run" / "checkpoints" / "replay-500.npy"
     replay.write_bytes(replay.read_bytes()[:1000])

@@ -198,7 +198,7 @@ def test_refusal_names_settings_that_fit():
     wide = PPOConfig(hidden=(1024, 1024))
     assert not plan_ppo(wide, budget, floor, 4, 2, True).fits
     text = what_fits(wide, budget, floor, 4, 2, True)
-    width = int(text.split("hidden=[")[1].split(",")[0])
+    width = int(text.split("--set hidden=")[1].split(",")[0])
     assert plan_ppo(dataclasses.replace(wide, hidden=(width, width)), budget, floor, 4, 2, True).fits
     assert not plan_ppo(dataclasses.replace(wide, hidden=(width + 1,) * 2), budget, floor, 4, 2, True).fits
 

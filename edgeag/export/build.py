@@ -198,7 +198,7 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
     spec = run.spec
     bar = _progress(progress, 1 + 2 * len(names))
     _step(bar, "recording observations")
-    obs, recorded = record_observations(spec, env_id)
+    obs, recorded = record_observations(spec, env_id, env_kwargs=run.config.get("env_kwargs"))
     expected, outputs = reference(spec, obs)
     bar.update(1)
     artifacts = {}
@@ -206,7 +206,7 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
         fmt, precision = ARTIFACTS[name]
         path = staging / name
         _step(bar, f"building {name}")
-        info = _build(name, spec, staging, env_id)
+        info = _build(name, spec, staging, env_id, run.config.get("env_kwargs"))
         bar.update(1)
         _step(bar, f"verifying {name}")
         try:
@@ -220,7 +220,7 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
     return _metadata(run, artifacts, recorded)
 
 
-def _build(name: str, spec, staging: Path, env_id: str) -> dict:
+def _build(name: str, spec, staging: Path, env_id: str, env_kwargs: dict | None = None) -> dict:
     from edgeag.export import onnx as onnx_export
     from edgeag.export.policy import record_observations
 
@@ -228,7 +228,8 @@ def _build(name: str, spec, staging: Path, env_id: str) -> dict:
     if name == "policy.onnx":
         return onnx_export.export_onnx(spec, path)
     if name == "policy.int8.onnx":
-        calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED)
+        calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED,
+                                                         env_kwargs=env_kwargs)
         return {**onnx_export.quantize_onnx(staging / "policy.onnx", path, calibration),
                 "quantization": "onnxruntime quantize_static, QDQ: int8 weights per channel "
                                 "(7-bit range), int8 activations with calibrated ranges; "
@@ -244,7 +245,8 @@ def _build(name: str, spec, staging: Path, env_id: str) -> dict:
     torch.set_num_threads(1)
     if name == "policy.pte":
         return export_pte(spec, path)
-    calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED)
+    calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED,
+                                                         env_kwargs=env_kwargs)
     return {**export_pte(spec, path, calibration),
             "quantization": "PT2E with ExecuTorch's XNNPACKQuantizer: symmetric int8, weights "
                             "per channel, static activation ranges; the first layer float",
@@ -295,6 +297,7 @@ def _metadata(run, artifacts: dict, recorded: dict) -> dict:
     return {
         "format_version": METADATA_FORMAT,
         "env_id": cfg["env_id"],
+        "env_kwargs": cfg.get("env_kwargs") or {},
         "observation_space": {"type": "Box", "shape": list(obs_space.shape),
                               "low": _floats(obs_space.low), "high": _floats(obs_space.high)},
         "action_space": action_space,

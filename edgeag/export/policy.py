@@ -107,7 +107,7 @@ def load_run(path: str | Path) -> TrainedRun:
     except (KeyError, TypeError, ValueError) as e:
         raise EdgeagError(f"cannot export: {run.checkpoint} lacks the policy "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    env = make_env(env_id)
+    env = make_env(env_id, cfg.get("env_kwargs"))
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
         obs_space, action_space = env.observation_space, env.action_space
@@ -138,14 +138,15 @@ def load_run(path: str | Path) -> TrainedRun:
 
 
 def record_observations(policy: PolicySpec, env_id: str, count: int = VERIFY_OBSERVATIONS,
-                        seed: int = VERIFY_SEED, explore: float = 0.25) -> tuple[np.ndarray, dict]:
+                        seed: int = VERIFY_SEED, explore: float = 0.25,
+                        env_kwargs: dict | None = None) -> tuple[np.ndarray, dict]:
     """``count`` raw observations (float32 ``[count, obs_dim]``) from real episodes of
     ``env_id``, each at most ``count // 4`` steps: alternately the policy's own
     deterministic episodes (the states it meets on the device; actions from the numpy
     reference, `PolicySpec.forward`) and episodes where a uniformly random action
     replaces the policy's with probability ``explore`` (states off its path, where a
     wrong action would show)."""
-    env = make_env(env_id)
+    env = make_env(env_id, env_kwargs)
     env.action_space.seed(seed)
     rng = np.random.default_rng(seed)
     rows: list[np.ndarray] = []

@@ -133,6 +133,10 @@ def load_policy(path: str | os.PathLike, threads: int = 1):
 
 def check_policy_path(path: str | os.PathLike) -> Path:
     path = Path(path)
+    if path.is_dir() and (path / "config.toml").is_file():
+        raise EdgeagError(f"{path} is a run directory, not a policy file: evaluate its "
+                          f"checkpoint with edgeag eval {path}, or export it first (edgeag "
+                          f"export {path}) and run {path / 'export' / 'policy.onnx'}")
     if path.suffix not in SUFFIXES:
         raise EdgeagError(f"unknown policy file type {path.suffix or path.name!r} "
                           f"(accepted: {', '.join(SUFFIXES)})")
@@ -141,10 +145,11 @@ def check_policy_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def run_episodes(policy, env_id: str, episodes: int, seed: int = 0) -> dict:
+def run_episodes(policy, env_id: str, episodes: int, seed: int = 0,
+                 env_kwargs: dict | None = None) -> dict:
     """Returns of ``episodes`` episodes on env seeds ``seed``, ``seed + 1``, ..., with
     every action's latency in nanoseconds."""
-    env = make_env(env_id)
+    env = make_env(env_id, env_kwargs)
     try:
         shape = env.observation_space.shape
         if shape != (policy.obs_dim,):
@@ -192,8 +197,8 @@ ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with 
            "on PYTHONPATH")
 
 
-def make_env(env_id: str):
-    """``gymnasium.make(env_id)``; for ``module:EnvId`` (a user's own env) the module is
+def make_env(env_id: str, env_kwargs: dict | None = None):
+    """``gymnasium.make(env_id, **env_kwargs)``; for ``module:EnvId`` (a user's own env) the module is
     imported first, which registers ``EnvId``, so it must be importable here too. The
     messages of `edgeag.train.envs.make_env` (without its list of the ids a module
     registers), written out so this file runs alone; a test keeps them alike."""
@@ -214,7 +219,7 @@ def make_env(env_id: str):
             raise EdgeagError(f"env {env_id!r} needs a package that is not installed: module "
                               f"{module!r} imports {e.name!r}") from None
     try:
-        return gym.make(env_id)
+        return gym.make(env_id, **(env_kwargs or {}))
     except gym.error.Error as e:
         raise EdgeagError(f"unknown env {env_id!r}: {_first_line(e)} "
                           f"(accepted: {ENV_IDS})") from None
@@ -286,14 +291,16 @@ def run(args) -> int:
     if args.threads < 1:
         raise EdgeagError(f"invalid --threads {args.threads}: expected a positive integer")
     env_id = args.env or _env_from_metadata(check_policy_path(args.policy))
+    # the env the policy was trained on: its env_kwargs too, unless --env names another
+    env_kwargs = {} if args.env else _metadata(args.policy).get("env_kwargs") or {}
     policy = load_policy(args.policy, args.threads)
-    result = run_episodes(policy, env_id, args.episodes, args.seed)
+    result = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs)
     status = memory_status()
     result.update(policy=str(args.policy), runtime=policy.runtime, threads=args.threads,
                   peak_rss_bytes=status.get("VmHWM"), rss_anon_bytes=status.get("RssAnon"),
                   rss_file_bytes=status.get("RssFile"))
     print(f"policy: {args.policy} ({policy.runtime}, {args.threads} thread(s))")
-    print(f"env: {env_id}, {args.episodes} episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
+    print(f"env: {env_id}{f' {env_kwargs}' if env_kwargs else ''}, {args.episodes} episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"mean return: {result['mean_return']:.1f} +- {result['std_return']:.1f} "
           f"(min {min(result['returns']):.1f}, max {max(result['returns']):.1f})")
     print(f"per-action latency: median {result['median_latency_us']:.1f} us "
@@ -304,6 +311,14 @@ def run(args) -> int:
     if args.json:
         _write_json(Path(args.json), result)
     return 0
+
+
+def _metadata(policy) -> dict:
+    try:
+        data = json.loads((Path(policy).parent / "policy.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _env_from_metadata(policy: Path) -> str:

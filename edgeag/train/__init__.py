@@ -59,6 +59,13 @@ class Algorithm:
     largest_buffer: Callable | None = None
     """Same arguments as ``plan`` -> the largest replay buffer (``buffer_size``) that
     fits, or None; only for algorithms with a replay buffer (``--shrink-buffer``)."""
+    networks: Callable | None = None
+    """(cfg, observation_space, action_space) -> the engine's networks alone (no envs,
+    no buffers): ``load_state_dict(checkpoint)`` then ``deterministic(obs)``, for
+    evaluating a checkpoint (``edgeag eval``) and for ``predict``."""
+    extend: Callable | None = None
+    """(state, old_total_steps) -> None: the run's ``total_steps`` changed on resume; keep
+    its schedules continuous (PPO's annealed learning rate, DQN's epsilon)."""
 
 
 ENGINES = ("numpy", "torch")

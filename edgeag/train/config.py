@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import ClassVar
@@ -35,6 +36,9 @@ class TrainConfig:
 
     env_id: str = "CartPole-v1"
     """Gymnasium environment id."""
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
+    """Keyword arguments of ``gymnasium.make(env_id, **env_kwargs)``, such as ``{g = 11.0}``
+    for Pendulum-v1 (``--env-kwargs g=11.0``): part of what is trained."""
     seed: int = 1
     """Seeds torch, the environments (env i gets seed + i) and all sampling."""
     total_steps: int = 100_000
@@ -105,7 +109,7 @@ class TrainConfig:
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
             ("eps", self.eps > 0, "a positive number"),
             ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-             "one or more positive widths such as [64, 64]"),
+             "one or more positive widths such as 64,64 or [64, 64]"),
             ("eval_episodes", self.eval_episodes >= 0, "0 or a positive integer"),
             ("checkpoint_every", self.checkpoint_every >= 1, "a positive integer"),
         ]
@@ -119,6 +123,7 @@ class TrainConfig:
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
+        out["env_kwargs"] = dict(self.env_kwargs)
         return out
 
 
@@ -241,11 +246,19 @@ class OffPolicyConfig(TrainConfig):
             ("gamma", 0 <= self.gamma <= 1, "a number in [0, 1]"),
             ("tau", 0 < self.tau <= 1, "a number in (0, 1]"),
             ("learning_starts", self.learning_starts >= 0, "0 or a positive integer"),
+            # the run's updates: (planned_steps - learning_starts) // train_frequency
+            ("total_steps", self.num_envs < 1 or  # (num_envs is refused above)
+             self.planned_steps >= self.learning_starts + self.train_frequency,
+             (f"more than learning_starts ({self.learning_starts})" if self.train_frequency == 1
+              else f"at least learning_starts + train_frequency = "
+                   f"{self.learning_starts + self.train_frequency}")
+             + ", or the run makes no update: raise --total-steps or lower "
+               "--set learning_starts=N"),
             ("train_frequency", self.train_frequency >= 1, "a positive integer"),
             ("gradient_steps", self.gradient_steps >= 1, "a positive integer"),
             ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or a positive number"),
             ("iteration_steps", self.iteration_steps >= 1 and
-             self.iteration_steps % self.num_envs == 0,
+             (self.num_envs < 1 or self.iteration_steps % self.num_envs == 0),
              f"a positive multiple of num_envs ({self.num_envs})"),
         ]
 
@@ -357,13 +370,18 @@ def _coerce(name: str, value, source: str, cls: type[TrainConfig] = PPOConfig):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if name not in fields:
         raise EdgeagError(f"{source}: unknown setting {name!r} (accepted: {', '.join(fields)})")
+    if name == "env_kwargs":
+        return coerce_env_kwargs(value, source)
     default = fields[name].default
-    if isinstance(value, str) and not isinstance(default, str):
+    accepted = _accepted(default)
+    if isinstance(value, str) and isinstance(default, tuple) and \
+            re.fullmatch(r"\s*-?\d+(\s*,\s*-?\d+)*\s*,?\s*", value):
+        value = [int(v) for v in value.split(",") if v.strip()]  # 64,64: no brackets to quote
+    elif isinstance(value, str) and not isinstance(default, str):
         try:
             value = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            raise EdgeagError(f"{source}: invalid {name} {value!r}: expected "
-                              f"{type(default).__name__}") from None
+            raise EdgeagError(f"{source}: invalid {name} {value!r}: expected {accepted}") from None
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -378,9 +396,56 @@ def _coerce(name: str, value, source: str, cls: type[TrainConfig] = PPOConfig):
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise EdgeagError(f"{source}: invalid {name} {value!r}: expected "
-                          f"{'a list of integers' if isinstance(default, tuple) else type(default).__name__}")
+        raise EdgeagError(f"{source}: invalid {name} {value!r}: expected {accepted}")
     return value
+
+
+def _accepted(default) -> str:
+    """What a field of ``default``'s type accepts, in words (for error messages)."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, tuple):
+        return "a list of integers such as 64,64 or [64, 64]"
+    return "a string"
+
+
+def coerce_env_kwargs(value, source: str = "env_kwargs") -> dict:
+    """``env_kwargs`` as a dict of names to TOML values: a dict, a TOML inline table
+    (``{g = 11.0}``) or ``["g=11.0", ...]`` (``--env-kwargs``, each value read as TOML, a
+    bare word as a string)."""
+    if isinstance(value, str):
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise EdgeagError(f"{source}: invalid env_kwargs {value!r}: expected a table "
+                              f"such as {{g = 11.0}}") from None
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for item in value:
+            key, sep, text = str(item).partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise EdgeagError(f"invalid --env-kwargs {item!r}: expected NAME=VALUE, "
+                                  f"e.g. g=11.0")
+            try:
+                out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                out[key.strip()] = text.strip()
+        value = out
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier()
+                                              for k in value):
+        raise EdgeagError(f"{source}: invalid env_kwargs {value!r}: expected a table of "
+                          f"keyword arguments such as {{g = 11.0}}")
+    plain = (bool, int, float, str)
+    for key, item in value.items():
+        if not isinstance(item, plain) and not (isinstance(item, list)
+                                                and all(isinstance(v, plain) for v in item)):
+            raise EdgeagError(f"{source}: invalid env_kwargs {key} = {item!r}: expected a "
+                              "number, a string, true/false or a list of them")
+    return dict(value)
 
 
 def load_presets(algo: str = "ppo") -> dict:
@@ -421,7 +486,7 @@ def load_preset_file(path, algo: str = "ppo", families=None) -> dict:
             raise EdgeagError(f"invalid --preset {str(path)!r}: {env_id} = {table!r} is not a "
                               f"table (expected a table per environment, e.g. [\"{env_id}\"])")
         for key, value in table.items():
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) or key == "env_kwargs":  # a setting, not a family
                 _coerce(key, value, f"preset {path} [{env_id}]", cls)
                 continue
             if families is not None and key not in families:
@@ -463,7 +528,7 @@ def resolve_config(env_id: str | None, optimizer: str | None, overrides: dict,
     table = (load_presets(algo) if presets is None else presets).get(env_id, {})
     values: dict = {}
     for key, value in table.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or key == "env_kwargs":
             values[key] = _coerce(key, value, f"{name}{env_id}", cls)
     family = optimizer_family(optimizer)
     for key, value in table.get(family, {}).items():
@@ -513,4 +578,7 @@ def _toml_value(value) -> str:
                                                          ("inf" if value > 0 else "-inf"))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
     return json.dumps(str(value))

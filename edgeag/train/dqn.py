@@ -62,9 +62,10 @@ def td_loss(kind: str, diff: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.mean(loss)), np.clip(diff, -1.0, 1.0) / n
 
 
-def epsilon(cfg: DQNConfig, step: int) -> float:
-    """Linear decay over the first ``exploration_fraction * total_steps`` steps."""
-    span = cfg.exploration_fraction * cfg.total_steps
+def epsilon(cfg: DQNConfig, step: int, total: int | None = None) -> float:
+    """Linear decay over the first ``exploration_fraction * total`` steps (``total``: the
+    run's total_steps as first planned, `extend`)."""
+    span = cfg.exploration_fraction * (total or cfg.total_steps)
     frac = min(1.0, step / span)
     return cfg.exploration_initial_eps + frac * (cfg.exploration_final_eps -
                                                  cfg.exploration_initial_eps)
@@ -80,7 +81,7 @@ def act(state: OffPolicyState, obs: np.ndarray) -> np.ndarray:
     """Epsilon-greedy: both draws are taken every step, so the generator advances the
     same way whichever branch wins."""
     n = obs.shape[0]
-    explore = state.rng.random(n) < epsilon(state.cfg, state.global_step)
+    explore = state.rng.random(n) < epsilon(state.cfg, state.global_step, state.schedule_total)
     random = state.rng.integers(state.nets.arch["action_dim"], size=n)
     return np.where(explore, random, state.nets.deterministic(obs))
 
@@ -93,7 +94,7 @@ def learn(state: OffPolicyState, stats: dict) -> None:
     loss, q_mean = nets.update(batch.obs, batch.actions, td_target)
     stats["loss"].append(loss)
     stats["q_values"].append(q_mean)
-    stats["exploration_rate"].append(epsilon(cfg, state.global_step))
+    stats["exploration_rate"].append(epsilon(cfg, state.global_step, state.schedule_total))
 
 
 def after_step(state: OffPolicyState, before: int) -> None:
@@ -120,6 +121,12 @@ def activation_bytes(cfg: DQNConfig, sizes: list[int], itemsize: int) -> int:
         offpolicy.mlp_activation_bytes(b, sizes, backward=False, itemsize=itemsize)
 
 
+def extend(state: OffPolicyState, old_total: int) -> None:
+    """total_steps changed on resume: epsilon's decay keeps the span in env steps it had
+    (``exploration_fraction`` of the total first planned), so epsilon does not jump."""
+    state.schedule_total = state.schedule_total or old_total
+
+
 ALGORITHM = Algorithm(
     name="dqn", build_state=build_state, plan=plan,
     what_fits=lambda *args: offpolicy.what_fits(plan, *args),
@@ -128,4 +135,7 @@ ALGORITHM = Algorithm(
     optimizer_state_bytes=lambda state: state.nets.optimizer_state_bytes(),
     parameter_count=lambda state: state.nets.parameter_count,
     act=lambda state: state.nets.deterministic, discrete_actions=True,
+    networks=lambda cfg, obs_space, action_space: build_nets(
+        cfg, obs_space.shape[0], int(action_space.n)),
+    extend=extend,
     largest_buffer=lambda *args: offpolicy.largest_buffer(plan, *args))

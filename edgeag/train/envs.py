@@ -18,21 +18,52 @@ ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with 
 """What ``--env`` accepts, for messages."""
 
 
-def make_env(env_id: str) -> gym.Env:
-    """``gymnasium.make(env_id)``. For ``module:EnvId`` Gymnasium imports ``module``
-    first, which registers ``EnvId``: how a user's own env is found. EdgeagError
+def make_env(env_id: str, env_kwargs: dict | None = None) -> gym.Env:
+    """``gymnasium.make(env_id, **env_kwargs)``. For ``module:EnvId`` Gymnasium imports
+    ``module`` first, which registers ``EnvId``: how a user's own env is found. EdgeagError
     (exit 2) naming the id and what is accepted when the id is malformed, its module
-    is not on PYTHONPATH, or nothing registers it; an exception raised by the module's
-    or the env's own code keeps its traceback (the bug is there)."""
+    is not on PYTHONPATH, nothing registers it, or it does not take ``env_kwargs``; an
+    exception raised by the module's or the env's own code keeps its traceback (the bug
+    is there)."""
     module = import_env_module(env_id)
+    env_kwargs = env_kwargs or {}
     try:
-        return gym.make(env_id, disable_env_checker=True)
+        return gym.make(env_id, disable_env_checker=True, **env_kwargs)
     except gym.error.Error as e:
         raise EdgeagError(f"unknown env {env_id!r}: {_not_found(env_id, module, e)} "
                           f"(accepted: {ENV_IDS})") from None
     except (ImportError, gym.error.DependencyNotInstalled) as e:
         raise EdgeagError(f"env {env_id!r} needs a package that is not installed: "
                           f"{str(e).splitlines()[0]}") from None
+    except TypeError as e:
+        if not env_kwargs or "argument" not in str(e):
+            raise
+        raise EdgeagError(f"invalid env_kwargs {env_kwargs}: env {env_id!r} does not take "
+                          f"them ({str(e).splitlines()[0]})") from None
+
+
+class EnvMaker:
+    """Makes the run's env: ``make_env(env_id, env_kwargs)``, or, from the Python API, a
+    function that returns a new env (``fn``). ``eval_fn``: what makes the evaluation's
+    env when it cannot be ``fn`` (an env object passed in: it trains, a copy evaluates)."""
+
+    def __init__(self, env_id: str, env_kwargs: dict | None = None, fn=None, eval_fn=None):
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.fn, self.eval_fn = fn, eval_fn
+        self.single = False
+        """An env object passed in: one env, not a maker of more."""
+        self.run_info: dict = {"env_source": "id" if fn is None else "python"}
+        """What config.toml's ``[run]`` table records of where the env came from."""
+
+    def __call__(self) -> gym.Env:
+        return self.fn() if self.fn is not None else make_env(self.env_id, self.env_kwargs)
+
+    def for_evaluation(self) -> gym.Env:
+        return self.eval_fn() if self.eval_fn is not None else self()
+
+
+def as_maker(env) -> EnvMaker:
+    return env if isinstance(env, EnvMaker) else EnvMaker(env)
 
 
 def import_env_module(env_id: str) -> str | None:
@@ -138,19 +169,20 @@ def _action_hint(space: gym.Space, wanted: bool | None) -> str:
     return ""
 
 
-def make_vector_env(env_id: str, num_envs: int, algo=None) -> SyncVectorEnv:
+def make_vector_env(env, num_envs: int, algo=None) -> SyncVectorEnv:
     """Envs stepped in this process (subprocesses would each cost a Python + numpy
     floor). Same-step autoreset: a finished env's last observation arrives in
     ``info["final_obs"]`` and the returned one already starts the next episode, so a
     truncated episode can be bootstrapped from its real final state. The first env's
     spaces are checked (for ``algo``) before the vector env batches them."""
-    first = make_env(env_id)
+    maker = as_maker(env)
+    first = maker()
     try:
-        check_spaces(env_id, first.observation_space, first.action_space, algo)
+        check_spaces(maker.env_id, first.observation_space, first.action_space, algo)
     except EdgeagError:
         first.close()
         raise
-    envs = SyncVectorEnv([lambda: first] + [lambda: make_env(env_id)] * (num_envs - 1),
+    envs = SyncVectorEnv([lambda: first] + [maker] * (num_envs - 1),
                          autoreset_mode=AutoresetMode.SAME_STEP)
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     return envs
@@ -272,12 +304,15 @@ EVAL_SEED_OFFSET = 10_000
 """Evaluation episodes use seeds seed + 10000, ... (never a training seed)."""
 
 
-def evaluate(act, env_id: str, normalize: ObsNormalizer, episodes: int, seed: int,
-             action_low=None, action_high=None) -> list[float]:
-    """Returns of ``episodes`` deterministic episodes on a fresh env seeded ``seed``,
-    ``seed + 1``, ...; ``act`` maps a batch of normalised observations (numpy) to
-    actions (greedy / mean); normalisation statistics frozen."""
-    env = make_env(env_id)
+def evaluate(act, env, normalize: ObsNormalizer, episodes: int, seed: int,
+             action_low=None, action_high=None, render: bool = False) -> list[float]:
+    """Returns of ``episodes`` deterministic episodes on a fresh env (``env``: an id or an
+    `EnvMaker`; or an env object, used as it is) seeded ``seed``, ``seed + 1``, ...;
+    ``act`` maps a batch of normalised observations (numpy) to actions (greedy / mean);
+    normalisation statistics frozen."""
+    owned = not isinstance(env, gym.Env)
+    if owned:
+        env = as_maker(env).for_evaluation()
     returns = []
     try:
         for episode in range(episodes):
@@ -292,5 +327,6 @@ def evaluate(act, env_id: str, normalize: ObsNormalizer, episodes: int, seed: in
                 done = terminated or truncated
             returns.append(total)
     finally:
-        env.close()
+        if owned:
+            env.close()
     return returns

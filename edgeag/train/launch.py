@@ -1,22 +1,23 @@
-"""``edgeag train``: validate every input, resolve the configuration and the run
-directory, then hand over to `edgeag.train.run.train`. Every user error is raised
-here or in the planner, before anything is written."""
+"""``edgeag train``: the flags made into a model of the Python API (`edgeag.api`: a new
+run, a resumed one, or a new one from another run's weights), trained with its
+``learn``, the outcome printed. Every user error is raised here, in the API or in the
+planner, before anything is written. Also the kernel's hard cap (a cgroup child)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from edgeag.errors import TORCH_INSTALL, EdgeagError, require_torch, torch_available
+from edgeag.errors import TORCH_INSTALL, EdgeagError, torch_available
 from edgeag.hardcap import inherited_cgroup
 from edgeag.train import ALGORITHMS, supported_algos
-
-RESUME_OPTIONS = {"total_steps"}
-"""Settings a resumed run may change (besides profile, budget, threads, hard cap)."""
+from edgeag.train.device import HARD_CAPS  # noqa: F401 (the --hard-cap values, re-exported)
+from edgeag.train.rundir import RunDir
 
 
 EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the AlphaGrad paper "
@@ -46,91 +47,111 @@ def stop_with_parent() -> None:
         raise EdgeagError(f"the process that started this run (pid {pid}) has exited")
 
 
-def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict,
+def launch(*, env: str | None, algo: str | None, optimizer: str | None, overrides: dict,
            profile: str | None, budget: str | None, out: str | None, resume: str | None,
            threads: int | None, tensorboard: bool = False, hard_cap: str | None = None,
            dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False,
-           argv: list[str] | None = None, preset: str | None = None) -> int:
-    """Train (or resume) and print the outcome; returns the exit code. ``env`` and
-    ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the
-    format of ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
+           argv: list[str] | None = None, preset: str | None = None,
+           init_from: str | None = None, env_kwargs: list[str] | None = None,
+           eval_every: int | None = None, stop_at_return: float | None = None) -> int:
+    """``edgeag train``: a model of the Python API (`edgeag.api`) made from the flags,
+    trained with its ``learn``, the outcome printed; returns the exit code. ``env`` and
+    ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the format of
+    ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
+    from edgeag import api
+    from edgeag.train.config import coerce_env_kwargs
+
     stop_with_parent()
-    if algo not in ALGORITHMS:
+    if algo is not None and algo not in ALGORITHMS:
         raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
-    prof, budget_bytes, threads = resolve_device(profile, budget, threads)
-    if tensorboard and not torch_available():
-        raise EdgeagError("--tensorboard logs through torch.utils.tensorboard and needs torch "
-                          "and the tensorboard package, which are not installed: "
-                          f"{TORCH_INSTALL} tensorboard")
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise EdgeagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
-    if hard_cap not in (None, *HARD_CAPS):
-        raise EdgeagError(f"invalid --hard-cap {hard_cap!r}: expected one of {', '.join(HARD_CAPS)}")
-    if hard_cap and budget_bytes is None:
-        raise EdgeagError("--hard-cap needs a budget (--budget or --profile)")
-
-    from edgeag.train.config import resolve_config
-    from edgeag.train.rundir import RunDir
-
-    if resume and preset:
-        raise EdgeagError("--resume continues a run with its own settings; --preset is for "
-                          "a new run")
+    if tensorboard:
+        from edgeag.train import tblog
+        tblog.require()
+    if eval_every is not None and eval_every < 1:
+        raise EdgeagError(f"invalid --eval-every {eval_every}: expected a positive number of "
+                          "env steps")
+    if stop_at_return is not None and (eval_every is None or not math.isfinite(stop_at_return)):
+        raise EdgeagError(f"invalid --stop-at-return {stop_at_return}: expected a number, with "
+                          "--eval-every N (it stops when a periodic evaluation reaches it)")
+    kwargs = coerce_env_kwargs(env_kwargs, "--env-kwargs") if env_kwargs else None
+    from edgeag.train.config import _coerce, config_class
+    for name, value in overrides.items():  # the CLI knows edgeag's names only (not SB3's)
+        _coerce(name, value, "override", config_class(algo or "ppo"))
+    if sum(x is not None for x in (resume, init_from)) > 1:
+        raise EdgeagError("--resume continues a run; --init-from starts a new one from a "
+                          "run's weights: give one of them")
+    if (resume or init_from) and preset:
+        raise EdgeagError("--preset is for a new run; --resume and --init-from start from a "
+                          "run's own settings")
+    device_flags = dict(profile=profile, budget=budget, threads=threads, hard_cap=hard_cap)
+    log = lambda text: print(text, file=sys.stderr, flush=True)
+    hooks = []
+    if eval_every is not None:
+        hooks.append(api.EvalCallback(eval_every, callback_on_new_best=None if stop_at_return
+                                      is None else api.StopTrainingOnRewardThreshold(stop_at_return)))
     if resume:
         run = RunDir(resume)
-        extra = set(overrides) - RESUME_OPTIONS
-        if extra:
-            raise EdgeagError(f"--resume continues a run with its own settings; cannot change "
-                              f"{', '.join(sorted(extra))} (accepted: --total-steps, --profile, "
-                              "--budget, --threads, --hard-cap)")
-        cfg = _resumed_config(run, overrides)
-        if cfg.engine == "torch":
-            require_torch(f"cannot resume {run.path}: it trains on the torch engine ({cfg.algo} "
-                          f"with {cfg.optimizer}), which needs torch, not installed here: "
-                          f"{TORCH_INSTALL}")
-        algo = cfg.algo
-        origin = f"resumed from {run.checkpoint}"
+        given = dict(overrides)
+        given.update({k: v for k, v in (("env_id", env), ("algo", algo),
+                                        ("optimizer", optimizer), ("env_kwargs", kwargs))
+                      if v is not None})
+        model = api.load(resume, _purpose="resume", verbose=1, tensorboard=tensorboard,
+                         shrink_buffer=shrink_buffer, **device_flags)
+        api.check_resume_overrides(model.cfg, given, "cannot resume")
+        total = _coerced_total(overrides, model.cfg)
+        if model._ckpt is not None and total is None and \
+                model.num_timesteps >= model.cfg.planned_steps:
+            model._policy()  # the checkpoint fits its config (one-line refusal if not)
+            print(f"run: {run.path} is finished (step {model.num_timesteps:,} of "
+                  f"{model.cfg.planned_steps:,}): nothing to do. Evaluate it with edgeag eval "
+                  f"{run.path}; train it further with --total-steps N (more than "
+                  f"{model.num_timesteps:,})")
+            return 0
+        _header(log, model, model.origin)
+        created: list[Path] = []
+        def learn():
+            return model._continue(total or model.cfg.total_steps, hooks, progress)
     else:
-        from edgeag.optim_rules import OPTIMIZER_NAMES
-
-        if optimizer is not None and optimizer not in OPTIMIZER_NAMES:
-            raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
-                              f"{', '.join(OPTIMIZER_NAMES)})")
-        presets = load_user_preset(preset, algo) if preset else None
-        cfg, origin = resolve_config(env, optimizer, overrides, algo, presets, preset)
-        if cfg.engine == "torch":
-            require_torch(torch_missing_message(cfg, overrides))
-            check_optimizer_available(cfg.optimizer)
+        if init_from:
+            model = api.load(init_from, env=env, env_kwargs=kwargs, verbose=1,
+                             tensorboard=tensorboard, shrink_buffer=shrink_buffer, run_dir=out,
+                             _purpose="initialise from", **device_flags,
+                             **({} if optimizer is None else {"optimizer": optimizer}),
+                             **overrides)
+            if algo is not None and algo != model.algo:
+                raise EdgeagError(f"--algo {algo}: {init_from} is a {model.algo} run; --init-from "
+                                  "keeps its algorithm and network")
+            cfg = model._fine_tune if getattr(model, "_fine_tune", None) else model.cfg
+            origin = f"initialised from {model._source.checkpoint}"
+            if model._ckpt is None:
+                raise EdgeagError(f"cannot initialise from {init_from}: it has no checkpoint yet")
+        else:
+            model = api.MODELS[algo or "ppo"](env, optimizer=optimizer, preset=preset, verbose=1,
+                                              tensorboard=tensorboard,
+                                              shrink_buffer=shrink_buffer, env_kwargs=kwargs,
+                                              run_dir=out, **device_flags, **overrides)
+            cfg, origin = model.cfg, model.origin
         run = RunDir(out or default_run_dir(cfg))
+        model.run_dir = model._new_run_dir = run
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
             raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
                               f"{run.path}, or choose another --out")
-
-    from edgeag.memory import MiB
-    from edgeag.train.run import RunOptions, train
-
-    log = lambda text: print(text, file=sys.stderr, flush=True)
-    steps = f"{cfg.planned_steps:,} steps"
-    if cfg.planned_steps != cfg.total_steps:
-        steps += (f" ({cfg.total_steps:,} asked, rounded up to whole iterations of "
-                  f"{cfg.steps_per_iteration:,})")
-    log(f"edgeag train: {cfg.algo} on {cfg.env_id} with {cfg.optimizer} on the {cfg.engine} "
-        f"engine ({origin}); "
-        f"{steps}, seed {cfg.seed}, {threads} thread(s)"
-        + (f"; profile {prof.name}" if prof else "")
-        + (f"; budget {budget_bytes / MiB:.1f} MiB ({budget_bytes:,} bytes)" if budget_bytes else
-           "; no budget"))
-    if (cfg.algo, cfg.optimizer) in EXPERIMENTAL:
-        log(f"note: {EXPERIMENTAL[cfg.algo, cfg.optimizer]}")
-    opts = RunOptions(budget_bytes=budget_bytes, threads=threads,
-                      profile=prof.name if prof else None, resume=bool(resume),
-                      progress=progress, tensorboard=tensorboard, hard_cap=bool(hard_cap),
-                      dry_run=dry_run, shrink_buffer=shrink_buffer)
-    created = [] if resume else claim_run_dir(run.path)
-    if hard_cap in ("auto", "cgroup") and not dry_run and inherited_cgroup() is None:
+        _header(log, model, origin, cfg)
+        if dry_run:
+            if init_from:
+                model.cfg = cfg
+            plan = model.plan()
+            print("dry run: plan fits" if plan.fits else "dry run")
+            return 0
+        created = claim_run_dir(run.path)
+        def learn():
+            return model.learn(cfg.total_steps, hooks, progress_bar=progress)
+    budget_bytes = model.device.budget_bytes
+    if model.device.hard_cap in ("auto", "cgroup") and inherited_cgroup() is None:
         from edgeag.hardcap import make_cgroup
 
         group = make_cgroup(budget_bytes, f"edgeag-train-{os.getpid()}")
-        if group is None and hard_cap == "cgroup":
+        if group is None and model.device.hard_cap == "cgroup":
             release(created)
             raise EdgeagError("--hard-cap cgroup: no cgroup memory controller can be used here "
                               "(needs cgroup v2 with the memory controller, or v1's memory "
@@ -144,18 +165,46 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
                 release(created)  # a child refused before writing leaves no empty directory
         log("hard cap: no cgroup memory controller here; RLIMIT_DATA instead")
     try:
-        code, summary = train(cfg, run, opts, log=log)
+        learn()
     except BaseException:
         release(created)  # refused or failed before anything was written: leave no trace
         raise
-    if dry_run:
-        release(created)
-        print("dry run: plan fits" if summary["plan"]["fits"] else "dry run")
-        return code
+    return _report(model, run)
+
+
+def _coerced_total(overrides: dict, cfg) -> int | None:
+    if "total_steps" not in overrides:
+        return None
+    from edgeag.train.config import _coerce, config_class
+
+    total = _coerce("total_steps", overrides["total_steps"], "override", config_class(cfg.algo))
+    return dataclasses.replace(cfg, total_steps=total).validate().total_steps
+
+
+def _header(log, model, origin: str, cfg=None) -> None:
+    cfg = cfg or model.cfg
+    steps = f"{cfg.planned_steps:,} steps"
+    if cfg.planned_steps != cfg.total_steps:
+        steps += (f" ({cfg.total_steps:,} asked, rounded up to whole iterations of "
+                  f"{cfg.steps_per_iteration:,})")
+    env = cfg.env_id + (f" {cfg.env_kwargs}" if cfg.env_kwargs else "")
+    log(f"edgeag train: {cfg.algo} on {env} with {cfg.optimizer} on the {cfg.engine} "
+        f"engine ({origin}); {steps}, seed {cfg.seed}, {model.device.describe()}")
+    if (cfg.algo, cfg.optimizer) in EXPERIMENTAL:
+        log(f"note: {EXPERIMENTAL[cfg.algo, cfg.optimizer]}")
+
+
+def _report(model, run) -> int:
+    from edgeag.memory import MiB
+
+    summary, budget_bytes = model.summary, model.device.budget_bytes
     ev = summary["final_eval_return"]
     print(f"run: {run.path}")
     print(f"stopped: {summary['stopped']} at step {summary['steps']:,} after "
           f"{summary['wall_seconds']:.1f} s ({summary['steps_per_second']} steps/s)")
+    if summary.get("best_eval_return") is not None:
+        print(f"best evaluation return: {summary['best_eval_return']:.1f} "
+              f"({summary['best_checkpoint']})")
     if ev is not None:
         print(f"final eval return: {ev['mean']:.1f} +- {ev['std']:.1f} over {ev['episodes']} "
               "deterministic episodes")
@@ -179,23 +228,16 @@ def launch(*, env: str | None, algo: str, optimizer: str | None, overrides: dict
               f"edgeag train --resume {run.path}", file=sys.stderr)
     elif summary["stopped"] == "interrupted":
         print(f"interrupted; continue with: edgeag train --resume {run.path}", file=sys.stderr)
-    return code
+    return model.exit_code
 
 
 def resolve_device(profile: str | None, budget: str | None, threads: int | None):
-    """(profile or None, budget in bytes or None, torch threads) from the flags: the
-    budget is ``--budget``, else the profile's default, else none; threads are
-    ``--threads``, else the profile's (at most this machine's cores), else 1."""
-    from edgeag.profiles import load_profile, parse_size, resolve_budget
+    """(profile or None, budget in bytes or None, threads) from the flags of a new run
+    (`edgeag.train.device.resolve_device`, for the commands that start runs of their own)."""
+    from edgeag.train.device import resolve_device as resolve
 
-    prof = load_profile(profile) if profile else None
-    budget_bytes = (resolve_budget(prof, budget) if prof else
-                    parse_size(budget) if budget is not None else None)
-    if threads is not None and threads < 1:
-        raise EdgeagError(f"invalid --threads {threads}: expected a positive integer")
-    if threads is None:
-        threads = min(prof.threads, os.cpu_count() or 1) if prof else 1
-    return prof, budget_bytes, threads
+    prof, device = resolve(profile, budget, threads)
+    return prof, device.budget_bytes, device.threads
 
 
 def load_user_preset(path: str, algo: str) -> dict:
@@ -239,8 +281,6 @@ def check_optimizer_available(optimizer: str) -> None:
         raise EdgeagError(f"--optimizer {optimizer} needs the {package} package ({install})")
 
 
-HARD_CAPS = ("auto", "cgroup", "rlimit")
-"""``--hard-cap`` values: auto is a cgroup where one can be made, else RLIMIT_DATA."""
 
 
 def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: int) -> int:
@@ -330,23 +370,6 @@ def release(created: list[Path]) -> None:
 
 
 def default_run_dir(cfg) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    env = cfg.env_id.replace("/", "_").replace(":", "_")  # namespace/Id, module:Id
-    return Path("runs") / f"{env}-{cfg.algo}-{cfg.optimizer}-s{cfg.seed}-{stamp}"
+    from edgeag.api import default_run_dir as run_dir
 
-
-def _resumed_config(run, overrides: dict):
-    from edgeag.train.config import config_from_dict, tomllib
-
-    if not run.path.is_dir():
-        raise EdgeagError(f"cannot resume: {run.path} is not a directory")
-    try:
-        with open(run.config, "rb") as f:
-            tables = tomllib.load(f)
-        algo = tables.get("run", {}).get("algo", "ppo")
-        data = tables[algo]
-    except (OSError, KeyError, AttributeError, tomllib.TOMLDecodeError) as e:
-        raise EdgeagError(f"cannot resume: {run.config} is not a readable edgeag config "
-                          f"({type(e).__name__})") from None
-    data.update(overrides)
-    return config_from_dict(data, str(run.config), algo)
+    return run_dir(cfg)

@@ -67,6 +67,9 @@ class OffPolicyState:
     iteration: int = 0
     n_updates: int = 0
     """Gradient steps taken (TD3 updates its actor every ``policy_frequency``-th)."""
+    schedule_total: int | None = None
+    """The total_steps DQN's epsilon schedule spans (None: ``cfg.total_steps``); kept
+    when a resumed run's total changes (`edgeag.train.dqn.extend`)."""
 
     def replay_file(self) -> str:
         return f"replay-{self.global_step}.npy"
@@ -81,7 +84,7 @@ class OffPolicyState:
             "episode_length": self.episode_length.copy(),
             "recent": [list(x) for x in self.recent],
             "global_step": self.global_step, "iteration": self.iteration,
-            "n_updates": self.n_updates,
+            "n_updates": self.n_updates, "schedule_total": self.schedule_total,
             "replay": {**self.buffer.state(), "file": self.replay_file()},
         }
 
@@ -101,6 +104,7 @@ class OffPolicyState:
         self.recent.extend(tuple(x) for x in ckpt["recent"])
         self.global_step, self.iteration = ckpt["global_step"], ckpt["iteration"]
         self.n_updates = ckpt["n_updates"]
+        self.schedule_total = ckpt.get("schedule_total")
         replay = ckpt["replay"]
         self.buffer.read(Path(ckpt["checkpoint_dir"]) / replay["file"], replay)
 
@@ -237,7 +241,7 @@ def what_fits(plan, cfg: OffPolicyConfig, budget_bytes: int, floor_bytes: int, o
                                            budget_bytes, floor_bytes, obs_dim, action_dim,
                                            discrete), 1, max(cfg.hidden))
     if width is not None:
-        parts.append(f"--set hidden=[{', '.join([str(width)] * len(cfg.hidden))}]")
+        parts.append(f"--set hidden={','.join([str(width)] * len(cfg.hidden))}")  # pastes unquoted
     if not parts:
         return "nothing fits: the measured floor and the smallest policy already exceed the budget"
     return "largest settings that fit: " + "; or ".join(parts)

@@ -286,10 +286,14 @@ class PPOState:
     recent: collections.deque
     global_step: int = 0
     iteration: int = 0
+    lr_anchor: tuple | None = None
+    """(iteration, lr) the annealed learning rate runs down from (to 0 at the last
+    iteration); None: (0, cfg.lr). Moved by `extend` when total_steps changes."""
 
     def checkpoint(self) -> dict:
         return {
             "config": self.cfg.as_dict(), "arch": self.policy.arch, "engine": self.cfg.engine,
+            "lr_anchor": None if self.lr_anchor is None else list(self.lr_anchor),
             **self.policy.state_dict(),
             "obs_norm": self.obs_norm.state(), "reward_scaler": self.reward_scaler.state(),
             "rng": self.rng.bit_generator.state,
@@ -315,6 +319,28 @@ class PPOState:
         self.episode_return, self.episode_length = ckpt["episode_return"], ckpt["episode_length"]
         self.recent.extend(tuple(x) for x in ckpt["recent"])
         self.global_step, self.iteration = ckpt["global_step"], ckpt["iteration"]
+        anchor = ckpt.get("lr_anchor")
+        self.lr_anchor = None if anchor is None else (int(anchor[0]), float(anchor[1]))
+
+
+def learning_rate(cfg: PPOConfig, iteration: int, anchor: tuple | None = None) -> float:
+    """The learning rate of ``iteration``: constant, or (``anneal_lr``) falling linearly
+    from ``anchor`` = (iteration, lr), by default (0, cfg.lr), to 0 after the last
+    iteration (CleanRL ``ppo.py``)."""
+    if not cfg.anneal_lr:
+        return cfg.lr
+    start, lr = anchor or (0, cfg.lr)
+    return lr * (1 - (iteration - start) / (cfg.num_iterations - start))
+
+
+def extend(state: PPOState, old_total: int) -> None:
+    """total_steps changed on resume: the annealed learning rate falls on a straight line
+    from the rate of the last iteration that ran (under the old total) to 0 at the new
+    end, so it never jumps up; a run that had annealed to its end trains on at rates
+    below its last one. With the total unchanged the line is the old schedule."""
+    old = dataclasses.replace(state.cfg, total_steps=old_total)
+    last = max(state.iteration - 1, 0)
+    state.lr_anchor = (last, learning_rate(old, last, state.lr_anchor))
 
 
 def build_state(cfg: PPOConfig, envs) -> PPOState:
@@ -437,7 +463,7 @@ def what_fits(cfg: PPOConfig, budget_bytes: int, floor_bytes: int, obs_dim: int,
         parts.append(" ".join(f"--set {k}={v}" for k, v in rollout(steps).items()))
     width = largest_fitting(lambda w: plan_with(hidden=(w,) * len(cfg.hidden)), 1, max(cfg.hidden))
     if width is not None:
-        parts.append(f"--set hidden=[{', '.join([str(width)] * len(cfg.hidden))}]")
+        parts.append(f"--set hidden={','.join([str(width)] * len(cfg.hidden))}")  # pastes unquoted
     if not parts:
         return "nothing fits: the measured floor and the smallest policy already exceed the budget"
     return "largest settings that fit: " + "; or ".join(parts)
@@ -465,7 +491,7 @@ def make_iteration(state: PPOState):
                         state.policy.dtype)
 
     def iteration():
-        lr = cfg.lr * (1 - state.iteration / cfg.num_iterations) if cfg.anneal_lr else cfg.lr
+        lr = learning_rate(cfg, state.iteration, state.lr_anchor)
         finished = collect_rollout(state, buf)
         next_value = state.policy.value(state.obs_norm(state.next_obs))
         adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, next_value,
@@ -490,4 +516,7 @@ ALGORITHM = Algorithm(
     make_iteration=make_iteration, prepare=prepare,
     optimizer_state_bytes=lambda state: state.policy.optimizer_state_bytes(),
     parameter_count=lambda state: state.policy.parameter_count,
-    act=lambda state: state.policy.deterministic)
+    act=lambda state: state.policy.deterministic,
+    networks=lambda cfg, obs_space, action_space: build_policy(
+        cfg, *check_spaces(cfg.env_id, obs_space, action_space)),
+    extend=extend)

@@ -1,20 +1,24 @@
 """A training run from start to summary: threads, floor, plan, guard, loop,
 checkpoints, evaluation, ``summary.json``. The same driver runs every algorithm
-(`edgeag.train.Algorithm`: PPO, DQN, TD3); an iteration is the algorithm's block of
-env steps and updates.
+(`edgeag.train.Algorithm`: PPO, DQN, TD3), for ``edgeag train`` and for the Python API
+(`edgeag.api`) alike; an iteration is the algorithm's block of env steps and updates.
 
 Order of events (each is reported):
 
-1. set the engine's threads and warm it up (one small forward/backward), build the
-   envs, then measure the **floor**: this process's anonymous memory with everything
-   training imports;
-2. **plan** the run against the budget; refuse (exit 2, nothing trained, nothing
-   written) when it does not fit, naming the largest settings that would (with
-   ``shrink_buffer``, a replay buffer is shrunk to the largest that fits instead);
-3. train under the **budget guard**; at every iteration boundary, stop if the guard
-   saw RSS above the budget (``stopped: budget``, exit 3) or the user pressed Ctrl-C
-   (``stopped: interrupted``, exit 130), after writing a checkpoint;
-4. evaluate the final policy deterministically and write ``summary.json``.
+1. `Trainer.setup`: set the engine's threads and warm it up (one small forward/backward),
+   build the envs, then measure the **floor**: this process's anonymous memory with
+   everything training imports; **plan** the run against the budget; refuse
+   (`BudgetRefused`, exit 2, nothing trained, nothing written) when it does not fit,
+   naming the largest settings that would (with ``shrink_buffer``, a replay buffer is
+   shrunk to the largest that fits instead);
+2. `Trainer.start`: build the networks and optimizers, fresh, from a checkpoint (resume)
+   or from another run's weights (fine-tuning, ``init_from``);
+3. `Trainer.loop`: train under the **budget guard**; at every iteration boundary,
+   evaluate when due (``eval_every``: the best checkpoint is kept), call the callbacks,
+   and stop if the guard saw memory above the budget (``stopped: budget``, exit 3), the
+   user pressed Ctrl-C (``stopped: interrupted``, exit 130), the evaluation reached
+   ``stop_at_return`` or a callback returned False, after writing a checkpoint;
+4. `Trainer.finish`: evaluate the final policy deterministically and write ``summary.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -34,13 +39,19 @@ from edgeag.memory import (BUDGET_COUNTS, MiB, BudgetGuard, measure_floor, peak_
                            proc_status, read_memory)
 from edgeag.train import get_algorithm
 from edgeag.train.config import TrainConfig, toml_dumps
-from edgeag.train.envs import EVAL_SEED_OFFSET, check_spaces, evaluate, make_vector_env
-from edgeag.train.rundir import RunDir, write_json, write_text
+from edgeag.train.device import Change, Device
+from edgeag.train.envs import EVAL_SEED_OFFSET, EnvMaker, check_spaces, evaluate, make_vector_env
+from edgeag.train.offpolicy import due
+from edgeag.train.rundir import RunDir, atomic_write, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
 TIME_KEYS = ("time/fps", "time/elapsed_seconds", "memory/rss_bytes", "memory/anon_bytes",
              "memory/peak_rss_bytes")
 """Metrics that depend on the machine's speed and memory, not on the seed."""
+STOPS = {"done": EXIT_OK, "return_threshold": EXIT_OK, "callback": EXIT_OK,
+         "budget": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED,
+         "write_failed": WriteFailed.exit_code}
+"""``summary.json``'s ``stopped`` values and the exit code of each."""
 
 
 class BudgetRefused(EdgeagError):
@@ -62,227 +73,418 @@ class RunOptions:
     shrink_buffer: bool = False
     """When the replay buffer does not fit, shrink it to the largest that does (and say
     so) instead of refusing."""
+    eval_every: int | None = None
+    """Evaluate (``cfg.eval_episodes`` deterministic episodes, as the final evaluation)
+    every this many env steps, at the first iteration boundary past each multiple, and
+    keep the best policy in ``checkpoints/best.safetensors``."""
+    stop_at_return: float | None = None
+    """Stop (with a checkpoint) once a periodic evaluation's mean return reaches it."""
+    eval_episodes: int | None = None
+    """Episodes of each periodic evaluation (None: ``cfg.eval_episodes``)."""
+    callbacks: list = field(default_factory=list)
+    """Called after every iteration with its metrics row; returning False stops the run
+    cleanly (with a checkpoint)."""
+    hard_cap_mode: str | None = None
+    """The ``--hard-cap`` value recorded with the run (auto, cgroup, rlimit)."""
+    init_from: str | None = None
+    """A run directory whose weights (and PPO's observation normaliser) start this run."""
+    changes: list = field(default_factory=list)
+    """`edgeag.train.device.Change` s made on resume, recorded in config.toml."""
+    run_info: dict = field(default_factory=dict)
+    """Extra entries of config.toml's ``[run]`` table (where the env came from, ...)."""
+
+    @property
+    def device(self) -> Device:
+        return Device(self.profile, self.budget_bytes, self.threads,
+                      self.hard_cap_mode or ("auto" if self.hard_cap else None))
 
 
-def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print) -> tuple[int, dict]:
+def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print,
+          env: EnvMaker | None = None) -> tuple[int, dict]:
     """Run (or resume) ``cfg`` in ``run``; returns (exit code, summary)."""
-    algo = get_algorithm(cfg.algo)
-    engine = algo.prepare(cfg, opts.threads)
-    envs = make_vector_env(cfg.env_id, cfg.num_envs, algo)  # spaces checked for algo
-    obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
-                                                 envs.single_action_space, algo)
-    if opts.shrink_buffer and algo.largest_buffer is None:
-        envs.close()
-        raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
-                          f"(dqn, td3), not {algo.name}")
-    floor = measure_floor()
-    budget = opts.budget_bytes
-    dims = (obs_dim, action_dim, discrete)
-    plan = algo.plan(cfg, budget if budget is not None else 2**62, floor.anon_bytes, *dims)
-    shrunk_from = None
-    if budget is not None and not plan.fits and opts.shrink_buffer:
-        size = algo.largest_buffer(cfg, budget, floor.anon_bytes, *dims)
-        if size is not None:
-            shrunk_from = cfg.buffer_size
-            cfg = dataclasses.replace(cfg, buffer_size=size)
-            plan = algo.plan(cfg, budget, floor.anon_bytes, *dims)
-    log(f"engine: {engine}")
-    log(f"floor {floor.anon_bytes / MiB:.1f} MiB anonymous ({floor.anon_bytes:,} bytes, "
-        f"{BUDGET_COUNTS}: what the budget counts); RSS {floor.rss_bytes / MiB:.1f} MiB with "
-        f"{floor.file_bytes / MiB:.1f} MiB of mapped files")
-    table = plan.table().splitlines()
-    log("memory plan:\n" + "\n".join(table if budget is not None else
-                                      table[:-1] + ["  (no budget: planned, not enforced)"]))
-    if budget is not None and not plan.fits:
-        envs.close()
-        raise BudgetRefused(
-            f"plan {plan.total_bytes / MiB:.1f} MiB exceeds the budget {budget / MiB:.1f} MiB "
-            f"({budget:,} bytes); {algo.what_fits(cfg, budget, floor.anon_bytes, *dims)}")
-    if shrunk_from is not None:
-        log(f"replay buffer shrunk to fit the budget: {cfg.buffer_size:,} transitions "
-            f"(requested {shrunk_from:,})")
-    if opts.dry_run:
-        envs.close()
-        return EXIT_OK, {"plan": plan.as_dict(), "floor_bytes": floor.rss_bytes,
-                         "floor_anon_bytes": floor.anon_bytes}
-
-    previous = {"wall_seconds": 0.0, "peak_rss_bytes": 0, "peak_anon_bytes": 0}
-    if opts.resume and run.checkpoint.exists():
-        ckpt = run.load_checkpoint()
-        previous = {key: ckpt.get(key, 0) for key in previous}
-    else:
-        ckpt = None
-        if opts.resume:  # stopped before its first checkpoint: start it again
-            log(f"no checkpoint in {run.path} yet: training from step 0 with its config")
-            run.truncate_metrics(0)
-            run.truncate_rss(-1.0)
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_text(run.config, toml_dumps({cfg.algo: cfg.as_dict(),
-                                           "run": _run_info(cfg, opts, shrunk_from)}))
-    # sampled from here on: building the policy can be the peak
-    guard = BudgetGuard(budget if budget is not None else 2**62).start()
+    trainer = Trainer(cfg, run, opts, log, env)
     try:
-        if ckpt is None:
-            guard.stream_to(run.rss)
-        state = algo.build_state(cfg, envs)
+        plan = trainer.setup()
+        if opts.dry_run:
+            return EXIT_OK, {"plan": plan.as_dict(), "floor_bytes": trainer.floor.rss_bytes,
+                             "floor_anon_bytes": trainer.floor.anon_bytes}
+        ckpt = run.load_checkpoint() if opts.resume and run.checkpoint.exists() else None
+        trainer.start(ckpt)
+        stopped = trainer.loop()
+        return trainer.finish(stopped)
+    finally:
+        trainer.close()
+
+
+class Trainer:
+    """One run held in memory: its config, device settings, envs, networks, optimizers,
+    normalisers, RNG and run directory. `edgeag.train.run.train` (the CLI) and the Python
+    API's models (`edgeag.api`) drive it through the same four steps."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print,
+                 env: EnvMaker | None = None):
+        self.cfg, self.run, self.opts, self.log = cfg, run, opts, log
+        self.env = env or EnvMaker(cfg.env_id, cfg.env_kwargs)
+        self.algo = get_algorithm(cfg.algo)
+        self.envs = self.state = self.plan = self.floor = self.engine = None
+        self.shrunk_from = None
+        self.previous = {"wall_seconds": 0.0, "peak_rss_bytes": 0, "peak_anon_bytes": 0}
+        self.best_return: float | None = None
+        self.guard = None
+        self._guard_fresh = True
+        self.cap = self.limit = None
+        self.wall = 0.0
+
+    # --- 1. threads, envs, floor, plan ----------------------------------------------
+    def setup(self):
+        cfg, opts, algo, log = self.cfg, self.opts, self.algo, self.log
+        self.engine = algo.prepare(cfg, opts.threads)
+        if opts.tensorboard:
+            from edgeag.train import tblog
+            tblog.prepare()  # its imports belong to the floor
+        self.envs = envs = make_vector_env(self.env, cfg.num_envs, algo)  # spaces checked
+        obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
+                                                     envs.single_action_space, algo)
+        if opts.shrink_buffer and algo.largest_buffer is None:
+            raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
+                              f"(dqn, td3), not {algo.name}")
+        self.floor = floor = measure_floor()
+        budget = opts.budget_bytes
+        self.dims = dims = (obs_dim, action_dim, discrete)
+        plan = self._plan(budget if budget is not None else 2**62)
+        if budget is not None and not plan.fits and opts.shrink_buffer:
+            size = algo.largest_buffer(cfg, self._room(budget), floor.anon_bytes, *dims)
+            if size is not None:
+                self.shrunk_from = cfg.buffer_size
+                self.cfg = cfg = dataclasses.replace(cfg, buffer_size=size)
+                plan = self._plan(budget)
+        log(f"engine: {self.engine}")
+        log(f"floor {floor.anon_bytes / MiB:.1f} MiB anonymous ({floor.anon_bytes:,} bytes, "
+            f"{BUDGET_COUNTS}: what the budget counts); RSS {floor.rss_bytes / MiB:.1f} MiB with "
+            f"{floor.file_bytes / MiB:.1f} MiB of mapped files")
+        table = plan.table().splitlines()
+        log("memory plan:\n" + "\n".join(table if budget is not None else
+                                          table[:-1] + ["  (no budget: planned, not enforced)"]))
+        if budget is not None and not plan.fits:
+            raise BudgetRefused(
+                f"plan {plan.total_bytes / MiB:.1f} MiB exceeds the budget {budget / MiB:.1f} MiB "
+                f"({budget:,} bytes); "
+                f"{algo.what_fits(cfg, self._room(budget), floor.anon_bytes, *dims)}")
+        if self.shrunk_from is not None:
+            log(f"replay buffer shrunk to fit the budget: {cfg.buffer_size:,} transitions "
+                f"(requested {self.shrunk_from:,})")
+        self.plan = plan
+        return plan
+
+    def _plan(self, budget: int):
+        plan = self.algo.plan(self.cfg, budget, self.floor.anon_bytes, *self.dims)
+        if self.opts.tensorboard:
+            from edgeag.train import tblog
+            plan = plan.with_item(tblog.plan_item())
+        return plan
+
+    def _room(self, budget: int) -> int:
+        """``budget`` less what `_plan` adds to the algorithm's plan (the logger): what the
+        algorithm's own searches (``largest_buffer``, ``what_fits``) may fill."""
+        algo_plan = self.algo.plan(self.cfg, budget, self.floor.anon_bytes, *self.dims)
+        return budget - (self._plan(budget).total_bytes - algo_plan.total_bytes)
+
+    # --- 2. the networks: fresh, resumed or initialised from another run ----------------
+    def start(self, ckpt: dict | None = None, init: dict | None = None) -> None:
+        """Build the state; restore ``ckpt`` (a resume), or take ``init``'s weights (a
+        checkpoint of another run: fine-tuning). A new run's config.toml is written now;
+        a resumed run's once its checkpoint has been accepted."""
+        cfg, run, opts = self.cfg, self.run, self.opts
         if ckpt is not None:
-            ckpt["checkpoint_dir"] = run.checkpoint.parent
-            restore(state, ckpt, run)
-            del ckpt
-            # the run directory changes only once the checkpoint has been accepted
-            run.truncate_metrics(state.iteration)
-            run.truncate_rss(previous["wall_seconds"])
-            guard.stream_to(run.rss, previous["wall_seconds"])
-            log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
-    except BaseException:
-        guard.stop()
-        raise
-    cap = None
-    if opts.hard_cap and budget is not None:
-        cap = inherited_cgroup()
-        if cap is None:
-            cap = apply_rlimit(budget, read_memory().anon)
-        log(f"hard cap: {cap}")
-    limit = cgroup_memory_limit()
+            self.previous = {key: ckpt.get(key, 0) for key in self.previous}
+            self.best_return = ckpt.get("best_eval_return")
+        # sampled from here on: building the policy can be the peak
+        self.guard = guard = BudgetGuard(opts.budget_bytes if opts.budget_bytes is not None
+                                         else 2**62).start()
+        try:
+            self.state = state = self.algo.build_state(cfg, self.envs)
+            if ckpt is not None:
+                ckpt["checkpoint_dir"] = run.checkpoint.parent
+                restore(state, ckpt, run)
+                old_total = ckpt.get("config", {}).get("total_steps", cfg.total_steps)
+                del ckpt
+                if old_total != cfg.total_steps and self.algo.extend is not None:
+                    self.algo.extend(state, old_total)
+                # the run directory changes only once the checkpoint has been accepted
+                run.truncate_metrics(state.iteration)
+                run.truncate_rss(self.previous["wall_seconds"])
+                guard.stream_to(run.rss, self.previous["wall_seconds"])
+                self.write_config()
+                self.log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
+                return
+            if init is not None:  # before anything is written: a refusal leaves no trace
+                take_weights(state, init, opts.init_from)
+                self.log(f"initialised from {opts.init_from} (step {init.get('global_step', 0):,}): "
+                         f"its weights{' and observation normaliser' if 'obs_norm' in init else ''};"
+                         f" the optimizer starts fresh")
+            if opts.resume:  # stopped before its first checkpoint: start it again
+                self.log(f"no checkpoint in {run.path} yet: training from step 0 with its config")
+                run.truncate_metrics(0)
+                run.truncate_rss(-1.0)
+            run.path.mkdir(parents=True, exist_ok=True)
+            self.write_config()
+            guard.stream_to(run.rss)
+        except BaseException:
+            guard.stop()
+            raise
 
-    iteration = algo.make_iteration(state)
-    writer = _tensorboard(run) if opts.tensorboard else None
-    bar = _progress(cfg, state, opts)
+    def write_config(self) -> None:
+        cfg, opts = self.cfg, self.opts
+        tables = {cfg.algo: cfg.as_dict(), "run": _run_info(cfg, opts, self.shrunk_from)}
+        text = toml_dumps(tables)
+        changes = list(_recorded_changes(self.run)) + [c.as_table() for c in opts.changes]
+        opts.changes = []  # recorded once
+        for change in changes:
+            text += "[[changes]]\n" + toml_dumps({"_": change}).split("\n", 1)[1]
+        write_text(self.run.config, text)
 
-    interrupted = []
-    def on_sigint(signum, frame):
-        if interrupted:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        interrupted.append(True)
-        log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
+    @property
+    def finished(self) -> bool:
+        return self.state is not None and self.state.iteration >= self.cfg.num_iterations
 
-    setup_peak = peak_rss_bytes()  # imports, envs, network initialisation, optimizer
-    guard.sample()
-    setup_peak_anon = guard.peak_anon_bytes
-    t_start = time.monotonic()
-    stopped = "done"
-    write_error: OSError | None = None
-    saved = {"step": state.global_step, "iteration": state.iteration}  # on disk (or start)
-    try:
-        while state.iteration < cfg.num_iterations:
-            try:
-                step_start, steps_before = time.monotonic(), state.global_step
-                finished, stats = iteration()
-            except (MemoryError, RuntimeError) as e:
-                if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
-                    stopped = "budget"
-                    log(f"hard cap hit ({type(e).__name__}: {str(e).splitlines()[0][:80]}); "
-                        f"the last checkpoint is at step {saved['step']:,}")
-                    state.global_step, state.iteration = saved["step"], saved["iteration"]
-                    break
-                raise
-            state.iteration += 1
-            row = _metrics_row(state, finished, stats, state.global_step - steps_before,
-                               time.monotonic() - step_start,
-                               time.monotonic() - t_start + previous["wall_seconds"])
-            try:
-                run.append_metrics(row)
-            except OSError as e:
-                if e.errno not in WRITE_ERRNOS:
-                    raise
-                write_error = e
-            write_error = write_error or guard.write_error  # rss.csv, streamed by the guard
-            if write_error is not None:
-                stopped = "write_failed"
-                state.global_step, state.iteration = saved["step"], saved["iteration"]
-                break
-            if writer is not None:
-                for key, value in row.items():
-                    if value is not None and key != "time/total_timesteps":
-                        writer.add_scalar(key, value, state.global_step)
-            if bar is not None:
-                bar.update(state.global_step - steps_before)
-                ret = row["rollout/ep_rew_mean"]
-                bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  anon "
-                                    f"{row['memory/anon_bytes'] / MiB:.0f}"
-                                    f"{f'/{budget / MiB:.0f}' if budget else ''} MiB", refresh=False)
-            if guard.exceeded:
-                stopped = "budget"
-            elif interrupted:
-                stopped = "interrupted"
-            last = state.iteration == cfg.num_iterations
-            if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
+    # --- 3. the loop ---------------------------------------------------------------------
+    def loop(self) -> str:
+        """Train to ``cfg.num_iterations`` (or a stop); returns how it stopped."""
+        cfg, run, opts, state, algo, log = (self.cfg, self.run, self.opts, self.state,
+                                            self.algo, self.log)
+        if not self._guard_fresh:  # trained before in this process (the API's next learn)
+            old, previous = self.guard, self.previous
+            previous["peak_anon_bytes"] = max(previous["peak_anon_bytes"], old.peak_anon_bytes)
+            previous["peak_rss_bytes"] = max(previous["peak_rss_bytes"], old.peak_rss_bytes())
+            previous["wall_seconds"] = self.wall
+            self.guard = BudgetGuard(opts.budget_bytes if opts.budget_bytes is not None
+                                     else 2**62).start()
+            self.guard.stream_to(run.rss, previous["wall_seconds"])
+        self._guard_fresh = False
+        guard = self.guard
+        budget = opts.budget_bytes
+        cap = None
+        if opts.hard_cap and budget is not None:
+            cap = inherited_cgroup()
+            if cap is None:
+                cap = apply_rlimit(budget, read_memory().anon)
+            log(f"hard cap: {cap}")
+        self.cap = cap
+        self.limit = cgroup_memory_limit()
+
+        iteration = algo.make_iteration(state)
+        writer = _tensorboard(run) if opts.tensorboard else None
+        bar = _progress(cfg, state, opts)
+
+        interrupted = []
+        def on_sigint(signum, frame):
+            if interrupted:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            interrupted.append(True)
+            log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
+        try:
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread (the API from a thread): Ctrl-C is theirs
+            old_handler = None
+
+        self.setup_peak = peak_rss_bytes()  # imports, envs, network initialisation, optimizer
+        guard.sample()
+        self.setup_peak_anon = guard.peak_anon_bytes
+        self.t_start = t_start = time.monotonic()
+        stopped = "done"
+        self.write_error = write_error = None
+        saved = {"step": state.global_step, "iteration": state.iteration}  # on disk (or start)
+
+        def back_to_saved():
+            state.global_step, state.iteration = saved["step"], saved["iteration"]
+
+        try:
+            while state.iteration < cfg.num_iterations:
                 try:
-                    _save(run, state, previous, t_start, guard)
-                except MemoryError as e:  # the hard cap; the previous checkpoint is intact
-                    if not cap:
-                        raise
-                    stopped = "budget"
-                    log(f"hard cap hit while checkpointing ({str(e)[:80]}); the last "
-                        f"checkpoint is at step {saved['step']:,}")
-                    state.global_step, state.iteration = saved["step"], saved["iteration"]
-                    break
-                except OSError as e:  # disk full, file-size limit: the previous one is intact
+                    step_start, steps_before = time.monotonic(), state.global_step
+                    finished, stats = iteration()
+                except (MemoryError, RuntimeError) as e:
+                    if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
+                        stopped = "budget"
+                        log(f"hard cap hit ({type(e).__name__}: {str(e).splitlines()[0][:80]}); "
+                            f"the last checkpoint is at step {saved['step']:,}")
+                        back_to_saved()
+                        break
+                    raise
+                state.iteration += 1
+                row = _metrics_row(state, finished, stats, state.global_step - steps_before,
+                                   time.monotonic() - step_start,
+                                   time.monotonic() - t_start + self.previous["wall_seconds"])
+                if opts.eval_every and due(steps_before, state.global_step, 0, opts.eval_every):
+                    self._periodic_evaluation(row)
+                try:
+                    run.append_metrics(row)
+                except OSError as e:
                     if e.errno not in WRITE_ERRNOS:
                         raise
-                    write_error, stopped = e, "write_failed"
-                    state.global_step, state.iteration = saved["step"], saved["iteration"]
+                    write_error = e
+                write_error = write_error or guard.write_error  # rss.csv, streamed by the guard
+                if write_error is not None:
+                    stopped = "write_failed"
+                    back_to_saved()
                     break
-                saved = {"step": state.global_step, "iteration": state.iteration}
-            if stopped != "done":
-                break
-    finally:
-        guard.stop()
-        signal.signal(signal.SIGINT, old_handler)
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+                if writer is not None:
+                    for key, value in row.items():
+                        if value is not None and key != "time/total_timesteps":
+                            writer.add_scalar(key, value, state.global_step)
+                if bar is not None:
+                    bar.update(state.global_step - steps_before)
+                    ret = row["rollout/ep_rew_mean"]
+                    bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  anon "
+                                        f"{row['memory/anon_bytes'] / MiB:.0f}"
+                                        f"{f'/{budget / MiB:.0f}' if budget else ''} MiB",
+                                        refresh=False)
+                if guard.exceeded:
+                    stopped = "budget"
+                elif interrupted:
+                    stopped = "interrupted"
+                elif (opts.stop_at_return is not None and "eval/mean_return" in row
+                      and row["eval/mean_return"] >= opts.stop_at_return):
+                    stopped = "return_threshold"
+                    log(f"evaluation return {row['eval/mean_return']:.1f} reached "
+                        f"{opts.stop_at_return:g} at step {state.global_step:,}: stopping")
+                elif any(callback(row) is False for callback in opts.callbacks):
+                    stopped = "callback"
+                last = state.iteration == cfg.num_iterations
+                if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
+                    try:
+                        self._save()
+                    except MemoryError as e:  # the hard cap; the previous checkpoint is intact
+                        if not cap:
+                            raise
+                        stopped = "budget"
+                        log(f"hard cap hit while checkpointing ({str(e)[:80]}); the last "
+                            f"checkpoint is at step {saved['step']:,}")
+                        back_to_saved()
+                        break
+                    except OSError as e:  # disk full, file-size limit: the previous is intact
+                        if e.errno not in WRITE_ERRNOS:
+                            raise
+                        write_error, stopped = e, "write_failed"
+                        back_to_saved()
+                        break
+                    saved = {"step": state.global_step, "iteration": state.iteration}
+                if stopped != "done":
+                    break
+        finally:
+            guard.stop()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        self.write_error = write_error
+        self.wall = time.monotonic() - t_start + self.previous["wall_seconds"]
+        return stopped
 
-    wall = time.monotonic() - t_start + previous["wall_seconds"]
-    eval_returns = None
-    if stopped == "done" and cfg.eval_episodes:
-        space = envs.single_action_space
-        eval_returns = evaluate(algo.act(state), cfg.env_id, state.obs_norm, cfg.eval_episodes,
-                                cfg.seed + EVAL_SEED_OFFSET,
-                                None if discrete else space.low, None if discrete else space.high)
-    envs.close()
-    end = read_memory()
-    summary = {
-        "env": cfg.env_id, "algo": cfg.algo, "optimizer": cfg.optimizer, "seed": cfg.seed,
-        "steps": state.global_step, "iterations": state.iteration,
-        "wall_seconds": round(wall, 3),
-        "steps_per_second": round(state.global_step / wall, 1) if wall > 0 else None,
-        "budget_bytes": budget, "budget_counts": BUDGET_COUNTS,
-        "peak_anon_bytes": max(guard.peak_anon_bytes, previous["peak_anon_bytes"]),
-        "peak_rss_bytes": max(guard.peak_rss_bytes(), previous["peak_rss_bytes"]),
-        "rss_anon_bytes": end.anon, "rss_file_bytes": end.file,
-        "max_sampled_rss_bytes": guard.max_sampled_rss_bytes, "rss_samples": guard.samples,
-        "setup_peak_rss_bytes": setup_peak, "setup_peak_anon_bytes": setup_peak_anon,
-        "floor_bytes": floor.rss_bytes, "floor_anon_bytes": floor.anon_bytes,
-        "floor_file_bytes": floor.file_bytes,
-        "profile": opts.profile, "threads": opts.threads,
-        "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
-        "engine": engine,
-        "optimizer_state_bytes": algo.optimizer_state_bytes(state),
-        "parameter_count": algo.parameter_count(state),
-        "buffer_size": getattr(cfg, "buffer_size", None), "buffer_shrunk_from": shrunk_from,
-        "final_eval_return": None if eval_returns is None else {
-            "mean": float(np.mean(eval_returns)), "std": float(np.std(eval_returns)),
-            "episodes": len(eval_returns), "returns": eval_returns},
-        "hard_cap": cap, "cgroup_memory_limit": limit and {"bytes": limit[0], "where": limit[1]},
-        "stopped": stopped,
-        "write_error": None if write_error is None else describe_write_error(write_error),
-        "checkpoint": str(run.checkpoint.relative_to(run.path)),
-    }
-    try:
-        write_json(run.summary, summary)
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
-            raise
-        log(f"cannot write {run.summary}: {describe_write_error(e)}")
-        write_error = write_error or e
-    code = {"done": EXIT_OK, "budget": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED,
-            "write_failed": WriteFailed.exit_code}[stopped]
-    if write_error is not None and code == EXIT_OK:
-        code = WriteFailed.exit_code
-    return code, summary
+    def _periodic_evaluation(self, row: dict) -> None:
+        """Training's final evaluation, now: its mean return into the metrics row, and
+        the state into ``checkpoints/best.safetensors`` when it is the best so far."""
+        returns = self.evaluate(self.opts.eval_episodes or self.cfg.eval_episodes or 10)
+        mean = float(np.mean(returns))
+        row["eval/mean_return"], row["eval/std_return"] = mean, float(np.std(returns))
+        if self.best_return is None or mean > self.best_return:
+            self.best_return = mean
+            ckpt = self.state.checkpoint()
+            ckpt.update(eval_return=mean, eval_returns=[float(r) for r in returns])
+            ckpt.pop("replay", None)  # the policy is what counts; the buffer stays with latest
+            from edgeag.train import checkpoint
+
+            atomic_write(self.run.best_checkpoint, lambda f: checkpoint.save(f, ckpt))
+            self.log(f"step {self.state.global_step:,}: evaluation return {mean:.1f}, the best "
+                     f"so far: {self.run.best_checkpoint}")
+        row["eval/best_return"] = self.best_return
+
+    def evaluate(self, episodes: int | None = None) -> list[float]:
+        """The final evaluation: ``cfg.eval_episodes`` deterministic episodes on a fresh
+        env seeded ``seed + 10000``, ``+ 1``, ..., normalisation frozen."""
+        cfg, space = self.cfg, self.envs.single_action_space
+        discrete = self.dims[2]
+        return evaluate(self.algo.act(self.state), self.env, self.state.obs_norm,
+                        cfg.eval_episodes if episodes is None else episodes,
+                        cfg.seed + EVAL_SEED_OFFSET,
+                        None if discrete else space.low, None if discrete else space.high)
+
+    def _save(self) -> None:
+        state, previous, guard = self.state, self.previous, self.guard
+        ckpt = state.checkpoint()
+        ckpt["wall_seconds"] = time.monotonic() - self.t_start + previous["wall_seconds"]
+        ckpt["peak_rss_bytes"] = max(guard.peak_rss_bytes(), previous["peak_rss_bytes"])
+        ckpt["peak_anon_bytes"] = max(guard.peak_anon_bytes, previous["peak_anon_bytes"])
+        if self.best_return is not None:
+            ckpt["best_eval_return"] = self.best_return
+        files = state.checkpoint_files() if hasattr(state, "checkpoint_files") else None
+        self.run.save_checkpoint(ckpt, files)
+
+    # --- 4. evaluation and summary ----------------------------------------------------------
+    def finish(self, stopped: str) -> tuple[int, dict]:
+        cfg, run, opts, state, algo, guard = (self.cfg, self.run, self.opts, self.state,
+                                              self.algo, self.guard)
+        write_error = self.write_error
+        eval_returns = None
+        if stopped in ("done", "return_threshold", "callback") and cfg.eval_episodes:
+            eval_returns = self.evaluate()
+        end = read_memory()
+        budget, plan, floor = opts.budget_bytes, self.plan, self.floor
+        summary = {
+            "env": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs), "algo": cfg.algo,
+            "optimizer": cfg.optimizer, "seed": cfg.seed,
+            "steps": state.global_step, "iterations": state.iteration,
+            "total_steps": cfg.total_steps,
+            "wall_seconds": round(self.wall, 3),
+            "steps_per_second": round(state.global_step / self.wall, 1) if self.wall > 0 else None,
+            "budget_bytes": budget, "budget_counts": BUDGET_COUNTS,
+            "peak_anon_bytes": max(guard.peak_anon_bytes, self.previous["peak_anon_bytes"]),
+            "peak_rss_bytes": max(guard.peak_rss_bytes(), self.previous["peak_rss_bytes"]),
+            "rss_anon_bytes": end.anon, "rss_file_bytes": end.file,
+            "max_sampled_rss_bytes": guard.max_sampled_rss_bytes, "rss_samples": guard.samples,
+            "setup_peak_rss_bytes": self.setup_peak, "setup_peak_anon_bytes": self.setup_peak_anon,
+            "floor_bytes": floor.rss_bytes, "floor_anon_bytes": floor.anon_bytes,
+            "floor_file_bytes": floor.file_bytes,
+            "profile": opts.profile, "threads": opts.threads, "hard_cap_mode": opts.device.hard_cap,
+            "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
+            "engine": self.engine,
+            "optimizer_state_bytes": algo.optimizer_state_bytes(state),
+            "parameter_count": algo.parameter_count(state),
+            "buffer_size": getattr(cfg, "buffer_size", None),
+            "buffer_shrunk_from": self.shrunk_from,
+            "final_eval_return": None if eval_returns is None else {
+                "mean": float(np.mean(eval_returns)), "std": float(np.std(eval_returns)),
+                "episodes": len(eval_returns), "returns": eval_returns},
+            "best_eval_return": self.best_return,
+            "best_checkpoint": (str(run.best_checkpoint.relative_to(run.path))
+                                if self.best_return is not None else None),
+            "init_from": opts.init_from,
+            "hard_cap": self.cap,
+            "cgroup_memory_limit": self.limit and {"bytes": self.limit[0], "where": self.limit[1]},
+            "stopped": stopped,
+            "write_error": None if write_error is None else describe_write_error(write_error),
+            "checkpoint": str(run.checkpoint.relative_to(run.path)),
+        }
+        try:
+            write_json(run.summary, summary)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            self.log(f"cannot write {run.summary}: {describe_write_error(e)}")
+            write_error = write_error or e
+        code = STOPS[stopped]
+        if write_error is not None and code == EXIT_OK:
+            code = WriteFailed.exit_code
+        return code, summary
+
+    def close(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
 
 
 def restore(state, ckpt: dict, run: RunDir) -> None:
@@ -296,13 +498,48 @@ def restore(state, ckpt: dict, run: RunDir) -> None:
                           f"({type(e).__name__}: {detail})") from None
 
 
-def _save(run: RunDir, state, previous: dict, t_start: float, guard: BudgetGuard) -> None:
-    ckpt = state.checkpoint()
-    ckpt["wall_seconds"] = time.monotonic() - t_start + previous["wall_seconds"]
-    ckpt["peak_rss_bytes"] = max(guard.peak_rss_bytes(), previous["peak_rss_bytes"])
-    ckpt["peak_anon_bytes"] = max(guard.peak_anon_bytes, previous["peak_anon_bytes"])
-    files = state.checkpoint_files() if hasattr(state, "checkpoint_files") else None
-    run.save_checkpoint(ckpt, files)
+OPTIMIZER_KEYS = ("optimizer", "optimizers")
+"""Where an engine's ``state_dict`` keeps its optimizers' state (PPO; DQN and TD3)."""
+
+
+def take_weights(state, ckpt: dict, source) -> None:
+    """Fine-tuning: the networks (and target networks) and PPO's observation normaliser
+    of another run's checkpoint ``ckpt``, into a freshly built ``state`` whose optimizer
+    state stays fresh. Why fresh: the new run has its own learning-rate schedule from
+    step 0, and Adam's moments and step count describe the old task's gradients (its bias
+    correction would treat them as already warmed up); stateless AlphaGrad has none. The
+    replay buffer, episode statistics, RNG and envs are the new run's own."""
+    nets = state.policy if hasattr(state, "policy") else state.nets
+    mine, theirs = nets.arch, ckpt.get("arch") or {}
+    for key in ("kind", "obs_dim", "action_dim", "discrete", "hidden", "actor", "critic"):
+        if key in mine and key in theirs and _plain(mine[key]) != _plain(theirs[key]):
+            raise EdgeagError(f"cannot initialise from {source}: its network has {key} "
+                              f"{_plain(theirs[key])}, this run's has {_plain(mine[key])} "
+                              "(the network must be the same; fine-tuning changes the env, "
+                              "not the network)")
+    fresh = nets.state_dict()
+    try:
+        nets.load_state_dict({**ckpt, **{k: fresh[k] for k in OPTIMIZER_KEYS if k in fresh}})
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise EdgeagError(f"cannot initialise from {source}: its checkpoint does not fit this "
+                          f"run's networks ({type(e).__name__}: {detail})") from None
+    if ckpt.get("obs_norm") is not None and getattr(state.obs_norm, "enabled", False):
+        state.obs_norm.load(ckpt["obs_norm"])
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _recorded_changes(run: RunDir) -> list[dict]:
+    from edgeag.train.config import tomllib
+
+    try:
+        with open(run.config, "rb") as f:
+            return tomllib.load(f).get("changes", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
 
 
 def _metrics_row(state, finished, stats: dict, steps: int, seconds: float,
@@ -327,14 +564,16 @@ def _metrics_row(state, finished, stats: dict, steps: int, seconds: float,
 
 def _run_info(cfg: TrainConfig, opts: RunOptions, shrunk_from: int | None) -> dict:
     from edgeag import __version__
-    info = {"algo": cfg.algo, "profile": opts.profile or "", "threads": opts.threads,
-            "budget_bytes": opts.budget_bytes or 0, "edgeag": __version__,
+    info = {"algo": cfg.algo, **opts.device.as_run_table(), "edgeag": __version__,
             "numpy": np.__version__}
     torch = sys.modules.get("torch")  # only where the run imports it (its engine)
     if torch is not None:
         info["torch"] = torch.__version__
     if shrunk_from is not None:
         info["buffer_size_requested"] = shrunk_from
+    if opts.init_from:
+        info["init_from"] = str(opts.init_from)
+    info.update(opts.run_info)
     return info
 
 
@@ -348,9 +587,12 @@ def _progress(cfg: TrainConfig, state, opts: RunOptions):
 
 
 def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise EdgeagError("--tensorboard needs the tensorboard package "
-                          "(pip install tensorboard)") from None
-    return SummaryWriter(str(run.path / "tensorboard"))
+    from edgeag.train import tblog
+
+    return tblog.open_writer(run.path)
+
+
+Callback = Callable[[dict], "bool | None"]
+"""A callback: the iteration's metrics row in; False out stops the run cleanly."""
+
+__all__ = ["BudgetRefused", "Change", "RunOptions", "Trainer", "train", "take_weights"]

@@ -7,6 +7,7 @@
       metrics.jsonl        one JSON object per iteration (keys in README "Metrics")
       checkpoints/latest.safetensors  policy, optimizer, normalisers, RNGs, env state
                            (`edgeag.train.checkpoint`: no pickle, readable without torch)
+      checkpoints/best.safetensors    the best periodic evaluation's (``--eval-every``)
       rss.csv              the budget guard's samples (seconds, rss_bytes, anon_bytes),
                            appended as they are taken
       summary.json         the outcome (written at the end, also on a budget stop)
@@ -30,6 +31,7 @@ checkpoints: ``torch.save`` of the state, numpy arrays wrapped as
 ``{"__ndarray__": tensor}``. Read with ``torch.load(weights_only=True)`` when torch is
 installed."""
 CHECKPOINT_NAME = "latest.safetensors"
+BEST_CHECKPOINT_NAME = "best.safetensors"
 TORCH_CHECKPOINT_NAME = "latest.pt"
 
 
@@ -102,6 +104,10 @@ class RunDir:
         new = self.path / "checkpoints" / CHECKPOINT_NAME
         old = self.path / "checkpoints" / TORCH_CHECKPOINT_NAME
         return old if not new.exists() and old.exists() else new
+
+    best_checkpoint = property(lambda self: self.path / "checkpoints" / BEST_CHECKPOINT_NAME)
+    """The best policy of a run trained with periodic evaluation (``eval_every``): a
+    checkpoint like ``latest`` (without the replay buffer), with its ``eval_return``."""
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics, "a") as f:

@@ -137,5 +137,7 @@ ALGORITHM = Algorithm(
     optimizer_state_bytes=lambda state: state.nets.optimizer_state_bytes(),
     parameter_count=lambda state: state.nets.parameter_count,
     act=lambda state: state.nets.deterministic,
+    networks=lambda cfg, obs_space, action_space: build_nets(
+        cfg, obs_space.shape[0], action_space.shape[0], action_space.low, action_space.high),
     discrete_actions=False,
     largest_buffer=lambda *args: offpolicy.largest_buffer(plan, *args))

@@ -96,7 +96,8 @@ def format_value(value) -> str:
 def _fields(algo: str) -> dict:
     from edgeag.train.config import config_class
 
-    return {f.name: f for f in dataclasses.fields(config_class(algo))}
+    # env_kwargs (a table of the env's own arguments) is part of the env, not a setting to tune
+    return {f.name: f for f in dataclasses.fields(config_class(algo)) if f.name != "env_kwargs"}
 
 
 def _kind(name: str, fields: dict, algo: str) -> str:

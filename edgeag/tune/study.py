@@ -420,6 +420,8 @@ def best_preset(s: TuneSettings, best) -> str:
     values = cfg.as_dict()
     for key in ("env_id", "optimizer", "seed"):
         values.pop(key)
+    if not values.get("env_kwargs"):
+        values.pop("env_kwargs", None)
     own = [k for k in values if k in OPTIMIZER_KEYS or k in best.params]
     family = optimizer_family(s.optimizer)
     seeds = best.user_attrs.get("returns") or []
