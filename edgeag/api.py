@@ -167,9 +167,9 @@ class BaseAlgorithm:
         trained = self._trainer is not None or self._ckpt is not None or self._source is not None
         if not reset_num_timesteps and trained:
             return self._continue(self.num_timesteps + total_timesteps, hooks, progress_bar)
-        init = None
+        init = []  # the weights of a new run from this model: held by _train alone
         if trained:  # a new run from this model's weights
-            init = self._weights()
+            init.append(self._weights())
             self._close()
             self._source, self._ckpt, self.run_dir = None, None, self._new_run_dir
             self._changes = []  # the old run's; the new one starts with its own settings
@@ -181,8 +181,8 @@ class BaseAlgorithm:
                               f"edgeag.load({str(run.path)!r}).learn(n, reset_num_timesteps=False), "
                               "or choose another run_dir")
         self.run_dir = run
-        return self._train(run, ckpt=None, init=init, resume=False, hooks=hooks,
-                           progress=progress_bar)
+        return self._train(run, ckpt=None, init=init.pop() if init else None, resume=False,
+                           hooks=hooks, progress=progress_bar)
 
     def _continue(self, total_steps: int, hooks=(), progress: bool = False,
                   device: Device | None = None):
@@ -214,12 +214,20 @@ class BaseAlgorithm:
         if total_steps != old:
             self._changes.append(Change(self.num_timesteps, "total_steps", old, total_steps))
             self.cfg = dataclasses.replace(self.cfg, total_steps=total_steps).validate()
+        return self._train(self._source, ckpt=self._take_checkpoint(), init=None, resume=True,
+                           hooks=hooks, progress=progress)
+
+    def _take_checkpoint(self):
+        """The loaded checkpoint, handed over (the model keeps no reference: once the run
+        has taken it, its memory is free)."""
         ckpt, self._ckpt = self._ckpt, None
-        return self._train(self._source, ckpt=ckpt, init=None, resume=True, hooks=hooks,
-                           progress=progress)
+        self._cached_policy = None
+        return ckpt
 
     def _train(self, run: RunDir, ckpt, init, resume: bool, hooks, progress: bool):
         from edgeag.train.run import RunOptions, Trainer
+
+        from edgeag.train.checkpoint import array_bytes
 
         callbacks, eval_opts = _split_hooks(hooks)
         d = self.device
@@ -228,6 +236,7 @@ class BaseAlgorithm:
                           hard_cap=bool(d.hard_cap), hard_cap_mode=d.hard_cap,
                           shrink_buffer=self.shrink_buffer, callbacks=callbacks,
                           init_from=None if init is None else init["__source__"],
+                          init_bytes=0 if init is None else array_bytes(init),
                           changes=self._changes, run_info=self.env_maker.run_info,
                           **eval_opts)
         self._changes = []
@@ -239,6 +248,7 @@ class BaseAlgorithm:
         except BaseException:
             trainer.close()
             raise
+        del ckpt, init  # taken: their arrays are free before the first iteration
         self._trainer, self.run_dir, self._source = trainer, run, run
         return self._run_loop(trainer)
 
@@ -352,7 +362,7 @@ class BaseAlgorithm:
         ``learn(n, reset_num_timesteps=False)`` continues this run (only on the env it
         trains on). Other keywords (``lr``, ``seed``, ...) apply to that new run; a
         continued run refuses them."""
-        model = _load(path, cls.algo or None, config.pop("_purpose", "load"))
+        model = _load(path, config.pop("_purpose", "load"))
         if cls.algo and model.algo != cls.algo:
             raise EdgeagError(f"cannot load {path} as {cls.__name__}: it is a "
                               f"{model.algo} run (use edgeag.load, or {model.algo.upper()}.load)")
@@ -457,11 +467,13 @@ MODELS = {cls.algo: cls for cls in (PPO, DQN, TD3)}
 
 def load(path, env=None, **kwargs) -> BaseAlgorithm:
     """The run in ``path`` as its algorithm's model (`BaseAlgorithm.load`)."""
-    algo = _read_algo(path, kwargs.get("_purpose", "load"))
+    _, _, algo = _read_config(path, kwargs.get("_purpose", "load"))
     return MODELS[algo].load(path, env, **kwargs)
 
 
-def _read_algo(path, purpose: str) -> str:
+def _read_config(path, purpose: str) -> tuple[RunDir, dict, str]:
+    """(the run directory, its config.toml's tables, its algorithm), or a one-line
+    refusal naming what is wrong, read "cannot <purpose>: ..."."""
     from edgeag.train.config import tomllib
 
     run = RunDir(path)
@@ -470,13 +482,16 @@ def _read_algo(path, purpose: str) -> str:
                           "directory written by learn, save or edgeag train)")
     try:
         with open(run.config, "rb") as f:
-            algo = tomllib.load(f).get("run", {}).get("algo", "ppo")
-    except (OSError, AttributeError, tomllib.TOMLDecodeError) as e:
+            tables = tomllib.load(f)
+        algo = tables.get("run", {}).get("algo", "ppo")
+        if not isinstance(tables[algo], dict):
+            raise TypeError(algo)
+    except (OSError, KeyError, AttributeError, TypeError, tomllib.TOMLDecodeError) as e:
         raise EdgeagError(f"cannot {purpose}: {run.config} is not a readable edgeag config "
                           f"({type(e).__name__})") from None
     if algo not in MODELS:
         raise EdgeagError(f"cannot {purpose}: unknown algo {algo!r} in {run.config}")
-    return algo
+    return run, tables, algo
 
 
 def check_resume_overrides(cfg, overrides: dict, what: str) -> None:
@@ -504,24 +519,11 @@ def check_resume_overrides(cfg, overrides: dict, what: str) -> None:
                               "--init-from")
 
 
-def _load(path, expected: str | None, purpose: str = "load") -> BaseAlgorithm:
-    from edgeag.train.config import config_from_dict, tomllib
+def _load(path, purpose: str = "load") -> BaseAlgorithm:
+    from edgeag.train.config import config_from_dict
 
-    run = RunDir(path)
-    if not run.path.is_dir():
-        raise EdgeagError(f"cannot {purpose}: {run.path} is not a directory (expected a run "
-                          "directory written by learn, save or edgeag train)")
-    try:
-        with open(run.config, "rb") as f:
-            tables = tomllib.load(f)
-        info = tables.get("run", {})
-        algo = info.get("algo", "ppo")
-        data = dict(tables[algo])
-    except (OSError, KeyError, AttributeError, TypeError, tomllib.TOMLDecodeError) as e:
-        raise EdgeagError(f"cannot {purpose}: {run.config} is not a readable edgeag "
-                          f"config ({type(e).__name__})") from None
-    if algo not in MODELS:
-        raise EdgeagError(f"cannot {purpose}: unknown algo {algo!r} in {run.config}")
+    run, tables, algo = _read_config(path, purpose)
+    info, data = tables.get("run", {}), dict(tables[algo])
     cfg = config_from_dict(data, str(run.config), algo)
     if cfg.engine == "torch":
         from edgeag.errors import TORCH_INSTALL, require_torch
@@ -690,7 +692,7 @@ def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
         if importlib.util.find_spec("moviepy") is None:
             raise EdgeagError("--video records through gymnasium's RecordVideo, which needs the "
                               "moviepy package: pip install 'edgeag[video]'")
-    model = _load(path, None, "evaluate")
+    model = _load(path, "evaluate")
     if getattr(model.env_maker, "needs_env", False):
         raise EdgeagError(f"cannot evaluate {path} here: it trains on an env object passed "
                           "from Python; use edgeag.evaluate_policy(edgeag.load(path), env)")
@@ -723,9 +725,13 @@ def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
                                                name_prefix=f"{checkpoint}", disable_logger=True)
             return env
         maker = EnvMaker(base.env_id, base.env_kwargs, fn=make)
-    returns = evaluate(policy._act, maker, policy.obs_norm, episodes,
-                       cfg.seed + EVAL_SEED_OFFSET, None if policy.discrete else policy.low,
-                       None if policy.discrete else policy.high)
+    try:
+        returns = evaluate(policy._act, maker, policy.obs_norm, episodes,
+                           cfg.seed + EVAL_SEED_OFFSET, None if policy.discrete else policy.low,
+                           None if policy.discrete else policy.high)
+    except gym.error.DependencyNotInstalled as e:  # rendering: pygame, mujoco's renderer
+        raise EdgeagError(f"{'--render' if render else '--video'} needs a package that is not "
+                          f"installed: {str(e).splitlines()[0]}") from None
     out = {"run": str(run.path), "checkpoint": checkpoint, "step": int(ckpt["global_step"]),
            "env": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs), "episodes": episodes,
            "seed": cfg.seed + EVAL_SEED_OFFSET, "returns": returns,
@@ -903,7 +909,7 @@ def _env_maker(env, env_kwargs, algo: str, num_envs: int | None) -> tuple[EnvMak
             import copy
             try:
                 return copy.deepcopy(env)
-            except Exception:  # noqa: BLE001: an env that cannot be copied
+            except Exception:  # noqa: BLE001 (an env that cannot be copied)
                 if env.spec is not None:
                     return gym.make(env.spec)
                 raise EdgeagError("cannot evaluate on a copy of this env object (it cannot "

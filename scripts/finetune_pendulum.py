@@ -11,8 +11,8 @@ Every run is a real ``edgeag train`` process on the numpy engine, one thread:
 2. zero-shot: the source policy evaluated on g = 11.0 (``edgeag.evaluate_policy``, the
    final evaluation's 10 episodes and seeds);
 3. fine-tuned: ``--init-from <source> --env-kwargs g=11.0 --total-steps N --set
-   learning_starts=L``;
-4. scratch: the same command without ``--init-from``.
+   learning_starts=1000``, for N = 2,000, 5,000 and 10,000;
+4. scratch: the same commands without ``--init-from``.
 
 Writes ``OUT/results.json`` and the Markdown table of ``docs/fine-tuning.md`` (between its
 ``<!-- results -->`` markers); prints the table.
@@ -31,7 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "fine-tuning.md"
 COMMON = ["--algo", "td3", "--env", "Pendulum-v1", "--threads", "1", "--no-progress"]
-STEPS, LEARNING_STARTS = 10_000, 1_000
+STEPS, LEARNING_STARTS = (2_000, 5_000, 10_000), 1_000
+"""The g = 11.0 runs' lengths (each fine-tuned and from scratch), and their random steps."""
 
 
 def train(args: list[str]) -> dict:
@@ -69,19 +70,21 @@ def main() -> int:
         if not (src / "summary.json").exists():
             train(["--env-kwargs", "g=10.0", "--seed", str(seed), "--out", str(src)])
         source = json.loads((src / "summary.json").read_text())
-        short = ["--env-kwargs", "g=11.0", "--seed", str(seed), "--total-steps", str(STEPS),
-                 "--set", f"learning_starts={LEARNING_STARTS}"]
-        tuned = train([*short, "--init-from", str(src), "--out", str(out / f"g11-tuned-s{seed}")])
-        scratch = train([*short, "--out", str(out / f"g11-scratch-s{seed}")])
         row = {"seed": seed, "source_g10": source["final_eval_return"]["mean"],
-               "source_steps": source["steps"], "zero_shot_g11": zero_shot(src)["mean"],
-               "fine_tuned_g11": tuned["final_eval_return"]["mean"],
-               "scratch_g11": scratch["final_eval_return"]["mean"],
-               "fine_tuned_peak_anon_bytes": tuned["peak_anon_bytes"],
-               "scratch_peak_anon_bytes": scratch["peak_anon_bytes"]}
+               "source_steps": source["steps"], "zero_shot_g11": zero_shot(src)["mean"]}
+        for steps in STEPS:
+            short = ["--env-kwargs", "g=11.0", "--seed", str(seed), "--total-steps", str(steps),
+                     "--set", f"learning_starts={LEARNING_STARTS}"]
+            tuned = train([*short, "--init-from", str(src),
+                           "--out", str(out / f"g11-tuned-{steps}-s{seed}")])
+            scratch = train([*short, "--out", str(out / f"g11-scratch-{steps}-s{seed}")])
+            row[f"fine_tuned_{steps}"] = tuned["final_eval_return"]["mean"]
+            row[f"scratch_{steps}"] = scratch["final_eval_return"]["mean"]
+            row[f"fine_tuned_peak_anon_bytes_{steps}"] = tuned["peak_anon_bytes"]
+            row[f"scratch_peak_anon_bytes_{steps}"] = scratch["peak_anon_bytes"]
         rows.append(row)
         print(json.dumps(row))
-    (out / "results.json").write_text(json.dumps({"steps": STEPS, "learning_starts":
+    (out / "results.json").write_text(json.dumps({"steps": list(STEPS), "learning_starts":
                                                   LEARNING_STARTS, "rows": rows}, indent=2) + "\n")
     table = _table(rows)
     print(table)
@@ -100,12 +103,15 @@ def _table(rows: list[dict]) -> str:
              " → mean) |", "|---|---|",
              f"| source policy (g = 10.0, {rows[0]['source_steps']:,} steps), on its own g = 10.0 | "
              f"{cell('source_g10')} |",
-             f"| source policy on g = 11.0, no training (zero-shot) | {cell('zero_shot_g11')} |",
-             f"| fine-tuned on g = 11.0 (`--init-from`, {STEPS:,} steps) | {cell('fine_tuned_g11')} |",
-             f"| from scratch on g = 11.0 ({STEPS:,} steps, same settings) | {cell('scratch_g11')} |",
-             f"| peak anonymous memory, fine-tuned / from scratch (MiB, mean) | "
-             f"{np.mean([r['fine_tuned_peak_anon_bytes'] for r in rows]) / 2**20:.1f} / "
-             f"{np.mean([r['scratch_peak_anon_bytes'] for r in rows]) / 2**20:.1f} |", ""]
+             f"| source policy on g = 11.0, no training (zero-shot) | {cell('zero_shot_g11')} |"]
+    for steps in STEPS:
+        lines += [f"| fine-tuned on g = 11.0, {steps:,} steps (`--init-from`) | "
+                  f"{cell(f'fine_tuned_{steps}')} |",
+                  f"| from scratch on g = 11.0, {steps:,} steps | {cell(f'scratch_{steps}')} |"]
+    tuned = np.mean([r[f"fine_tuned_peak_anon_bytes_{STEPS[-1]}"] for r in rows]) / 2**20
+    scratch = np.mean([r[f"scratch_peak_anon_bytes_{STEPS[-1]}"] for r in rows]) / 2**20
+    lines += [f"| peak anonymous memory at {STEPS[-1]:,} steps, fine-tuned / from scratch "
+              f"(MiB, mean) | {tuned:.1f} / {scratch:.1f} |", ""]
     return "\n".join(lines) + "\n"
 
 

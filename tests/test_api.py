@@ -296,3 +296,64 @@ def test_a_resumed_run_keeps_its_profile_budget_and_threads_after_sigint(tmp_pat
             "to": 256 * 2**20} in changes
     assert {"step": 40960, "setting": "total_steps", "from": 40960, "to": 41216} in changes
     assert json.loads((run / "summary.json").read_text())["budget_bytes"] == 256 * 2**20
+
+
+def test_eval_records_video_where_moviepy_is_installed(tmp_path):
+    pytest.importorskip("moviepy")
+    run = tmp_path / "r"
+    edgeag.PPO("CartPole-v1", run_dir=run, **FAST).learn(512)
+    video = tmp_path / "video"
+    out = subprocess.run([sys.executable, "-m", "edgeag.cli", "eval", str(run), "--episodes", "2",
+                          "--video", str(video)], text=True, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    files = sorted(video.glob("*.mp4"))
+    assert len(files) == 2 and all(f.stat().st_size > 1000 for f in files)
+    assert all(f"video: {f}" in out.stdout for f in files)
+
+
+def test_cli_init_from_starts_a_new_run_from_the_weights(tmp_path):
+    src, new = tmp_path / "src", tmp_path / "new"
+    edgeag.PPO("CartPole-v1", run_dir=src, **FAST).learn(512)
+    out = subprocess.run([sys.executable, "-m", "edgeag.cli", "train", "--init-from", str(src),
+                          "--total-steps", "256", "--seed", "4", "--no-progress", "--out", str(new)],
+                         text=True, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"initialised from {src}" in out.stderr and "the optimizer starts fresh" in out.stderr
+    config = tomllib.loads((new / "config.toml").read_text())
+    assert config["run"]["init_from"] == str(src)
+    assert (config["ppo"]["seed"], config["ppo"]["total_steps"], config["ppo"]["num_steps"]) == \
+        (4, 256, 32)
+    summary = json.loads((new / "summary.json").read_text())
+    assert summary["init_from"] == str(src) and summary["steps"] == 256
+    assert json.loads((src / "summary.json").read_text())["steps"] == 512  # untouched
+
+
+def test_device_settings_round_trip_through_save_and_load(tmp_path):
+    # in this process: the floor is pytest's, so the budget is a generous one
+    model = edgeag.PPO("CartPole-v1", profile="rpi4", budget="1GB", threads=1,
+                       run_dir=tmp_path / "r", **FAST).learn(256)
+    model.save(tmp_path / "saved")
+    loaded = edgeag.PPO.load(tmp_path / "saved")
+    assert loaded.device == model.device
+    assert (loaded.device.profile, loaded.device.budget_bytes, loaded.device.threads) == \
+        ("rpi4", 2**30, 1)
+    with pytest.raises(EdgeagError, match=r"cannot load .* as DQN: it is a ppo run"):
+        edgeag.DQN.load(tmp_path / "saved")
+    bigger = edgeag.load(tmp_path / "saved", budget="2GB")
+    assert bigger.device.budget_bytes == 2 * 2**30 and bigger.device.profile == "rpi4"
+
+
+def test_the_hard_cap_comes_back_on_resume(tmp_path):
+    run = tmp_path / "r"
+    base = [sys.executable, "-m", "edgeag.cli", "train", "--no-progress"]
+    first = subprocess.run([*base, "--hard-cap", "rlimit", "--budget", "256MB", "--total-steps",
+                            "512", "--set", "num_steps=32", "--set", "eval_episodes=1",
+                            "--out", str(run)], text=True, capture_output=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert tomllib.loads((run / "config.toml").read_text())["run"]["hard_cap"] == "rlimit"
+    again = subprocess.run([*base, "--resume", str(run), "--total-steps", "768"], text=True,
+                           capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "budget 256.0 MiB (268,435,456 bytes); hard cap rlimit" in again.stderr.splitlines()[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["hard_cap_mode"] == "rlimit" and "RLIMIT_DATA" in summary["hard_cap"]

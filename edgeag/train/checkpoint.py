@@ -77,6 +77,20 @@ class NeedsTorch(ImportError):
 
 # --- writing ---------------------------------------------------------------------------
 
+def array_bytes(tree) -> int:
+    """Bytes of the arrays (numpy, or torch tensors) in a state tree: what holding it costs."""
+    if isinstance(tree, dict):
+        return sum(array_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(array_bytes(v) for v in tree)
+    nbytes = getattr(tree, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if hasattr(tree, "element_size") and hasattr(tree, "numel"):  # a torch tensor
+        return int(tree.element_size() * tree.numel())
+    return 0
+
+
 def save(f, state: dict) -> None:
     """Write ``state`` (a dict: the root of a state tree) to the binary file ``f`` as a
     format-2 checkpoint. TypeError for a value or key the format cannot hold (named by

@@ -88,6 +88,9 @@ class RunOptions:
     """The ``--hard-cap`` value recorded with the run (auto, cgroup, rlimit)."""
     init_from: str | None = None
     """A run directory whose weights (and PPO's observation normaliser) start this run."""
+    init_bytes: int = 0
+    """The arrays of ``init_from``'s checkpoint: in memory while the networks take them
+    (a plan item)."""
     changes: list = field(default_factory=list)
     """`edgeag.train.device.Change` s made on resume, recorded in config.toml."""
     run_info: dict = field(default_factory=dict)
@@ -108,8 +111,8 @@ def train(cfg: TrainConfig, run: RunDir, opts: RunOptions, log=print,
         if opts.dry_run:
             return EXIT_OK, {"plan": plan.as_dict(), "floor_bytes": trainer.floor.rss_bytes,
                              "floor_anon_bytes": trainer.floor.anon_bytes}
-        ckpt = run.load_checkpoint() if opts.resume and run.checkpoint.exists() else None
-        trainer.start(ckpt)
+        # passed on, not kept here: the checkpoint's arrays are freed once restored
+        trainer.start(run.load_checkpoint() if opts.resume and run.checkpoint.exists() else None)
         stopped = trainer.loop()
         return trainer.finish(stopped)
     finally:
@@ -178,6 +181,11 @@ class Trainer:
 
     def _plan(self, budget: int):
         plan = self.algo.plan(self.cfg, budget, self.floor.anon_bytes, *self.dims)
+        if self.opts.init_bytes:
+            from edgeag.memory import PlanItem
+            plan = plan.with_item(PlanItem("initial weights", self.opts.init_bytes,
+                                           f"{self.opts.init_from}'s checkpoint, read while "
+                                           "the networks take it"))
         if self.opts.tensorboard:
             from edgeag.train import tblog
             plan = plan.with_item(tblog.plan_item())
@@ -207,7 +215,7 @@ class Trainer:
                 ckpt["checkpoint_dir"] = run.checkpoint.parent
                 restore(state, ckpt, run)
                 old_total = ckpt.get("config", {}).get("total_steps", cfg.total_steps)
-                del ckpt
+                ckpt.clear()  # the caller's reference too: its arrays are free from here
                 if old_total != cfg.total_steps and self.algo.extend is not None:
                     self.algo.extend(state, old_total)
                 # the run directory changes only once the checkpoint has been accepted
@@ -222,6 +230,7 @@ class Trainer:
                 self.log(f"initialised from {opts.init_from} (step {init.get('global_step', 0):,}): "
                          f"its weights{' and observation normaliser' if 'obs_norm' in init else ''};"
                          f" the optimizer starts fresh")
+                init.clear()  # the caller's reference too: its arrays are free from here
             if opts.resume:  # stopped before its first checkpoint: start it again
                 self.log(f"no checkpoint in {run.path} yet: training from step 0 with its config")
                 run.truncate_metrics(0)
