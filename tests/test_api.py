@@ -357,3 +357,18 @@ def test_the_hard_cap_comes_back_on_resume(tmp_path):
     assert "budget 256.0 MiB (268,435,456 bytes); hard cap rlimit" in again.stderr.splitlines()[0]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["hard_cap_mode"] == "rlimit" and "RLIMIT_DATA" in summary["hard_cap"]
+
+
+def test_extending_a_dqn_run_keeps_epsilon_where_it_was(tmp_path):
+    """Epsilon decays over exploration_fraction of the total first planned: extended, the
+    run goes on at the final epsilon (the new total would put it back at 0.5)."""
+    model = edgeag.DQN("CartPole-v1", run_dir=tmp_path / "d", learning_starts=100,
+                       iteration_steps=250, exploration_fraction=1.0, eval_episodes=1)
+    model.learn(1000)
+    model.learn(1000, reset_num_timesteps=False)
+    rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    eps = [row["train/exploration_rate"] for row in rows]
+    # the last iteration's updates (every 10th step, 760 to 1000) on the line to 0.05
+    assert eps[3] == pytest.approx(np.mean([1 - 0.95 * s / 1000 for s in range(760, 1001, 10)]))
+    assert eps[4:] == pytest.approx([0.05] * 4)
+    assert tomllib.loads((tmp_path / "d" / "config.toml").read_text())["dqn"]["total_steps"] == 2000
