@@ -184,8 +184,7 @@ class BaseAlgorithm:
         return self._train(run, ckpt=None, init=init.pop() if init else None, resume=False,
                            hooks=hooks, progress=progress_bar)
 
-    def _continue(self, total_steps: int, hooks=(), progress: bool = False,
-                  device: Device | None = None):
+    def _continue(self, total_steps: int, hooks=(), progress: bool = False):
         """The same run, on to ``total_steps`` env steps in all."""
         if self._trainer is not None:  # trained in this process: on from memory
             trainer = self._trainer
@@ -225,9 +224,8 @@ class BaseAlgorithm:
         return ckpt
 
     def _train(self, run: RunDir, ckpt, init, resume: bool, hooks, progress: bool):
-        from edgeag.train.run import RunOptions, Trainer
-
         from edgeag.train.checkpoint import array_bytes
+        from edgeag.train.run import RunOptions, Trainer
 
         callbacks, eval_opts = _split_hooks(hooks)
         d = self.device

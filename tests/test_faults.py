@@ -5,6 +5,7 @@ documented exit code, and `--resume` continues the run."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -120,3 +121,20 @@ def test_kills_at_random_moments_leave_no_unloadable_checkpoint(tmp_path):
                                           seed=1, log=lambda *_: None)
     assert figures["unloadable"] == 0 and figures["finished"], figures
     assert figures["kills"] == 6 and figures["during_write"] >= 2, figures
+
+
+def test_killed_api_runs_on_a_profile_end_as_the_uninterrupted_cli_run(tmp_path):
+    """`scripts/kill_resume.py --api --profile rpi4 --budget 256MB`, shortened: each
+    process trains through the Python API and a resumed one gets no device flags, so the
+    run's own profile, budget and threads must come back for the policy to be the one an
+    uninterrupted ``edgeag train --profile rpi4 --budget 256MB`` ends with, bit for bit."""
+    device = ["--profile", "rpi4", "--budget", "256MB"]
+    figures = kill_resume.kill_and_resume(tmp_path / "killed", kills=4, seed=2,
+                                          log=lambda *_: None, device=device, api=True)
+    assert figures["unloadable"] == 0 and figures["finished"] and figures["kills"] == 4, figures
+    ref = kill_resume._train([*kill_resume.train_args(device), "--out", str(tmp_path / "ref")])
+    assert ref.wait() == 0, ref.stderr.read()
+    assert kill_resume.same_policy(tmp_path / "killed", tmp_path / "ref")
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert (summary["profile"], summary["budget_bytes"], summary["threads"]) == \
+        ("rpi4", 256 * 2**20, min(4, os.cpu_count() or 1))
