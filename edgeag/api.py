@@ -124,6 +124,7 @@ class BaseAlgorithm:
         self._changes: list[Change] = []
         self._new_run_dir = None
         self._overrides: dict = {}
+        self._purpose = "load"
 
     # --- properties, SB3's names ------------------------------------------------------
     @property
@@ -205,7 +206,7 @@ class BaseAlgorithm:
         if self._ckpt is not None and total_steps <= self.num_timesteps:
             raise EdgeagError(f"invalid total_steps {total_steps:,}: the run is at step "
                               f"{self.num_timesteps:,} already (expected more)")
-        if getattr(self.env_maker, "needs_env", False):
+        if self.env_maker.needs_env:
             raise EdgeagError(f"cannot continue {self._source.path} here: it trains on an env "
                               "object passed from Python; continue it with "
                               f"edgeag.load({str(self._source.path)!r}, env=<that env>)")
@@ -302,7 +303,10 @@ class BaseAlgorithm:
         if self._ckpt is None:
             raise EdgeagError("the model has no policy yet: call learn() first, or load a "
                               "trained run with edgeag.load(path)")
-        self._cached_policy = _Policy.of_checkpoint(self._ckpt, self.cfg, self.env_maker)
+        self._cached_policy = _Policy.of_checkpoint(self._ckpt, self.cfg, self.env_maker,
+                                                    f"cannot {self._purpose}: "
+                                                    f"{self._source.checkpoint} does not match "
+                                                    f"{self._source.config}")
         return self._cached_policy
 
     # --- save, load, export -------------------------------------------------------------------
@@ -311,26 +315,12 @@ class BaseAlgorithm:
         settings; checkpoints/latest.safetensors: networks, optimizer, normalisers, RNG,
         env state; the replay buffer beside it). `load` gives it back; training continued
         after it ends bit for bit as a run that never stopped. Returns the path."""
-        from edgeag.train.config import toml_dumps
-        from edgeag.train.run import _run_info
-        from edgeag.train.rundir import atomic_write, write_text
+        from edgeag.train.rundir import atomic_write
 
         target = RunDir(path)
         if self._trainer is not None and self._trainer.state is not None:
-            trainer = self._trainer
-            if target.path.resolve() == trainer.run.path.resolve():
-                trainer._save()
-                return target.path
-            state = trainer.state
-            ckpt = state.checkpoint()
-            ckpt.update(wall_seconds=trainer.wall,
-                        peak_rss_bytes=trainer.previous["peak_rss_bytes"],
-                        peak_anon_bytes=trainer.previous["peak_anon_bytes"])
-            files = state.checkpoint_files() if hasattr(state, "checkpoint_files") else None
-            target.save_checkpoint(ckpt, files)
-            write_text(target.config, toml_dumps({self.cfg.algo: self.cfg.as_dict(),
-                                                  "run": _run_info(self.cfg, trainer.opts,
-                                                                   trainer.shrunk_from)}))
+            same = target.path.resolve() == self._trainer.run.path.resolve()
+            self._trainer.save(None if same else target)
             return target.path
         if self._source is not None and self._ckpt is not None:
             if target.path.resolve() == self._source.path.resolve():
@@ -531,7 +521,7 @@ def _load(path, purpose: str = "load") -> BaseAlgorithm:
     model = MODELS[algo].__new__(MODELS[algo])
     model.cfg, model.device = cfg, Device.from_run_table(info)
     model.env_maker = EnvMaker(cfg.env_id, cfg.env_kwargs)
-    model.env_maker.source, model.env_maker.purpose = run, purpose
+    model._purpose = purpose
     if info.get("env_source") == "python":
         model.env_maker.needs_env = True
     model.run_dir = model._source = run
@@ -622,7 +612,7 @@ def evaluate_policy(model: BaseAlgorithm, env=None, n_eval_episodes: int = 10,
     evaluation. numpy only."""
     import gymnasium as gym
 
-    from edgeag.train.envs import EVAL_SEED_OFFSET
+    from edgeag.train.envs import EVAL_SEED_OFFSET, evaluate
 
     if not isinstance(n_eval_episodes, int) or n_eval_episodes < 1:
         raise EdgeagError(f"invalid n_eval_episodes {n_eval_episodes!r}: expected a positive "
@@ -631,30 +621,15 @@ def evaluate_policy(model: BaseAlgorithm, env=None, n_eval_episodes: int = 10,
         raise EdgeagError(f"invalid model {type(model).__name__}: expected an edgeag model "
                           "(edgeag.PPO, DQN, TD3 or edgeag.load(path))")
     policy = model._policy()
-    owned = not isinstance(env, gym.Env)
     if env is None:
-        maker = model.env_maker
-    elif owned:
-        maker, _ = _env_maker(env, None, model.algo, 1)
-    if owned:
-        env = maker.for_evaluation()
+        env = model.env_maker
+    elif not isinstance(env, gym.Env):
+        env, _ = _env_maker(env, None, model.algo, 1)
+    act = policy._act if deterministic or policy._sample is None else policy._sample
     seed = model.cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    returns, lengths = [], []
-    try:
-        for episode in range(n_eval_episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, steps, done = 0.0, 0, False
-            while not done:
-                action = policy.act(np.asarray(obs, dtype=np.float64)[None], deterministic)[0]
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                steps += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(steps)
-    finally:
-        if owned:
-            env.close()
+    returns, lengths = evaluate(act, env, policy.obs_norm, n_eval_episodes, seed,
+                                None if policy.discrete else policy.low,
+                                None if policy.discrete else policy.high, lengths=True)
     if return_episode_rewards:
         return returns, lengths
     return float(np.mean(returns)), float(np.std(returns))
@@ -665,7 +640,7 @@ CHECKPOINTS = ("latest", "best")
 
 
 def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
-                 render: bool = False, video=None, log=None) -> dict:
+                 render: bool = False, video=None) -> dict:
     """Evaluate a run's checkpoint without exporting it (``edgeag eval``): exactly training's
     final evaluation (`edgeag.train.envs.evaluate`: ``episodes``, default the run's
     ``eval_episodes``, deterministic episodes seeded ``seed + 10000``, ``+ 1``, ...,
@@ -691,7 +666,7 @@ def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
             raise EdgeagError("--video records through gymnasium's RecordVideo, which needs the "
                               "moviepy package: pip install 'edgeag[video]'")
     model = _load(path, "evaluate")
-    if getattr(model.env_maker, "needs_env", False):
+    if model.env_maker.needs_env:
         raise EdgeagError(f"cannot evaluate {path} here: it trains on an env object passed "
                           "from Python; use edgeag.evaluate_policy(edgeag.load(path), env)")
     run = model._source
@@ -708,7 +683,9 @@ def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
             raise EdgeagError(f"cannot evaluate: {run.path} has no checkpoint yet")
         ckpt = model._ckpt
     cfg = model.cfg
-    policy = _Policy.of_checkpoint(ckpt, cfg, model.env_maker)
+    checkpoint_file = run.best_checkpoint if checkpoint == "best" else run.checkpoint
+    policy = _Policy.of_checkpoint(ckpt, cfg, model.env_maker, f"cannot evaluate: "
+                                   f"{checkpoint_file} does not match {run.config}")
     episodes = episodes or cfg.eval_episodes or 10
     maker = model.env_maker
     if render or video is not None:
@@ -769,7 +746,7 @@ class _Policy:
                    _sampler(cfg, nets, discrete))
 
     @classmethod
-    def of_checkpoint(cls, ckpt: dict, cfg, maker) -> "_Policy":
+    def of_checkpoint(cls, ckpt: dict, cfg, maker, mismatch: str) -> "_Policy":
         from edgeag.train import get_algorithm
         from edgeag.train.envs import ObsNormalizer
 
@@ -784,11 +761,8 @@ class _Policy:
         try:
             nets.load_state_dict(ckpt)
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-            where = getattr(maker, "source", None)
-            raise EdgeagError(f"cannot {getattr(maker, 'purpose', 'load')}: "
-                              f"{where.checkpoint if where else 'the checkpoint'} does not match "
-                              f"{where.config if where else 'its config'} "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+            raise EdgeagError(f"{mismatch} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]})") from None
         norm = ObsNormalizer(obs_space.shape, enabled=bool(getattr(cfg, "norm_obs", False)))
         if norm.enabled and ckpt.get("obs_norm") is not None:
             norm.load(ckpt["obs_norm"])
@@ -938,7 +912,7 @@ def _env_name(env) -> str:
 
 
 def _check_env_object(maker: EnvMaker, cfg) -> None:
-    if getattr(maker, "single", False) and cfg.num_envs != 1:
+    if maker.single and cfg.num_envs != 1:
         raise EdgeagError(f"an env object is one env, and {cfg.algo} steps num_envs="
                           f"{cfg.num_envs}: pass an env id, or a function that returns a new "
                           "env (env=lambda: gymnasium.make(...)), or num_envs=1")

@@ -26,9 +26,10 @@ def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profi
     from edgeag.report import compare as cmp
     from edgeag.report.runs import parse_rows, parse_seeds, split_top_level
     from edgeag.train.config import parse_set
-    from edgeag.train.launch import resolve_device
+    from edgeag.train.device import resolve_device
 
-    prof, budget_bytes, threads = resolve_device(profile, budget, threads)
+    prof, device = resolve_device(profile, budget, threads)
+    budget_bytes, threads = device.budget_bytes, device.threads
     if capacity:
         if budget is not None:
             raise EdgeagError("--capacity searches every size in --budgets (default "

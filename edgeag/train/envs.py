@@ -52,6 +52,8 @@ class EnvMaker:
         self.fn, self.eval_fn = fn, eval_fn
         self.single = False
         """An env object passed in: one env, not a maker of more."""
+        self.needs_env = False
+        """A loaded run that trained on an env object: only that object can continue it."""
         self.run_info: dict = {"env_source": "id" if fn is None else "python"}
         """What config.toml's ``[run]`` table records of where the env came from."""
 
@@ -305,28 +307,30 @@ EVAL_SEED_OFFSET = 10_000
 
 
 def evaluate(act, env, normalize: ObsNormalizer, episodes: int, seed: int,
-             action_low=None, action_high=None, render: bool = False) -> list[float]:
+             action_low=None, action_high=None, lengths: bool = False):
     """Returns of ``episodes`` deterministic episodes on a fresh env (``env``: an id or an
     `EnvMaker`; or an env object, used as it is) seeded ``seed``, ``seed + 1``, ...;
     ``act`` maps a batch of normalised observations (numpy) to actions (greedy / mean);
-    normalisation statistics frozen."""
+    normalisation statistics frozen. With ``lengths``: (returns, episode lengths)."""
     owned = not isinstance(env, gym.Env)
     if owned:
         env = as_maker(env).for_evaluation()
-    returns = []
+    returns, steps = [], []
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             total, done = 0.0, False
+            steps.append(0)
             while not done:
                 action = np.asarray(act(normalize(obs[None].astype(np.float64))))[0]
                 if action_low is not None:
                     action = np.clip(action, action_low, action_high)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
+                steps[-1] += 1
                 done = terminated or truncated
             returns.append(total)
     finally:
         if owned:
             env.close()
-    return returns
+    return (returns, steps) if lengths else returns

@@ -59,7 +59,7 @@ def launch(*, env: str | None, algo: str | None, optimizer: str | None, override
     ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the format of
     ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
     from edgeag import api
-    from edgeag.train.config import coerce_env_kwargs
+    from edgeag.train.config import _coerce, coerce_env_kwargs, config_class
 
     stop_with_parent()
     if algo is not None and algo not in ALGORITHMS:
@@ -74,7 +74,6 @@ def launch(*, env: str | None, algo: str | None, optimizer: str | None, override
         raise EdgeagError(f"invalid --stop-at-return {stop_at_return}: expected a number, with "
                           "--eval-every N (it stops when a periodic evaluation reaches it)")
     kwargs = coerce_env_kwargs(env_kwargs, "--env-kwargs") if env_kwargs else None
-    from edgeag.train.config import _coerce, config_class
     for name, value in overrides.items():  # the CLI knows edgeag's names only (not SB3's)
         _coerce(name, value, "override", config_class(algo or "ppo"))
     if sum(x is not None for x in (resume, init_from)) > 1:
@@ -131,7 +130,7 @@ def launch(*, env: str | None, algo: str | None, optimizer: str | None, override
                                               shrink_buffer=shrink_buffer, env_kwargs=kwargs,
                                               run_dir=out, **device_flags, **overrides)
             cfg, origin = model.cfg, model.origin
-        run = RunDir(out or default_run_dir(cfg))
+        run = RunDir(out or api.default_run_dir(cfg))
         model.run_dir = model._new_run_dir = run
         if not dry_run and (run.config.exists() or run.checkpoint.exists()):
             raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
@@ -229,25 +228,6 @@ def _report(model, run) -> int:
     elif summary["stopped"] == "interrupted":
         print(f"interrupted; continue with: edgeag train --resume {run.path}", file=sys.stderr)
     return model.exit_code
-
-
-def resolve_device(profile: str | None, budget: str | None, threads: int | None):
-    """(profile or None, budget in bytes or None, threads) from the flags of a new run
-    (`edgeag.train.device.resolve_device`, for the commands that start runs of their own)."""
-    from edgeag.train.device import resolve_device as resolve
-
-    prof, device = resolve(profile, budget, threads)
-    return prof, device.budget_bytes, device.threads
-
-
-def load_user_preset(path: str, algo: str) -> dict:
-    """``--preset FILE`` read and checked: every key against the ``algo`` config, every
-    sub-table against the optimizer families of the registry."""
-    from edgeag.optim_rules import OPTIMIZER_NAMES as supported
-    from edgeag.train.config import load_preset_file, optimizer_family
-
-    families = sorted({optimizer_family(name) for name in supported})
-    return load_preset_file(path, algo, families)
 
 
 def torch_missing_message(cfg, overrides: dict) -> str:
@@ -367,9 +347,3 @@ def release(created: list[Path]) -> None:
             d.rmdir()
         except OSError:
             return
-
-
-def default_run_dir(cfg) -> Path:
-    from edgeag.api import default_run_dir as run_dir
-
-    return run_dir(cfg)

@@ -29,7 +29,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -136,7 +135,7 @@ class Trainer:
         self.guard = None
         self._guard_fresh = True
         self.cap = self.limit = None
-        self.wall = 0.0
+        self.wall, self.t_start = 0.0, None
 
     # --- 1. threads, envs, floor, plan ----------------------------------------------
     def setup(self):
@@ -242,7 +241,10 @@ class Trainer:
             guard.stop()
             raise
 
-    def write_config(self) -> None:
+    def write_config(self, target: RunDir | None = None) -> None:
+        """config.toml: the config, the device settings and the changes made on resume
+        (those recorded before, then this resume's), into the run's directory or
+        ``target``."""
         cfg, opts = self.cfg, self.opts
         tables = {cfg.algo: cfg.as_dict(), "run": _run_info(cfg, opts, self.shrunk_from)}
         text = toml_dumps(tables)
@@ -250,11 +252,7 @@ class Trainer:
         opts.changes = []  # recorded once
         for change in changes:
             text += "[[changes]]\n" + toml_dumps({"_": change}).split("\n", 1)[1]
-        write_text(self.run.config, text)
-
-    @property
-    def finished(self) -> bool:
-        return self.state is not None and self.state.iteration >= self.cfg.num_iterations
+        write_text((target or self.run).config, text)
 
     # --- 3. the loop ---------------------------------------------------------------------
     def loop(self) -> str:
@@ -362,7 +360,7 @@ class Trainer:
                 last = state.iteration == cfg.num_iterations
                 if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
                     try:
-                        self._save()
+                        self.save()
                     except MemoryError as e:  # the hard cap; the previous checkpoint is intact
                         if not cap:
                             raise
@@ -390,6 +388,7 @@ class Trainer:
                 writer.close()
         self.write_error = write_error
         self.wall = time.monotonic() - t_start + self.previous["wall_seconds"]
+        self.t_start = None  # out of the loop: the run's clock stands at self.wall
         return stopped
 
     def _periodic_evaluation(self, row: dict) -> None:
@@ -420,16 +419,22 @@ class Trainer:
                         cfg.seed + EVAL_SEED_OFFSET,
                         None if discrete else space.low, None if discrete else space.high)
 
-    def _save(self) -> None:
+    def save(self, target: RunDir | None = None) -> None:
+        """The checkpoint of the state as it is (in the loop: at an iteration boundary),
+        into the run's directory, or into ``target`` with a config.toml of its own (the
+        API's ``save``)."""
         state, previous, guard = self.state, self.previous, self.guard
         ckpt = state.checkpoint()
-        ckpt["wall_seconds"] = time.monotonic() - self.t_start + previous["wall_seconds"]
+        ckpt["wall_seconds"] = (self.wall if self.t_start is None else
+                                time.monotonic() - self.t_start + previous["wall_seconds"])
         ckpt["peak_rss_bytes"] = max(guard.peak_rss_bytes(), previous["peak_rss_bytes"])
         ckpt["peak_anon_bytes"] = max(guard.peak_anon_bytes, previous["peak_anon_bytes"])
         if self.best_return is not None:
             ckpt["best_eval_return"] = self.best_return
         files = state.checkpoint_files() if hasattr(state, "checkpoint_files") else None
-        self.run.save_checkpoint(ckpt, files)
+        (target or self.run).save_checkpoint(ckpt, files)
+        if target is not None:
+            self.write_config(target)
 
     # --- 4. evaluation and summary ----------------------------------------------------------
     def finish(self, stopped: str) -> tuple[int, dict]:
@@ -599,9 +604,5 @@ def _tensorboard(run: RunDir):
     from edgeag.train import tblog
 
     return tblog.open_writer(run.path)
-
-
-Callback = Callable[[dict], "bool | None"]
-"""A callback: the iteration's metrics row in; False out stops the run cleanly."""
 
 __all__ = ["BudgetRefused", "Change", "RunOptions", "Trainer", "train", "take_weights"]

@@ -37,7 +37,7 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
     from edgeag.report.runs import parse_seeds
     from edgeag.train import ALGORITHMS, supported_algos
     from edgeag.train.config import config_class, parse_set
-    from edgeag.train.launch import resolve_device
+    from edgeag.train.device import resolve_device
 
     for module in ("optuna", "sqlalchemy"):
         if importlib.util.find_spec(module) is None:
@@ -55,7 +55,8 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
     if prune_after < 0:
         raise EdgeagError(f"invalid --prune-after {prune_after}: expected 0 or a positive integer")
     seed_list = parse_seeds(seeds or "1")
-    prof, budget_bytes, threads = resolve_device(profile, budget, threads)
+    prof, device = resolve_device(profile, budget, threads)
+    budget_bytes, threads = device.budget_bytes, device.threads
 
     cls = config_class(algo)
     env = env or cls.env_id
