@@ -1,4 +1,4 @@
-"""A user's own environment end to end, as README.md "Your own environment" tells it:
+"""A user's own environment end to end, as docs/custom-env.md tells it:
 examples/custom_env/fan_speed.py on PYTHONPATH (nothing installed), trained with
 ``edgeag train --env fan_speed:FanSpeed-v0``, exported, and run by the torch-free
 runner, which imports the module itself to find the env named in policy.json."""

@@ -4,7 +4,7 @@
 
     runs/<run>/
       config.toml          fully resolved configuration (+ device, budget, edgeag version)
-      metrics.jsonl        one JSON object per iteration (keys in README "Metrics")
+      metrics.jsonl        one JSON object per iteration (keys: docs/run-directory.md, "Metrics")
       checkpoints/latest.safetensors  policy, optimizer, normalisers, RNGs, env state
                            (`edgeag.train.checkpoint`: no pickle, readable without torch)
       checkpoints/best.safetensors    the best periodic evaluation's (``--eval-every``)
