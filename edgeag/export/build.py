@@ -313,7 +313,8 @@ def _metadata(run, artifacts: dict, recorded: dict) -> dict:
                      else int(cfg["seed"]) + EVAL_SEED_OFFSET,
                      **{k: summary.get(k) for k in ("steps", "stopped", "wall_seconds",
                                                     "steps_per_second", "peak_rss_bytes",
-                                                    "budget_bytes", "profile",
+                                                    "budget_bytes", "profile", "threads",
+                                                    "hard_cap_mode", "init_from",
                                                     "final_eval_return")}},
         "versions": _versions(any(a["format"] == "pte" for a in artifacts.values())),
         "verification": {"reference": "numpy forward of the checkpoint's arrays "
