@@ -363,8 +363,6 @@ class BaseAlgorithm:
         _, new_device = resolve_device(profile, budget, threads, hard_cap, base=model.device)
         model._changes = device_changes(model.device, new_device, model.num_timesteps)
         model.device = new_device
-        for change in model._changes:
-            model._log(f"{change.describe()} from step {change.step:,}")
         overrides = _overrides(config, None, None)
         if env is not None or env_kwargs:
             maker, env_id = _env_maker(env if env is not None else model.cfg.env_id,

@@ -106,7 +106,8 @@ def launch(*, env: str | None, algo: str | None, optimizer: str | None, override
                   f"{run.path}; train it further with --total-steps N (more than "
                   f"{model.num_timesteps:,})")
             return 0
-        _header(log, model, model.origin)
+        _header(log, model, model.origin,
+                dataclasses.replace(model.cfg, total_steps=total) if total else None)
         created: list[Path] = []
         def learn():
             return model._continue(total or model.cfg.total_steps, hooks, progress)

@@ -221,6 +221,8 @@ class Trainer:
                 run.truncate_metrics(state.iteration)
                 run.truncate_rss(self.previous["wall_seconds"])
                 guard.stream_to(run.rss, self.previous["wall_seconds"])
+                for change in opts.changes:  # applied from here, recorded in config.toml
+                    self.log(f"{change.describe()} from step {change.step:,}")
                 self.write_config()
                 self.log(f"resumed at step {state.global_step:,} (iteration {state.iteration})")
                 return
