@@ -21,6 +21,11 @@ def __getattr__(name: str):
     if name in _API:
         from edgeag import api
         return getattr(api, name)
+    if name.isupper():  # an algorithm registered after the API's own classes
+        from edgeag import api
+        from edgeag.algos import ALGORITHMS
+        if name.lower() in ALGORITHMS:
+            return api.MODELS[name.lower()]
     if name == "EdgeagError":
         from edgeag.errors import EdgeagError
         return EdgeagError

@@ -315,7 +315,7 @@ class BaseAlgorithm:
         settings; checkpoints/latest.safetensors: networks, optimizer, normalisers, RNG,
         env state; the replay buffer beside it). `load` gives it back; training continued
         after it ends bit for bit as a run that never stopped. Returns the path."""
-        from edgeag.train.rundir import atomic_write
+        from edgeag.io import atomic_write
 
         target = RunDir(path)
         if self._trainer is not None and self._trainer.state is not None:
@@ -378,10 +378,10 @@ class BaseAlgorithm:
 
     def _fine_tune_cfg(self, overrides: dict) -> None:
         """Check ``overrides`` now (a new run's settings), keep the continued run's own."""
-        from edgeag.train.config import _coerce, config_class
+        from edgeag.train.config import coerce_setting, config_class
 
         cls = config_class(self.algo)
-        values = {k: _coerce(k, v, "override", cls) for k, v in overrides.items()}
+        values = {k: coerce_setting(k, v, "override", cls) for k, v in overrides.items()}
         self._fine_tune = dataclasses.replace(self.cfg, **values).validate()
 
     def _weights(self) -> dict:
@@ -448,7 +448,28 @@ class TD3(BaseAlgorithm):
     algo = "td3"
 
 
-MODELS = {cls.algo: cls for cls in (PPO, DQN, TD3)}
+class _Models(dict):
+    """``{algo: model class}``: the classes above, and for any other registered algorithm
+    (`edgeag.algos.ALGORITHMS`) a `BaseAlgorithm` subclass named after it, made on first
+    use, so a new algorithm's folder is all the API needs."""
+
+    def __missing__(self, algo: str) -> type[BaseAlgorithm]:
+        from edgeag.algos import ALGORITHMS
+
+        if algo not in ALGORITHMS:
+            raise KeyError(algo)
+        cls = type(algo.upper(), (BaseAlgorithm,), {"algo": algo, "__doc__": ALGORITHMS[algo],
+                                                    "__module__": __name__})
+        self[algo] = cls
+        return cls
+
+    def __contains__(self, algo) -> bool:
+        from edgeag.algos import ALGORITHMS
+
+        return algo in ALGORITHMS
+
+
+MODELS = _Models({cls.algo: cls for cls in (PPO, DQN, TD3)})
 
 
 def load(path, env=None, **kwargs) -> BaseAlgorithm:
@@ -460,7 +481,7 @@ def load(path, env=None, **kwargs) -> BaseAlgorithm:
 def _read_config(path, purpose: str) -> tuple[RunDir, dict, str]:
     """(the run directory, its config.toml's tables, its algorithm), or a one-line
     refusal naming what is wrong, read "cannot <purpose>: ..."."""
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     run = RunDir(path)
     if not run.path.is_dir():
@@ -483,7 +504,7 @@ def _read_config(path, purpose: str) -> tuple[RunDir, dict, str]:
 def check_resume_overrides(cfg, overrides: dict, what: str) -> None:
     """Refuse, in one line naming it, a setting that would change what a continued run
     trains (env, algorithm, optimizer, network, seed, ...); the same value is accepted."""
-    from edgeag.train.config import _coerce, config_class
+    from edgeag.train.config import coerce_setting, config_class
 
     for key, value in overrides.items():
         if key in RESUME_OPTIONS:
@@ -491,7 +512,7 @@ def check_resume_overrides(cfg, overrides: dict, what: str) -> None:
         if key == "algo":
             same = value == cfg.algo
         else:
-            same = _coerce(key, value, "override", config_class(cfg.algo)) == getattr(cfg, key)
+            same = coerce_setting(key, value, "override", config_class(cfg.algo)) == getattr(cfg, key)
         if not same:
             flag = {"env_id": "--env", "env_kwargs": "--env-kwargs", "algo": "--algo",
                     "optimizer": "--optimizer", "lr": "--lr", "alpha": "--alpha",
@@ -738,14 +759,14 @@ class _Policy:
         space = envs.single_action_space
         discrete = hasattr(space, "n")
         act = trainer.algo.act(state)
-        nets = state.policy if hasattr(state, "policy") else state.nets
+        nets = state.nets
         return cls(act, state.obs_norm, envs.single_observation_space.shape[0], discrete,
                    getattr(space, "low", None), getattr(space, "high", None),
                    _sampler(cfg, nets, discrete))
 
     @classmethod
     def of_checkpoint(cls, ckpt: dict, cfg, maker, mismatch: str) -> "_Policy":
-        from edgeag.train import get_algorithm
+        from edgeag.algos import get_algorithm
         from edgeag.train.envs import ObsNormalizer
 
         algo = get_algorithm(cfg.algo)
@@ -775,7 +796,7 @@ def _sampler(cfg, nets, discrete: bool):
     final epsilon; both from a generator of their own (the run's is not touched)."""
     rng = np.random.default_rng()
     if cfg.algo == "ppo":
-        from edgeag.train.ppo import sample
+        from edgeag.algos.ppo.algorithm import sample
 
         return lambda x: sample(nets.forward(x)[0], nets.log_std, rng)[0]
     if cfg.algo == "dqn":
@@ -822,7 +843,7 @@ def _overrides(config: dict, policy_kwargs: dict | None, seed) -> dict:
 
 
 def _new_config(algo: str, env_id: str, optimizer, overrides: dict, preset):
-    from edgeag.optim_rules import OPTIMIZER_NAMES
+    from edgeag.optim.registry import OPTIMIZERS as OPTIMIZER_NAMES
     from edgeag.train.config import load_preset_file, optimizer_family, resolve_config
 
     if optimizer is not None and optimizer not in OPTIMIZER_NAMES:
@@ -842,10 +863,11 @@ def _require_engine(cfg, overrides: dict) -> None:
     from edgeag.errors import require_torch
 
     if cfg.engine == "torch":
-        from edgeag.train.launch import check_optimizer_available, torch_missing_message
+        from edgeag.optim.registry import check_available
+        from edgeag.train.config import torch_missing_message
 
         require_torch(torch_missing_message(cfg, overrides))
-        check_optimizer_available(cfg.optimizer)
+        check_available(cfg.optimizer)
 
 
 def _env_maker(env, env_kwargs, algo: str, num_envs: int | None) -> tuple[EnvMaker, str]:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 usage or input error (bad flag, budget, profile, env, file);
 3 stopped to respect the memory budget (checkpoint saved); 4 an exported artifact
-failed verification; 1 unexpected internal error (with a traceback).
+failed verification; 5 a file could not be written (disk full, file-size limit);
+130 interrupted with Ctrl-C; 1 unexpected internal error (with a traceback).
 
 Command bodies import what they need when they run, so ``edgeag --help`` and the
 training path never import heavy modules they do not use.
@@ -23,7 +24,8 @@ examples:
   edgeag train --env Pendulum-v1 --optimizer adam --profile rpi5 --out runs/pend
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
                                   TD3 (twin critics, replay buffer) inside rpi4's 1 GiB
-  edgeag train --resume runs/pend continue a stopped run from its checkpoint, with its own
+  edgeag train --resume runs/pend
+                                  continue a stopped run from its checkpoint, with its own
                                   profile, budget and threads
   edgeag train --init-from runs/pend --env-kwargs g=11.0 --out runs/pend-g11
                                   fine-tune: a new run from runs/pend's weights
@@ -50,6 +52,20 @@ exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved)
 4 export verification failed, 5 a file could not be written (disk full, file-size
 limit; nothing half-written), 130 interrupted, 1 internal error (tune: a trial's
 training process failed)
+
+Docs: docs/index.md
+"""
+
+
+PROFILES_EPILOG = """\
+examples:
+  edgeag profiles                 list device profiles with their RAM and default budget
+  edgeag profiles rpi4            show one profile
+  edgeag profiles ./my-board.toml validate and show your own profile
+
+exit codes: 0 ok, 2 unknown profile or invalid profile file, 1 internal error
+
+Docs: docs/memory.md
 """
 
 
@@ -66,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("profiles", help="list device profiles, or show one",
                        description="List the shipped device profiles, or show one (by name or "
-                       "path to a TOML file).")
+                       "path to a TOML file).", epilog=PROFILES_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("profile", nargs="?", help="profile name (e.g. rpi4) or path to a .toml file")
     p.set_defaults(func=cmd_profiles)
     add_train_parser(sub)
@@ -80,66 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_EPILOG = """\
-algorithms (--algo):
-  ppo  on-policy, discrete or continuous actions; default optimizer alphagrad
-  dqn  off-policy, discrete actions; default optimizer adam. AlphaGrad on DQN is
-       EXPERIMENTAL: the AlphaGrad paper reports it unstable against Adam
-  td3  off-policy, continuous actions (bounded Box); default optimizer adam
-
-environments (--env): a Gymnasium id, or module:EnvId for your own env: Gymnasium
-imports the module (from PYTHONPATH) first, which registers EnvId (see
-examples/custom_env/fan_speed.py). Observations must be a flat 1-D Box; actions
-Discrete(n) starting at 0 (ppo, dqn) or a bounded 1-D Box (ppo, td3).
-
-The budget counts the process's anonymous memory (RssAnon + RssShmem): what the kernel
-cannot reclaim and what a cgroup's memory.max OOM-kills on. Mapped library files are
-reported (peak RSS, VmHWM) but not counted: the kernel drops them under pressure, and
-how many are resident depends on the page cache (more right after pip install), not
-on the run.
-
-The run is planned before it starts: the measured floor (anonymous memory after
-Python + numpy + gymnasium, and torch on the torch engine) plus parameters, gradients, optimizer state, the rollout
-or replay buffer, target networks, activations and slack. A plan above the budget is
-refused (exit 2) with the largest settings that fit, such as the largest replay
-buffer; --shrink-buffer (dqn, td3) shrinks the replay buffer to the largest that fits
-instead, and says so. While training, memory is sampled 20 times a second (streamed
-to rss.csv); above the budget the run stops at the next iteration with a checkpoint
-and summary.json (exit 3); --resume continues it. --total-steps is rounded up to what
-an iteration can stop at, never down.
-
-hyperparameters: the preset for the env and optimizer (edgeag/train/presets/<algo>.toml,
-or the file given with --preset), then --lr/--alpha/--momentum/--total-steps/--seed,
-then --set NAME=VALUE (any field of
-PPOConfig, DQNConfig or TD3Config in edgeag/train/config.py, e.g. --set num_steps=64,
---set buffer_size=50000, --set hidden=128,128).
-
-run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>):
-  config.toml (the config, and the device settings in [run]), metrics.jsonl,
-  checkpoints/latest.safetensors (+ best.safetensors with --eval-every), rss.csv,
-  summary.json, tensorboard/ (with --tensorboard)
-
---resume RUN continues a run with its own profile, budget, threads and hard cap; each
-one given (--budget 512MB after a budget stop, say) is validated, printed and recorded
-in config.toml's [[changes]] with the step it applies from; --total-steps extends the
-run (PPO's annealed learning rate falls on from the last iteration's rate to 0 at the
-new end). What would change what is trained (env, algo, optimizer, network, seed, any
---set) is refused. A finished run says so and does nothing.
-
---init-from RUN starts a NEW run from RUN's weights (and PPO's observation normaliser)
-with a fresh optimizer: RUN's settings, then what you give (--env, --env-kwargs,
---total-steps, --lr, --seed, --set ...; not the network), its own budget and plan.
-
 examples:
   edgeag train --profile rpi4 --budget 256MB
+                                  PPO + AlphaGrad on CartPole-v1 inside 256 MiB
   edgeag train --env Pendulum-v1 --profile rpi4 --out runs/pendulum
   edgeag train --algo dqn --env CartPole-v1 --optimizer adam --profile rpi4
+                                  DQN with Adam, its default; AlphaGrad on DQN is
+                                  EXPERIMENTAL: the AlphaGrad paper reports it unstable
   edgeag train --algo td3 --env Pendulum-v1 --optimizer adam --profile rpi4
   edgeag train --algo td3 --env Hopper-v5 --budget 400MB --shrink-buffer
+                                  the largest replay buffer that fits, instead of a refusal
   PYTHONPATH=examples/custom_env edgeag train --env fan_speed:FanSpeed-v0 --lr 3e-3 --alpha 4
+                                  your own env: module:EnvId
   edgeag train --optimizer torch-adam --profile rpi4 --budget 256MB --dry-run
+                                  print the floor and the memory plan, train nothing
+  edgeag train --set num_steps=64 --set hidden=128,128
+                                  any field of PPOConfig, DQNConfig or TD3Config
+                                  (edgeag/train/config.py)
   edgeag train --resume runs/pendulum --budget 512MB
+                                  continue a stopped run with its own profile and threads,
+                                  and a larger budget (validated, printed, recorded)
   edgeag train --eval-every 5000 --stop-at-return 475 --out runs/cp
   edgeag train --init-from runs/pendulum --env-kwargs g=11.0 --total-steps 20000
+                                  fine-tune: a new run from runs/pendulum's weights
   edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
 
 exit codes: 0 done, 2 bad input or plan over budget (nothing written), 3 stopped at the
@@ -147,6 +127,8 @@ memory budget (checkpoint saved; by the guard, or by the kernel under --hard-cap
 5 a file could not be written (disk full, ulimit -f; the last checkpoint is intact:
 --resume once there is room), 130 interrupted with Ctrl-C (checkpoint saved),
 1 internal error
+
+Docs: docs/training.md
 """
 
 
@@ -160,7 +142,7 @@ OPTIMIZER_HELP = ("alphagrad (stateless, updates inside backward; PPO's default;
 
 
 def add_train_parser(sub) -> None:
-    from edgeag.train import ALGORITHMS
+    from edgeag.algos import ALGORITHMS
 
     p = sub.add_parser("train", help="train a policy inside a memory budget",
                        description="Train a policy with PPO, DQN or TD3 on a Gymnasium environment, "
@@ -170,7 +152,7 @@ def add_train_parser(sub) -> None:
                    "registers when imported (on PYTHONPATH) (default CartPole-v1; Pendulum-v1 "
                    "for td3)")
     p.add_argument("--algo", help="algorithm: " + ", ".join(ALGORITHMS) +
-                   " (default ppo; see below)")
+                   " (default ppo; dqn: discrete actions, td3: bounded continuous ones)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
     p.add_argument("--engine", choices=["numpy", "torch"], help="numpy: edgeag's own engine, "
                    "no torch on the training path (the default for alphagrad, adam and sgd, "
@@ -182,14 +164,15 @@ def add_train_parser(sub) -> None:
     p.add_argument("--profile", help="device profile name or TOML path (sets threads and the "
                    "default budget); see `edgeag profiles`")
     p.add_argument("--budget", help="budget on the process's anonymous memory (RssAnon + "
-                   "RssShmem; see below), e.g. 256MB, 1GiB, 268435456 (default: the "
+                   "RssShmem, what a cgroup's memory.max OOM-kills on; mapped library files "
+                   "are reported, not counted), e.g. 256MB, 1GiB, 268435456 (default: the "
                    "profile's; none without a profile)")
     p.add_argument("--total-steps", type=int, metavar="N", help="environment steps to train")
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override any setting of the algorithm's config (repeatable)")
     p.add_argument("--preset", metavar="FILE", help="a preset file (the format of "
-                   "edgeag/train/presets/<algo>.toml, e.g. the best.toml of `edgeag tune`) "
+                   "edgeag/algos/<algo>/presets.toml, e.g. the best.toml of `edgeag tune`) "
                    "instead of the shipped presets; --env defaults to its only env")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint, "
@@ -232,43 +215,27 @@ def add_train_parser(sub) -> None:
 
 
 COMPARE_EPILOG = """\
-Each (row, seed) trains alone in a fresh `edgeag train` process under the budget
-(no allocator state shared; each child reports its own peaks: anonymous memory, what
-the budget counts, and VmHWM). A run the plan refuses is reported as "cannot start",
-a run the guard stops as "budget"; neither is an error.
-
-rows (--optimizers): NAME[:SETTING=VALUE...] separated by commas; NAME from the
-optimizer registry (see `edgeag train --help`), SETTING any PPO setting, e.g.
-  alphagrad,adam,alphagrad:engine=torch,sgd:momentum=0.9,alphagrad:fuse_backward=false
-default: alphagrad, adam (numpy engine), alphagrad:engine=torch, adam:engine=torch
-(the same optimizers on the torch engine: what the framework costs), torch-adam, sgd,
-sgd:momentum=0.9, alphagrad:momentum=0.9, torch-adafactor, lion (3 seeds)
-
---capacity: instead, for each budget in --budgets and each row (default alphagrad,
-alphagrad:fuse_backward=false, adam, alphagrad:engine=torch, torch-adam), the
-widest policy hidden=[W, W]
-whose short training run (2 PPO iterations) peaks inside the budget, found by
-running it (width doubling from 64, then bisection); the default sweep took 86
-probes and ~50 minutes on a 2-core x86-64 machine.
-
-Threads: runs use the profile's threads (at most this machine's cores). When other
-processes compete for those cores, a multi-threaded run can slow down a hundredfold
-(measured: 4,150 -> 36 env steps/s on 2 cores beside one busy process); on a shared
-machine pass --threads 1 (the peak changes by a MiB or two; the report records it).
-
-output (--out, default results/compare-<profile>-<time>/ or results/capacity-...):
-  report.md, report.json, PNG figures; runs/<row>-s<seed>/ (each run's directory
-  and train.log) or probes/ (each probe's log and summary)
-
 examples:
   edgeag compare --profile rpi4 --budget 256MB
+                                  the 10 default rows (every optimizer; alphagrad and adam
+                                  on the torch engine too), 3 seeds, each run in its own
+                                  `edgeag train` process
   edgeag compare --profile rpi4 --budget 1GB --optimizers alphagrad,adam --seeds 5
+  edgeag compare --budget 512MB --optimizers alphagrad,sgd:momentum=0.9,alphagrad:engine=torch
+                                  rows: NAME[:SETTING=VALUE...], SETTING any PPO setting
+  edgeag compare --profile rpi4 --budget 256MB --threads 1
+                                  on a shared machine: multi-threaded runs slow down
+                                  badly when other processes compete for the cores
   edgeag compare --profile rpi4 --capacity --budgets 256MB,512MB,1GB
+                                  the widest policy each optimizer trains inside each
+                                  budget, measured by running it
   edgeag compare --budget 512MB --optimizers alphagrad,adam --seeds 1 --total-steps 2048
 
 exit codes: 0 done (refused or budget-stopped runs included), 2 bad input, 130
 interrupted with Ctrl-C (the report holds what finished), 1 a run failed
 unexpectedly (the report is still written)
+
+Docs: docs/compare.md
 """
 
 
@@ -282,7 +249,11 @@ def add_compare_parser(sub) -> None:
                        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium env id, or module:EnvId "
                    "(default CartPole-v1)")
-    p.add_argument("--optimizers", metavar="ROWS", help="rows to compare (see below)")
+    p.add_argument("--optimizers", metavar="ROWS", help="rows to compare, NAME[:SETTING=VALUE...] "
+                   "separated by commas: an optimizer with PPO settings (default: 10 rows, every "
+                   "optimizer, and alphagrad and adam on the torch engine too; --capacity: "
+                   "alphagrad, alphagrad:fuse_backward=false, adam, alphagrad:engine=torch, "
+                   "torch-adam)")
     p.add_argument("--seeds", help="runs per row: a count (default 3: seeds 1-3) or a list "
                    "such as 1,7,9")
     p.add_argument("--profile", help="device profile name or TOML path (threads, default "
@@ -305,15 +276,15 @@ def add_compare_parser(sub) -> None:
 
 
 REPORT_EPILOG = """\
-Each file is a report.json written by `edgeag compare` (or `--capacity`), e.g.
-copied from each device into results/. Devices are told apart by their profile,
-hostname and machine architecture (all recorded in report.json).
-
 examples:
   edgeag report results/pi4.json results/orin.json
+                                  the report.json of `edgeag compare` from each device
   edgeag report results/*.json --out results/devices.md
 
-exit codes: 0 ok, 2 a file is missing or not an edgeag report
+exit codes: 0 ok, 2 bad input (a file is missing or not an edgeag report, --out is a
+directory), 1 internal error
+
+Docs: docs/compare.md
 """
 
 
@@ -329,12 +300,13 @@ def add_report_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from edgeag.report.launch import launch_compare
+    from edgeag.report.launch import CompareRequest, launch_compare
 
-    return launch_compare(env=args.env, optimizers=args.optimizers, seeds=args.seeds,
-                          profile=args.profile, budget=args.budget, capacity=args.capacity,
-                          budgets=args.budgets, total_steps=args.total_steps, sets=args.set,
-                          threads=args.threads, out=args.out, progress=not args.no_progress)
+    return launch_compare(CompareRequest(
+        env=args.env, optimizers=args.optimizers, seeds=args.seeds, profile=args.profile,
+        budget=args.budget, capacity=args.capacity, budgets=args.budgets,
+        total_steps=args.total_steps, sets=args.set, threads=args.threads, out=args.out,
+        progress=not args.no_progress))
 
 
 def cmd_report(args) -> int:
@@ -344,16 +316,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from edgeag.train.launch import launch
+    from edgeag.train.launch import TrainRequest, launch
 
-    return launch(env=args.env, algo=args.algo, optimizer=args.optimizer,
-                  overrides=_overrides(args), profile=args.profile, budget=args.budget,
-                  out=args.out, resume=args.resume, threads=args.threads,
-                  tensorboard=args.tensorboard, hard_cap=args.hard_cap, dry_run=args.dry_run,
-                  progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
-                  argv=args.argv, preset=args.preset, init_from=args.init_from,
-                  env_kwargs=args.env_kwargs, eval_every=args.eval_every,
-                  stop_at_return=args.stop_at_return)
+    return launch(TrainRequest(
+        env=args.env, algo=args.algo, optimizer=args.optimizer, overrides=_overrides(args),
+        profile=args.profile, budget=args.budget, threads=args.threads, hard_cap=args.hard_cap,
+        out=args.out, resume=args.resume, init_from=args.init_from, preset=args.preset,
+        env_kwargs=args.env_kwargs, eval_every=args.eval_every,
+        stop_at_return=args.stop_at_return, tensorboard=args.tensorboard,
+        dry_run=args.dry_run, progress=not args.no_progress, shrink_buffer=args.shrink_buffer,
+        argv=args.argv))
 
 
 def _overrides(args) -> dict:
@@ -369,54 +341,24 @@ def _overrides(args) -> dict:
 
 
 TUNE_EPILOG = """\
-Each trial trains every seed (--seeds) in a fresh `edgeag train` process, one after
-another, in OUT/trials/<number>/s<seed>/, with the budget, profile and threads of
-this worker; its value is the mean final evaluation return (summary.json
-final_eval_return.mean), maximized. While a seed trains, its training return
-(metrics.jsonl) is reported to the pruner; a pruned seed's process is stopped.
-
-trial states: COMPLETE; PRUNED (by the median pruner, or a seed that cannot respect
-the memory budget: plan refused, or stopped at the budget; user attribute
-pruned_reason); FAIL (a child failed, invalid parameters, Ctrl-C, or the study was
-already at --max-total-trials; user attribute fail_reason). Each trial also keeps
-peak_rss_bytes, optimizer_state_bytes, wall_seconds, run_dirs, returns, host and
-runs (per seed: every memory figure of summary.json, returns, exit code).
-
-a worker killed outright (SIGKILL, a lost machine): its training child stops with
-it (Linux); on a database storage its running trial is marked FAIL by the next
-worker to start a trial once its heartbeat is twice --heartbeat late; in a journal
-file it stays RUNNING (Optuna's journal storage has no heartbeat).
-
-storage (--storage): PATH.log, an Optuna journal file (default
-results/tune/<study>.log; no server; workers on other machines join through a shared
-file system), or a database URL: sqlite:///FILE.db, postgresql://USER@HOST/DB,
-mysql://USER@HOST/DB. The same --storage and --study on any number of processes or
-machines make one study. A database password comes from EDGEAG_STORAGE_PASSWORD, or
---storage-password-file, or PostgreSQL's own PGPASSWORD / PGPASSFILE; every line
-and file shows the URL as postgresql://USER:***@HOST/DB.
-
-search space (--space, default alpha): NAME (its default range, e.g. alpha 0.5..128
-log, lr 1e-5..1e-2 log, momentum 0..0.95), NAME=LOW:HIGH[:log], NAME=V1,V2,...
-(values; what --sampler grid needs; the only form for a word setting such as
-alpha_scale=none,sqrt_numel), separated by commas, e.g.
-  --space alpha=1:64:log,lr=1e-4:3e-3:log,momentum=0,0.9
-
-output (--out, default results/tune/<study>/): study.json, trials/<n>/s<seed>/
-(each run's directory and train.log); after this worker's trials, for the whole
-study: best.toml (the best trial as a preset: edgeag train --preset best.toml),
-params.png (return against each parameter, a point per seed), tune.json
-
 examples:
   edgeag tune --env CartPole-v1 --space alpha,lr --trials 20 --seeds 2
+  edgeag tune --space alpha=1:64:log,lr=1e-4:3e-3:log,momentum=0,0.9
+                                  a space: NAME (its default range), NAME=LOW:HIGH[:log]
+                                  or NAME=V1,V2,...
   edgeag tune --env CartPole-v1 --storage results/tune/cartpole.log --trials 10
                                   (the same command on more machines adds workers)
   edgeag tune --sampler grid --space alpha=1,4,16,64 --seeds 3 --profile rpi4
   EDGEAG_STORAGE_PASSWORD=... edgeag tune --storage postgresql://tune@db.lan/studies
               --study pi-alpha --trials 10 --max-total-trials 100 --profile rpi4
+  edgeag train --preset results/tune/CartPole-v1-ppo-alphagrad/best.toml
+                                  train with the best trial's settings
 
 exit codes: 0 done (pruned trials included), 2 bad input (flag, space, storage,
 unreachable database), 130 interrupted with Ctrl-C (the running trial is marked FAIL,
 its child stopped), 1 a trial failed because its training process failed
+
+Docs: docs/tune.md
 """
 
 
@@ -437,7 +379,9 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--max-total-trials", type=int, metavar="M", help="at most M trials "
                    "complete or are pruned in the whole study, over every worker")
     p.add_argument("--storage", metavar="PATH.log|URL", help="journal file or database URL "
-                   "(default results/tune/<study>.log; see below)")
+                   "(sqlite:///F.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB); the same "
+                   "storage and --study on any machines make one study (default "
+                   "results/tune/<study>.log)")
     p.add_argument("--storage-password-file", metavar="FILE", help="file whose first line is "
                    "the database password (or EDGEAG_STORAGE_PASSWORD, PGPASSWORD, PGPASSFILE)")
     p.add_argument("--study", metavar="NAME", help="study name (default <env>-<algo>-<optimizer>)")
@@ -447,12 +391,15 @@ def add_tune_parser(sub) -> None:
                    "the preset's)")
     p.add_argument("--profile", help="device profile name or TOML path (threads, default "
                    "budget), passed to every run")
-    p.add_argument("--budget", help="whole-process RSS budget of every run, e.g. 256MB "
-                   "(default: the profile's; none without a profile)")
+    p.add_argument("--budget", help="budget of every run on its anonymous memory "
+                   "(RssAnon + RssShmem, as edgeag train --budget), e.g. 256MB (default: the "
+                   "profile's; none without a profile)")
     p.add_argument("--threads", type=int, help="threads per run (default: the "
                    "profile's, at most this machine's cores; 1 without a profile)")
     p.add_argument("--space", action="append", default=[], metavar="SPACE",
-                   help="parameters to tune (default alpha; see below; repeatable)")
+                   help="parameters to tune, separated by commas: NAME (its "
+                   "default range), NAME=LOW:HIGH[:log] or NAME=V1,V2,... (default alpha; "
+                   "repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="fixed setting of every run (repeatable)")
     p.add_argument("--sampler", default="tpe", help="tpe (default), random, or grid (every "
@@ -471,53 +418,37 @@ def add_tune_parser(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    from edgeag.tune.launch import launch_tune
+    from edgeag.tune.launch import TuneRequest, launch_tune
 
-    return launch_tune(env=args.env, algo=args.algo, optimizer=args.optimizer,
-                       trials=args.trials, max_total_trials=args.max_total_trials,
-                       storage=args.storage, storage_password_file=args.storage_password_file,
-                       study=args.study, seeds=args.seeds, total_steps=args.total_steps,
-                       profile=args.profile, budget=args.budget, threads=args.threads,
-                       space=args.space, sets=args.set, sampler=args.sampler,
-                       pruner=args.pruner, prune_after=args.prune_after, out=args.out,
-                       heartbeat=args.heartbeat)
+    return launch_tune(TuneRequest(
+        env=args.env, algo=args.algo, optimizer=args.optimizer, trials=args.trials,
+        max_total_trials=args.max_total_trials, storage=args.storage,
+        storage_password_file=args.storage_password_file, study=args.study, seeds=args.seeds,
+        total_steps=args.total_steps, profile=args.profile, budget=args.budget,
+        threads=args.threads, space=args.space, sets=args.set, sampler=args.sampler,
+        pruner=args.pruner, prune_after=args.prune_after, out=args.out,
+        heartbeat=args.heartbeat))
 
 
 EXPORT_EPILOG = """\
-Exports PPO, DQN and TD3 runs. Every artifact is the whole policy: raw observation in
-(float32 [batch, obs_dim]), deterministic action out, ready for env.step:
-  ppo  normalisation and clipping, tanh actor; int64 [batch]: argmax of logits, or
-       float32 [batch, act_dim]: the Gaussian mean clipped to the action bounds
-  dqn  ReLU Q-network; int64 [batch]: argmax of Q
-  td3  ReLU actor; float32 [batch, act_dim]: tanh scaled to the action bounds
-
-Each one is verified with its own runtime (onnxruntime, ExecuTorch) against a numpy
-reference of the policy (the checkpoint's arrays) on 1024 observations recorded from
-the env, at batch 1 and batched: discrete actions equal on >= 99.9% (int8: >= 95%),
-continuous actions within 1e-4 (int8: 5%) of the action range. Files are written
-under temporary names and moved into place only when all passed; policy.json is
-written last.
-
-files (default RUN_DIR/export/): policy.onnx, policy.int8.onnx, policy.ort, policy.pte,
-policy.int8.pte, policy.json (algorithm, env, spaces, network, normalisation, training
-summary, versions, opset, sha256 and verification figures of each file)
-
-formats: onnx (onnxruntime, e.g. Raspberry Pi), ort (mobile onnxruntime; converted
-from the ONNX model, which is kept), pte (ExecuTorch with XNNPACK). Default: the
-export_formats of the device profile the run was trained with, else onnx.
-
-onnx and ort need only onnx and onnxruntime (pip install 'edgeag[onnx]'), never torch:
-a Raspberry Pi exports its own run. pte needs torch and ExecuTorch: phones get their
-.pte from a machine with torch (pip install 'edgeag[export]').
+Each artifact is checked with its own runtime against the checkpoint's policy on 1024
+observations recorded from the env: discrete actions equal on >= 99.9% (int8: >= 95%),
+continuous actions within 1e-4 (int8: 5%) of the action range. Nothing is published
+unless all pass.
 
 examples:
-  edgeag export runs/cartpole
+  edgeag export runs/cartpole     the formats of the run's device profile, else onnx
   edgeag export runs/pend --format onnx,pte --quantize int8
+                                  pte needs torch and ExecuTorch: pip install 'edgeag[export]'
   edgeag export runs/cartpole --format ort --out phone/
+                                  onnx and ort need no torch: pip install 'edgeag[onnx]'
 
 exit codes: 0 exported and verified, 2 bad input (run directory, checkpoint, format,
 output directory, a package the format needs), 4 an artifact failed verification
-(nothing published), 1 internal error
+(nothing published), 5 a file could not be written (the previous export is
+unchanged), 130 interrupted, 1 internal error
+
+Docs: docs/export.md
 """
 
 
@@ -551,21 +482,17 @@ def cmd_export(args) -> int:
 
 
 RUN_EPILOG = """\
-.onnx and .ort files run on onnxruntime with numpy and gymnasium only: this command
-never imports torch for them (the same file, edgeag/export/runner.py, runs alone on a
-device without edgeag). .pte files run on the ExecuTorch runtime. An env of your own
-(module:EnvId in policy.json) is made by importing its module, which must be
-importable here too (PYTHONPATH, or installed).
-
-Prints the mean return, the median per-action latency (raw observation to action, at
-batch 1) and the process's peak RSS (VmHWM).
-
 examples:
   edgeag run runs/cartpole/export/policy.onnx --episodes 10
+                                  onnxruntime, numpy and gymnasium: no torch
   edgeag run runs/pend/export/policy.pte --env Pendulum-v1 --json result.json
+                                  the ExecuTorch runtime
   PYTHONPATH=examples/custom_env edgeag run runs/fan/export/policy.onnx
+                                  an env of your own: its module must be importable here
 
-exit codes: 0 ok, 2 bad input (policy file, env, flag), 1 internal error
+exit codes: 0 ok, 2 bad input (policy file, env, flag), 130 interrupted, 1 internal error
+
+Docs: docs/running.md
 """
 
 
@@ -587,23 +514,17 @@ def cmd_run(args) -> int:
 
 
 EVAL_EPILOG = """\
-Evaluates a run's checkpoint as training's final evaluation does (the same function):
-the run's eval_episodes deterministic episodes (or --episodes), seeded seed + 10000,
-+ 1, ..., observation normalisation frozen, actions clipped to the bounds. On the numpy
-engine it imports no torch. --checkpoint best is the best periodic evaluation's policy
-(edgeag train --eval-every N), and the return it recorded then is printed beside.
-
---video DIR records every episode to DIR/*.mp4 with gymnasium's RecordVideo (needs
-moviepy: pip install 'edgeag[video]'); --render shows them (render_mode human: needs
-a display and pygame).
-
 examples:
-  edgeag eval runs/cartpole
+  edgeag eval runs/cartpole       the run's eval_episodes, as training's final evaluation
   edgeag eval runs/cartpole --checkpoint best --episodes 20
+                                  the best periodic evaluation's policy (--eval-every)
   edgeag eval runs/pend --video out/pend-video
+                                  record the episodes as mp4: pip install 'edgeag[video]'
 
 exit codes: 0 ok, 2 bad input (run directory, checkpoint, flag, missing package),
-1 internal error
+130 interrupted, 1 internal error
+
+Docs: docs/lifecycle.md
 """
 
 
@@ -639,7 +560,7 @@ def cmd_eval(args) -> int:
     if args.json:
         from pathlib import Path
 
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
         write_json(Path(args.json), result)
     return 0
 

@@ -14,18 +14,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from edgeag.errors import EdgeagError
+from edgeag.export.formats import FORMATS
+from edgeag.io import tomllib
 
 _UNITS = {"": 0, "k": 10, "kb": 10, "kib": 10, "m": 20, "mb": 20, "mib": 20,
           "g": 30, "gb": 30, "gib": 30, "t": 40, "tb": 40, "tib": 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 ACCEPTED_SIZES = "a positive size such as 268435456 (bytes), 256M, 256MB, 256MiB, 0.5GB or 1GiB"
-EXPORT_FORMATS = ("onnx", "ort", "pte")
+EXPORT_FORMATS = tuple(FORMATS)
+"""What a profile's ``export_formats`` may list: the export formats' registry."""
 
 
 def parse_size(text: str, what: str = "budget") -> int:

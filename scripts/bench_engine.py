@@ -5,8 +5,7 @@
    4-64-64-1, batch 256, float32, stateless AlphaGrad): the numpy engine (BLAS
    threads 1, then 2) against the torch engine's textbook update (autograd, AlphaGrad
    fused into backward; torch threads 1). Medians and the ratio.
-2. The stateless AlphaGrad step alone with the per-segment norms taken by a dot
-   product per view and by one ``np.add.reduceat`` (~9k and ~250k parameters).
+2. The stateless AlphaGrad flat step alone (~9k and ~250k parameters).
 3. The actor and critic hidden layers as one batched matmul over ``[2, out, in]`` (what
    the torch fast path does) against two passes, forward and backward.
 4. Peak RSS (VmHWM) of a fresh process importing the engine and gymnasium (and setting
@@ -29,7 +28,8 @@ import time
 
 import numpy as np
 
-from edgeag.engine import MLP, AlphaGrad, Layout, set_blas_threads
+from edgeag.engine import MLP, Layout, set_blas_threads
+from edgeag.optim.flat import AlphaGrad
 
 OBS, ACTIONS, HIDDEN, BATCH = 4, 2, (64, 64), 256
 
@@ -50,10 +50,10 @@ def minibatch_updates():
     """``update(minibatch)`` of PPO's two engines as `edgeag train` runs them (CartPole
     sizes, stateless AlphaGrad, the same parameters and minibatch): the numpy engine's
     flat path and the torch engine's textbook ``loss.backward()`` with AlphaGrad fused."""
-    from edgeag.train.config import PPOConfig
-    from edgeag.train.ppo import Minibatch, sample
-    from edgeag.train.ppo_numpy import NumpyActorCritic
-    from edgeag.train.ppo_torch import TorchActorCritic
+    from edgeag.algos.ppo.config import PPOConfig
+    from edgeag.algos.ppo.algorithm import Minibatch, sample
+    from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
+    from edgeag.algos.ppo.torch_engine import TorchActorCritic
 
     cfg = PPOConfig(env_id="CartPole-v1", optimizer="alphagrad", lr=1e-6, hidden=HIDDEN)
     fast = NumpyActorCritic(cfg, OBS, ACTIONS, True)
@@ -69,13 +69,13 @@ def minibatch_updates():
         fast.layout.size
 
 
-def step_only(n_params_width: int, method: str):
+def step_only(n_params_width: int):
     """The AlphaGrad step alone on the actor-critic layout of hidden width ``w``."""
     actor = MLP((OBS, n_params_width, n_params_width, ACTIONS), prefix="actor")
     critic = MLP((OBS, n_params_width, n_params_width, 1), prefix="critic")
     layout = Layout.from_shapes(actor.shapes() + critic.shapes())
     params = layout.zeros()
-    opt = AlphaGrad(params, lr=1e-6, norm_method=method)
+    opt = AlphaGrad(params, lr=1e-6)
     source = np.random.default_rng(0).standard_normal(layout.size, dtype=np.float32)
     grads = layout.zeros()
 
@@ -192,16 +192,13 @@ def main(argv=None) -> dict:
     print(f"  torch engine (autograd, AlphaGrad in backward), 1 thread: {torch_1:8.1f} us")
     print(f"  ratio numpy / torch (BLAS 1 thread): {engine_1 / torch_1:.2f}x")
 
-    print("AlphaGrad step alone, per-segment norms (gradient copy subtracted)")
-    results["norms"] = {}
+    print("AlphaGrad flat step alone (gradient copy subtracted)")
+    results["flat_step_us"] = {}
     for width in (64, 350):
-        row = {}
-        for method in ("views", "reduceat"):
-            step, copy_only, size = step_only(width, method)
-            row[method] = median_us(step, args.reps, 300) - median_us(copy_only, args.reps, 300)
-        results["norms"][size] = row
-        print(f"  {size:7d} params: views {row['views']:8.1f} us, reduceat "
-              f"{row['reduceat']:8.1f} us")
+        step, copy_only, size = step_only(width)
+        us = median_us(step, args.reps, 300) - median_us(copy_only, args.reps, 300)
+        results["flat_step_us"][size] = us
+        print(f"  {size:7d} params: {us:8.1f} us")
 
     two, batched = twin_candidates()
     t_two, t_batched = median_us(two, args.reps, 400), median_us(batched, args.reps, 400)

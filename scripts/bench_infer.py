@@ -128,7 +128,7 @@ def child_torch_runner(run_dir: str, episodes: int) -> None:
 
 
 def _env_id(run_dir: str) -> str:
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     with open(os.path.join(run_dir, "config.toml"), "rb") as f:
         return tomllib.load(f)["ppo"]["env_id"]
@@ -238,7 +238,7 @@ def main() -> None:
               f"{m['rss_anon_bytes']['median'] / MiB:6.0f}/{m['rss_file_bytes']['median'] / MiB:.0f}"
               f"{m['ratio_to_torch_runner']:15.3f}x {m['mean_return']['median']:12.1f}")
     if args.json:
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
 
         write_json(args.json, {"env_id": meta["env_id"], "threads": 1, "rounds": args.rounds,
                                "calls": args.calls, "warmup": args.warmup,

@@ -279,7 +279,7 @@ def main() -> None:
                       f"updates/s {ratios[t][s]['updates_per_second']:.2f}x, peak RSS "
                       f"{ratios[t][s]['peak_rss_bytes']:.2f}x")
     if args.json:
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
 
         write_json(args.json, {"seeds": seeds, "threads": args.threads, "runs": runs,
                                "summary": summary, "ratios_to_sb3": ratios})

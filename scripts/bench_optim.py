@@ -27,7 +27,8 @@ import time
 
 import torch
 
-from edgeag.memory import peak_allocated_bytes, peak_rss_bytes
+from edgeag.algos.torch_runtime import peak_allocated_bytes
+from edgeag.memory import peak_rss_bytes
 from edgeag.optim import SGD, Adam, AlphaGrad, fuse_into_backward, state_bytes
 
 SIZES = {"small": (4, 64, 64, 2), "medium": (8, 256, 256, 4), "large": (64, 1024, 1024, 16)}
@@ -40,8 +41,7 @@ OPTIMIZERS = {
     "edgeag Adam (lean)": lambda p: Adam(p, lr=1e-6),
     "torch.optim.SGD()": lambda p: torch.optim.SGD(p, lr=1e-6),
     "edgeag SGD (lean)": lambda p: SGD(p, lr=1e-6),
-    "AlphaGrad loop": lambda p: AlphaGrad(p, lr=1e-6, foreach=False),
-    "AlphaGrad foreach": lambda p: AlphaGrad(p, lr=1e-6, foreach=True),
+    "AlphaGrad": lambda p: AlphaGrad(p, lr=1e-6),
     "AlphaGrad default": lambda p: AlphaGrad(p, lr=1e-6),
     "AlphaGrad m=0.9 default": lambda p: AlphaGrad(p, lr=1e-6, momentum=0.9),
 }
@@ -174,7 +174,7 @@ def main() -> None:
         results["sizes"][size] = {"params": n_params, "rows": rows}
     print(f"\nthis process's peak RSS: {peak_rss_bytes() / 2**20:.1f} MiB")
     if args.json:
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
 
         write_json(args.json, results)
 

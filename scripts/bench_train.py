@@ -218,7 +218,7 @@ def main() -> None:
                 f"{label} {'n/a' if v is None else f'{v:.2f}x'}" for label, v in
                 zip(("steps/s", "peak RSS", "time to 475"), ratios[name].values())))
     if args.json:
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
 
         write_json(args.json, {"total_steps": args.total_steps, "seeds": seeds,
                                "threads": args.threads, "runs": runs,

@@ -12,7 +12,7 @@ For each task:
 
 The learning rate is the paper's for both optimizers (PPO 3e-4 annealed, TD3 3e-4,
 DQN 2.5e-4); AlphaGrad eps 1e-5; Adam eps as in the paper (PPO and DQN 1e-5, TD3
-1e-8); everything else is the preset (``edgeag/train/presets/<algo>.toml``, the
+1e-8); everything else is the preset (``edgeag/algos/<algo>/presets.toml``, the
 paper's CleanRL settings) except what ``--quick`` shortens (listed in the output).
 
 Each phase is an Optuna study with a GridSampler (``edgeag.tune``): the sweep over
@@ -381,7 +381,7 @@ def main() -> None:
         lines.append(f"![{n}]({png.name})")
     lines.append("")
     md = docs / f"results-{mode}.md"
-    from edgeag.train.rundir import write_text
+    from edgeag.io import write_text
 
     write_text(md, "\n".join(lines))
     print("\n".join(lines))

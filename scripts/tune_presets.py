@@ -46,7 +46,7 @@ TASKS = {
                          adam_lrs=[1e-3]),
 }
 """Each task's grids: stateless AlphaGrad's alpha x lr, Adam's lr (the presets' other
-settings: `edgeag/train/presets/`)."""
+settings: `edgeag/algos/*/presets.toml`)."""
 
 SCALED_ALPHAS = [0.1, 0.3, 1, 3]
 """The ``sqrt_numel`` alpha grid, the same for every task (is one alpha enough?)."""
@@ -269,7 +269,7 @@ def report(args) -> None:
     if len(summary) > 1:
         lines += cross_task(summary)
         plot_across(summary, out / "across.png")
-    from edgeag.train.rundir import write_json, write_text
+    from edgeag.io import write_json, write_text
 
     write_text(out / "results.md", "\n".join(lines))
     write_json(out / "results.json", summary)

@@ -18,7 +18,7 @@ import pytest
 import edgeag
 from edgeag.errors import EdgeagError
 from edgeag.train import checkpoint
-from edgeag.train.config import tomllib
+from edgeag.io import tomllib
 from edgeag.train.run import BudgetRefused
 
 ROOT = Path(__file__).resolve().parents[1]

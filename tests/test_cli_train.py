@@ -130,11 +130,11 @@ def test_the_default_training_process_imports_no_torch_and_no_export_modules(tmp
         "--set", "eval_episodes=1"], forbidden=NUMPY_ENGINE_FORBIDDEN) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["stopped"] == "done" and summary["steps"] == 512
-    assert summary["engine"].startswith("numpy engine")
+    assert summary["engine"] == "numpy" and summary["runtime"].startswith("numpy engine")
     assert train_and_list_heavy_imports([
         "--total-steps", "512", "--out", str(tmp_path / "t"), "--no-progress", "--engine", "torch",
         "--set", "eval_episodes=1"]) == (0, [])
-    assert json.loads((tmp_path / "t" / "summary.json").read_text())["engine"].startswith("torch")
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["runtime"].startswith("torch")
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path, capsys):

@@ -15,7 +15,8 @@ import pytest
 from edgeag.cli import main
 from edgeag.memory import MiB
 from edgeag.report.capacity import widest_fitting
-from edgeag.report.runs import Row, parse_rows, parse_seeds
+from edgeag.report.runs import Row, parse_rows
+from edgeag.train.config import parse_seeds
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -15,9 +15,10 @@ import pytest
 from tracing import traced_peak
 
 import edgeag.engine
-from edgeag.engine import (MLP, AlphaGrad, Layout, UpdatePath, activation_bytes, blas_threads,
+from edgeag.engine import (MLP, Layout, UpdatePath, activation_bytes, blas_threads,
                            init_linear_default, init_orthogonal, lean_orthogonal_, orthogonal_,
                            set_blas_threads)
+from edgeag.optim.flat import AlphaGrad
 from edgeag.engine import threads as threads_module
 from optional_torch import needs_torch, torch
 
@@ -315,25 +316,26 @@ def test_set_blas_threads_limits_and_reports():
 
 
 def test_engine_never_imports_torch():
-    modules = ["edgeag.optim_rules"] + [
+    modules = ["edgeag.optim", "edgeag.optim.registry", "edgeag.optim.rules",
+               "edgeag.optim.flat", "edgeag.optim.factored", "edgeag.optim.reference"] + [
         m.name for m in pkgutil.walk_packages(edgeag.engine.__path__, "edgeag.engine.")]
-    assert {"edgeag.engine.optim", "edgeag.engine.mlp", "edgeag.engine.init"} <= set(modules)
+    assert {"edgeag.engine.update_path", "edgeag.engine.mlp", "edgeag.engine.init"} <= set(modules)
     code = textwrap.dedent(f"""
         import importlib, sys
         import numpy as np
         for name in {modules!r}:
             importlib.import_module(name)
-        from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer,
-                                   init_orthogonal, set_blas_threads, supported_engine_optimizers)
+        from edgeag.engine import MLP, Layout, UpdatePath, init_orthogonal, set_blas_threads
+        from edgeag.optim import flat, registry
         set_blas_threads(1)
         mlp = MLP((4, 1100, 1100, 2), prefix="a")   # a hidden weight above 1M values
         params = Layout.from_shapes(mlp.shapes()).zeros()
         init_orthogonal(params, mlp, np.random.default_rng(0), last_gain=0.01)
         x = np.ones((8, 4), np.float32)
-        for name in supported_engine_optimizers():
-            opt = build_engine_optimizer(name, params, lr=1e-3, momentum=0.9)
-            for flat in (True, False):
-                path = UpdatePath.for_optimizer(opt, flat=flat)
+        for name in registry.numpy_names():
+            opt = flat.build(name, params, lr=1e-3, momentum=0.9)
+            for whole in (True, False):
+                path = UpdatePath.for_optimizer(opt, flat=whole)
                 grads = params.layout.zeros()
                 path.backward(mlp, params, mlp.forward(params, x), np.ones((8, 2), np.float32),
                               opt, grads)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from tracing import traced_peak
 
-from edgeag.engine import (ENGINE_OPTIMIZERS, MLP, SGD, Adam, AlphaGrad, Layout, UpdatePath,
-                           alphagrad_direction_, build_engine_optimizer,
-                           clip_grad_norm_, outer_norm, segment_norms,
-                           supported_engine_optimizers)
-from edgeag.engine.outer import outer_temporary_bytes, uses_gram
+from edgeag.engine import MLP, Layout, UpdatePath, clip_grad_norm_, segment_norms
+from edgeag.optim import flat, registry
+from edgeag.optim.factored import outer_norm, outer_temporary_bytes, uses_gram
+from edgeag.optim.flat import SGD, Adam, AlphaGrad, alphagrad_, layout_state_bytes
+from edgeag.optim.reference import alphagrad_step
 from optional_torch import needs_torch, torch
 
 if torch is not None:
@@ -165,20 +165,64 @@ def test_segments_updated_on_their_own_first_then_stepped_together(name):
                                rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["views", "reduceat"])
-def test_norm_methods_agree_and_handle_empty_segments(method):
+ALPHAGRAD_CONFIGS = sorted(n for n in CONFIGS if kind(n) == "alphagrad")
+
+
+def reference_run(name: str, steps: int = 7) -> np.ndarray:
+    """`edgeag.optim.reference.alphagrad_step` (the plain loop) on the same start values
+    and gradients as `run_engine`, as one flat array."""
+    layout = Layout.from_shapes(SHAPES, np.float64)
+    start = start_values(layout)
+    params = {s.name: start[s.offset:s.stop].reshape(s.shape).copy() for s in layout}
+    buffers: dict = {}
+    for g in gradients(layout, steps):
+        alphagrad_step(params, {s.name: g[s.offset:s.stop].reshape(s.shape) for s in layout},
+                       buffers, **CONFIGS[name])
+    out = layout.zeros()
+    for s in layout:
+        out[s.name][...] = params[s.name]
+    return out.data
+
+
+@pytest.mark.parametrize("name", ALPHAGRAD_CONFIGS)
+@pytest.mark.parametrize("mode", ["flat", "update"])
+def test_alphagrad_equals_the_reference_loop(name, mode):
+    _, params, _ = run_engine(name, mode)
+    np.testing.assert_allclose(params.data, reference_run(name), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["flat", "update", "outer"])
+def test_every_path_goes_through_the_one_rule(mode, monkeypatch):
+    """`alphagrad_` is the engine's only copy of the rule: changing it changes the flat
+    step, the per-segment update and the factored update, so the reference parity
+    tests fail when the rule does."""
+    def run():
+        if mode == "outer":
+            w = Layout.from_shapes([("w", (37, 29))], np.float64)
+            rng = np.random.default_rng(2)
+            p = w.wrap(start_values(w))
+            AlphaGrad(p, lr=0.01, block_numel=64).update_outer(
+                "w", rng.standard_normal((3, 37)), rng.standard_normal((3, 29)))
+            return p.data
+        return run_engine("alphagrad", mode, steps=2)[1].data
+
+    want = run()
+    rule = flat.alphagrad_
+    monkeypatch.setattr(flat, "alphagrad_", lambda g, norm, alpha, eps, maximize=False:
+                        rule(g, norm, 2 * alpha, eps, maximize))
+    assert not np.allclose(run(), want)
+
+
+def test_segment_norms_handle_empty_segments():
     layout = Layout.from_shapes([("e0", (0,))] + SHAPES + [("e1", (0, 2))], np.float64)
     buf = layout.wrap(np.random.default_rng(3).standard_normal(layout.size))
     want = [np.linalg.norm(v) for v in buf.flat_views]
-    np.testing.assert_allclose(segment_norms(buf, method), want, rtol=1e-14, atol=0)
-    _, params, _ = run_engine("alphagrad", norm_method=method)
-    _, ref, _ = run_engine("alphagrad")
-    np.testing.assert_allclose(params.data, ref.data, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(segment_norms(buf), want, rtol=1e-14, atol=0)
 
 
 def test_direction_is_tanh_of_the_per_tensor_normalised_gradient():
     g = np.array([3.0, -4.0, 0.0])
-    u = alphagrad_direction_(g.copy(), 2.0, 1e-5)
+    u = alphagrad_(g.copy(), 5.0, 2.0, 1e-5)
     np.testing.assert_allclose(u, np.tanh(2.0 * g / (5.0 + 1e-5)), rtol=0, atol=1e-15)
 
 
@@ -214,7 +258,7 @@ def test_sqrt_numel_scales_each_tensors_alpha_by_the_root_of_its_size():
 @needs_torch
 def test_direction_equals_edgeag_optims():
     g = np.array([3.0, -4.0, 0.0])
-    u = alphagrad_direction_(g.copy(), 2.0, 1e-5)
+    u = alphagrad_(g.copy(), 5.0, 2.0, 1e-5)
     t = torch.tensor(g)
     np.testing.assert_allclose(u, torch_optim.alphagrad_direction(t, 2.0, 1e-5).numpy(),
                                rtol=0, atol=1e-15)
@@ -349,9 +393,9 @@ def test_update_temporaries_are_what_the_optimizer_declares(name, method):
 def test_state_bytes_are_exact(name):
     layout, _, opt = run_engine(name, steps=2)
     momentum = CONFIGS[name].get("momentum", 0.0)
-    spec = ENGINE_OPTIMIZERS[kind(name)]
     assert opt.state_bytes() == sum(v.nbytes for v in opt.state.values())
-    assert opt.state_bytes() == spec.state_bytes(layout, momentum)
+    assert opt.state_bytes() == layout_state_bytes(kind(name), layout, momentum)
+    assert opt.state_bytes() == opt.planned_state_bytes()
     assert (opt.state_bytes() == 0) == (kind(name) != "adam" and momentum == 0)
 
 
@@ -361,8 +405,8 @@ def test_state_bytes_equal_the_torch_rule(name):
     _, torch_params, torch_opt = run_torch(name, steps=2)
     _, _, opt = run_engine(name, steps=2)
     momentum = CONFIGS[name].get("momentum", 0.0)
-    assert opt.state_bytes() == torch_optim.OPTIMIZERS[kind(name)].state_bytes(torch_params,
-                                                                                momentum)
+    assert opt.state_bytes() == torch_optim.OPTIMIZERS[kind(name)].state_bytes(
+        [p.shape for p in torch_params], torch_params[0].element_size(), momentum)
     assert opt.state_bytes() == torch_optim.state_bytes(torch_opt)
 
 
@@ -399,26 +443,27 @@ def test_defaults_and_options_are_edgeag_optims():
         torch_sig = inspect.signature(TORCH_CLASSES[name]).parameters
         engine_sig = inspect.signature(engine_cls).parameters
         torch_defaults = {k: v.default for k, v in torch_sig.items()
-                          if k not in ("params", "foreach")}
+                          if k != "params"}
         engine_defaults = {k: engine_sig[k].default for k in torch_defaults}
         assert engine_defaults == torch_defaults == engine_cls.defaults
 
 
 def test_registry_capabilities_and_unknown_names():
-    assert supported_engine_optimizers() == ["alphagrad", "adam", "sgd"]
-    assert [n for n, s in ENGINE_OPTIMIZERS.items() if s.clips_gradients] == ["adam", "sgd"]
-    assert [n for n, s in ENGINE_OPTIMIZERS.items() if s.fusable_into_backward] == ["alphagrad"]
+    assert registry.numpy_names() == ["alphagrad", "adam", "sgd"]
     layout = Layout.from_shapes(SHAPES)
-    adam = build_engine_optimizer("adam", layout.zeros(), lr=0.1, alpha=3.0, momentum=0.9)
+    built = {n: flat.build(n, layout.zeros()) for n in registry.numpy_names()}
+    assert [n for n, o in built.items() if o.clips_gradients] == ["adam", "sgd"]
+    assert [n for n, o in built.items() if o.fusable_into_backward] == ["alphagrad"]
+    adam = flat.build("adam", layout.zeros(), lr=0.1, alpha=3.0, momentum=0.9)
     assert adam.hparams["lr"] == 0.1 and "alpha" not in adam.hparams
     assert UpdatePath.for_optimizer(adam, flat=False).kind == "flat"
-    ag = build_engine_optimizer("alphagrad", layout.zeros(), lr=0.1)
+    ag = flat.build("alphagrad", layout.zeros(), lr=0.1)
     assert UpdatePath.for_optimizer(ag, flat=False).kind == "factored"
-    ag_momentum = build_engine_optimizer("alphagrad", layout.zeros(), lr=0.1, momentum=0.9)
+    ag_momentum = flat.build("alphagrad", layout.zeros(), lr=0.1, momentum=0.9)
     assert UpdatePath.for_optimizer(ag_momentum, flat=False).kind == "fused"
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamw' \(accepted: alphagrad, "
                                          r"adam, sgd\)"):
-        build_engine_optimizer("adamw", layout.zeros())
+        flat.build("adamw", layout.zeros())
     with pytest.raises(ValueError, match="not a segment"):
         ag.update("nope", np.zeros(3, np.float32))
 
@@ -495,5 +540,4 @@ def test_set_lr_is_validated_and_used():
     assert np.array_equal(params.data, before)
     with pytest.raises(ValueError, match="Invalid block_numel value: 0"):
         AlphaGrad(params, block_numel=0)
-    with pytest.raises(ValueError, match="Invalid norm_method value: 'sum'"):
-        AlphaGrad(params, norm_method="sum")
+

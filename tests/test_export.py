@@ -230,7 +230,9 @@ def _training_policy(trained, name):
     """The training side's own policy on the checkpoint's arrays: ``act(normalised obs)``
     -> the action `evaluate` clips, and for PPO the numpy engine's too."""
     from edgeag.train import checkpoint
-    from edgeag.train.networks import ActorCritic, DeterministicActor, QNetwork
+    from edgeag.algos.dqn.torch_engine import QNetwork
+    from edgeag.algos.ppo.torch_engine import ActorCritic
+    from edgeag.algos.td3.torch_engine import DeterministicActor
 
     ckpt = checkpoint.load(trained.path / "checkpoints" / "latest.safetensors")
     arch = ckpt["arch"]
@@ -249,7 +251,7 @@ def _training_policy(trained, name):
     acts = {"torch": torch_act}
     if ALGORITHM[name] == "ppo":
         from edgeag.train.config import config_from_dict
-        from edgeag.train.ppo_numpy import NumpyActorCritic
+        from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
 
         cfg = config_from_dict(ckpt["config"], "checkpoint", "ppo")
         numpy_policy = NumpyActorCritic(cfg, arch["obs_dim"], arch["action_dim"], arch["discrete"],
@@ -258,8 +260,8 @@ def _training_policy(trained, name):
         acts["numpy engine"] = lambda x: numpy_policy.deterministic(np.asarray(x, np.float32))
     elif ckpt.get("engine") == "numpy":
         from edgeag.train.config import config_from_dict
-        from edgeag.train.dqn_numpy import NumpyQNetworks
-        from edgeag.train.td3_numpy import NumpyTD3Networks
+        from edgeag.algos.dqn.numpy_engine import NumpyQNetworks
+        from edgeag.algos.td3.numpy_engine import NumpyTD3Networks
 
         algo = ALGORITHM[name]
         cfg = config_from_dict(ckpt["config"], "checkpoint", algo)
@@ -420,8 +422,8 @@ def test_corrupted_onnx_fails_with_exit_4_and_removes_the_previous_export(cartpo
     shutil.copytree(cartpole / "export", out)  # a previous, valid export in the same place
     real = onnx_export.export_onnx
 
-    def corrupted(spec, path):
-        info = real(spec, path)
+    def corrupted(spec, path, ctx=None):
+        info = real(spec, path, ctx)
         _corrupt_onnx(path)
         return info
 
@@ -445,10 +447,10 @@ def test_corrupted_pte_fails_with_exit_4_naming_the_worst_action(pendulum, tmp_p
 
     real = et_export.export_pte
 
-    def corrupted(spec, path, calibration=None):
+    def corrupted(spec, path, ctx=None):
         weight, bias = spec.layers[-1]
         bad = dataclasses.replace(spec, layers=(*spec.layers[:-1], (weight, bias + 0.5)))
-        return real(bad, path, calibration)
+        return real(bad, path, ctx)
 
     monkeypatch.setattr(et_export, "export_pte", corrupted)
     out = tmp_path / "export"
@@ -463,7 +465,7 @@ def test_corrupted_pte_fails_with_exit_4_naming_the_worst_action(pendulum, tmp_p
 def test_unloadable_artifact_fails_with_exit_4(cartpole, tmp_path, monkeypatch, capsys):
     import edgeag.export.onnx as onnx_export
 
-    def garbage(spec, path):
+    def garbage(spec, path, ctx=None):
         path.write_bytes(b"\x00not an onnx model" * 10)
         return {"opset": 18}
 

@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from edgeag.memory import (DYNAMO_IMPORT_BYTES, MiB, BudgetGuard, measure_floor, peak_rss_bytes,
-                           plan_training, largest_fitting, read_memory)
+from edgeag.memory import (MiB, BudgetGuard, measure_floor, peak_rss_bytes, largest_fitting,
+                           read_memory)
 from edgeag.optim import OPTIMIZERS
 
 
@@ -33,41 +33,23 @@ def test_reading_splits_rss_as_the_kernel_does():
     del block
 
 
-def params_4_64_2():
-    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 2))
-    return list(net.parameters())  # 4*64 + 64 + 64*2 + 2 = 450 floats = 1800 B; largest 1024 B
+SHAPES_4_64_2 = [(64, 4), (64,), (2, 64), (2,)]  # 450 floats = 1800 B; largest 1024 B
 
 
-@pytest.mark.parametrize("name,momentum,fused,grads,state,temps,dynamo", [
-    ("alphagrad", 0.0, False, 1800, 0, 1024, 0),
-    ("alphagrad", 0.0, True, 1024, 0, 1024, 0),
-    ("alphagrad", 0.9, False, 1800, 1800, 1024, 0),
-    ("adam", 0.0, False, 1800, 3600 + 4 * 4, 2048, 0),
-    ("torch-adam", 0.0, False, 1800, 3600 + 4 * 4, 2048, DYNAMO_IMPORT_BYTES),
-    ("sgd", 0.9, False, 1800, 1800, 1024, 0),
+@pytest.mark.parametrize("name,momentum,state,temporaries,dynamo", [
+    ("alphagrad", 0.0, 0, 1, False),
+    ("alphagrad", 0.9, 1800, 1, False),
+    ("adam", 0.0, 3600 + 4 * 4, 2, False),
+    ("torch-adam", 0.0, 3600 + 4 * 4, 2, True),
+    ("sgd", 0.9, 1800, 1, False),
+    ("sgd", 0.0, 0, 1, False),
+    ("torch-adafactor", 0.0, (64 + 4) * 4 + 4 + 64 * 4 + 4 + (2 + 64) * 4 + 4 + 2 * 4 + 4, 1, True),
+    ("lion", 0.0, 1800, 2, True),
 ])
-def test_plan_arithmetic_on_known_tensors(name, momentum, fused, grads, state, temps, dynamo):
-    plan = plan_training(budget_bytes=300 * MiB, floor_bytes=200 * MiB, params=params_4_64_2(),
-                         optimizer_spec=OPTIMIZERS[name], momentum=momentum,
-                         fused_backward=fused, buffer_bytes=10_000, activation_bytes=5_000,
-                         slack_fraction=0.5)
-    items = dict((i.name, i.nbytes) for i in plan.items)
-    assert items["parameters"] == 1800
-    assert items["gradients"] == grads
-    assert items["optimizer state"] == state
-    assert items["update temporaries"] == temps
-    assert items.get("torch._dynamo import", 0) == dynamo
-    above = 1800 + grads + state + temps + 10_000 + 5_000 + dynamo
-    assert items["allocator slack"] == above // 2
-    assert plan.total_bytes == 200 * MiB + above + above // 2
-    assert plan.fits == (plan.total_bytes <= 300 * MiB)
-    assert "total" in plan.table() and f"{plan.total_bytes:,d}" in plan.table()
-
-
-def test_torch_adam_does_not_fit_where_alphagrad_does():
-    kw = dict(budget_bytes=256 * MiB, floor_bytes=240 * MiB, params=params_4_64_2())
-    assert plan_training(optimizer_spec=OPTIMIZERS["alphagrad"], **kw).fits
-    assert not plan_training(optimizer_spec=OPTIMIZERS["torch-adam"], **kw).fits
+def test_registry_state_rules_on_known_shapes(name, momentum, state, temporaries, dynamo):
+    info = OPTIMIZERS[name]
+    assert info.state_bytes(SHAPES_4_64_2, 4, momentum) == state
+    assert info.temporaries == temporaries and info.imports_dynamo == dynamo
 
 
 def test_largest_fitting_finds_the_boundary():

@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeag.algos.base import PlanInputs
 from edgeag.cli import main
 from edgeag.memory import MiB, measure_floor
-from edgeag.train import dqn, td3
-from edgeag.train.buffers import ReplayBuffer
-from edgeag.train.config import DQNConfig, TD3Config, resolve_config
+from edgeag.algos.dqn import algorithm as dqn
+from edgeag.algos.td3 import algorithm as td3
+from edgeag.algos.offpolicy.buffers import ReplayBuffer
+from edgeag.train.config import resolve_config
+from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.td3.config import TD3Config
 from edgeag.train.envs import make_vector_env
 from edgeag.train.run import TIME_KEYS, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
@@ -130,7 +134,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, algo):
 
 def test_plan_counts_the_replay_buffer_and_target_networks():
     cfg = DQNConfig(buffer_size=10_000, hidden=(120, 84))
-    plan = dqn.plan(cfg, 1 << 30, 200 * MiB, 4, 2, True)
+    plan = dqn.plan(cfg, PlanInputs(1 << 30, 200 * MiB, 4, 2, True))
     items = {i.name: i.nbytes for i in plan.items}
     params = (4 * 120 + 120) + (120 * 84 + 84) + (84 * 2 + 2)
     assert items["parameters"] == items["target networks"] == 4 * params
@@ -138,11 +142,11 @@ def test_plan_counts_the_replay_buffer_and_target_networks():
     arrays = sum(getattr(buf, name).nbytes for name in ReplayBuffer.FIELDS)
     assert items["replay buffer"] == arrays == ReplayBuffer.nbytes(10_000, 4, 2, True)
     cfg = TD3Config(buffer_size=1_000_000, hidden=(256, 256))
-    items = {i.name: i.nbytes for i in td3.plan(cfg, 1 << 30, 200 * MiB, 11, 3, False).items}
+    items = {i.name: i.nbytes for i in td3.plan(cfg, PlanInputs(1 << 30, 200 * MiB, 11, 3, False)).items}
     assert items["replay buffer"] == 1_000_000 * 4 * (2 * 11 + 2 + 3)  # Hopper: 103 MiB
     assert items["gradients"] == items["parameters"]  # Adam: every gradient at once
     def gradients(**change):
-        plan = td3.plan(dataclasses.replace(cfg, **change), 1 << 30, 200 * MiB, 11, 3, False)
+        plan = td3.plan(dataclasses.replace(cfg, **change), PlanInputs(1 << 30, 200 * MiB, 11, 3, False))
         return {i.name: i.nbytes for i in plan.items}["gradients"]
 
     # torch engine, AlphaGrad inside backward: one tensor's gradient at a time
@@ -169,8 +173,8 @@ def test_over_budget_replay_buffer_is_refused_with_the_largest_that_fits(tmp_pat
     # the named size is the largest that fits the budget (the floor is re-measured in the
     # run, so check against the same plan function at the floor it reported)
     reported_floor = int(re.search(r"floor .*\(([\d,]+) bytes", "\n".join(err)).group(1).replace(",", ""))
-    fits = lambda n: dqn.plan(dataclasses.replace(cfg, buffer_size=n), budget, reported_floor,
-                              4, 2, True).fits
+    fits = lambda n: dqn.plan(dataclasses.replace(cfg, buffer_size=n),
+                              PlanInputs(budget, reported_floor, 4, 2, True)).fits
     assert fits(size) and not fits(size + 1) and 1_000 < size < 10_000_000
 
     assert main(argv + ["--shrink-buffer"]) == 0
@@ -233,8 +237,8 @@ def test_offpolicy_training_process_imports_no_torch_and_no_export_modules(tmp_p
                                         forbidden=NUMPY_ENGINE_FORBIDDEN) == (0, [])
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["algo"] == algo and summary["steps"] == 600 and summary["stopped"] == "done"
-    assert summary["engine"].startswith("numpy engine")
+    assert summary["engine"] == "numpy" and summary["runtime"].startswith("numpy engine")
     assert (tmp_path / "r" / "checkpoints" / "replay-600.npy").is_file()
     assert train_and_list_heavy_imports([*args, "--engine", "torch",
                                          "--out", str(tmp_path / "t")]) == (0, [])
-    assert json.loads((tmp_path / "t" / "summary.json").read_text())["engine"].startswith("torch")
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["runtime"].startswith("torch")

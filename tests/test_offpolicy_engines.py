@@ -1,6 +1,6 @@
 """DQN's and TD3's two engines against each other in float64: the numpy engine's
 hand-written TD-loss gradients, backward through the critic to the action and flat
-buffers (`edgeag.train.dqn_numpy`, `edgeag.train.td3_numpy`) against the torch
+buffers (`edgeag.algos.dqn.numpy_engine`, `edgeag.algos.td3.numpy_engine`) against the torch
 engine's textbook autograd updates (`dqn_torch`, `td3_torch`, `edgeag.optim`,
 AlphaGrad fused into backward by its hooks), for every optimizer both engines run."""
 
@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgeag.engine import plan as engine_plan
-from edgeag.train.config import DQNConfig, TD3Config
-from edgeag.train.dqn import td_loss
-from edgeag.train.dqn_numpy import NumpyQNetworks
-from edgeag.train.dqn_torch import TorchQNetworks
-from edgeag.train.offpolicy_numpy import soft_update_
-from edgeag.train.td3_numpy import NumpyTD3Networks
-from edgeag.train.td3_torch import TorchTD3Networks
+from edgeag.engine import update_path as engine_plan
+from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.td3.config import TD3Config
+from edgeag.algos.dqn.algorithm import td_loss
+from edgeag.algos.dqn.numpy_engine import NumpyQNetworks
+from edgeag.algos.dqn.torch_engine import TorchQNetworks
+from edgeag.algos.offpolicy.numpy_engine import soft_update_
+from edgeag.algos.td3.numpy_engine import NumpyTD3Networks
+from edgeag.algos.td3.torch_engine import TorchTD3Networks
 
 OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "alphagrad-sqrt_numel", "adam", "adam-clip",
               "sgd", "sgd-momentum"]

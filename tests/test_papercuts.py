@@ -16,11 +16,11 @@ import edgeag
 from edgeag.cli import main
 from edgeag.errors import EdgeagError, torch_available
 from edgeag.memory import Floor, MiB
+from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.ppo.config import PPOConfig
+from edgeag.algos.td3.config import TD3Config
 from edgeag.train.config import (
-    DQNConfig,
-    PPOConfig,
-    TD3Config,
-    _coerce,
+    coerce_setting,
     parse_set,
     resolve_config,
 )
@@ -75,7 +75,7 @@ def test_version_probe_sees_torch_when_it_is_loaded():
     (" 128 , 32 ", (128, 32)), ("256,256,", (256, 256)), ("64,32,16", (64, 32, 16)),
 ])
 def test_hidden_accepts_comma_separated_integers_and_the_toml_list(text, expected):
-    assert _coerce("hidden", text, "override") == expected
+    assert coerce_setting("hidden", text, "override") == expected
     for algo in ("ppo", "dqn", "td3"):
         cfg, _ = resolve_config(None, None, parse_set([f"hidden={text}"]), algo)
         assert cfg.hidden == expected
@@ -107,7 +107,7 @@ def test_other_fields_say_what_they_accept_in_words(name, value, accepted):
         resolve_config(None, None, {name: value})
     assert re.fullmatch(rf"override: invalid {name} .*: expected {accepted}", str(e.value))
     with pytest.raises(EdgeagError, match=r"invalid env_id 3: expected a string$"):
-        _coerce("env_id", 3, "preset x")
+        coerce_setting("env_id", 3, "preset x")
 
 
 # --- the refusal's suggestions paste back ----------------------------------------------

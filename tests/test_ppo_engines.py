@@ -1,5 +1,5 @@
 """PPO's two engines against each other in float64: the numpy engine's hand-written
-loss gradient and backward (`edgeag.train.ppo.output_grads`, `edgeag.engine`) against
+loss gradient and backward (`edgeag.algos.ppo.algorithm.output_grads`, `edgeag.engine`) against
 the torch engine's textbook update (`ppo_torch.ppo_loss`, ``loss.backward()``,
 `edgeag.optim`, AlphaGrad fused into backward by its hooks)."""
 
@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from edgeag.engine import plan as engine_plan
-from edgeag.train import networks, ppo_numpy
-from edgeag.train.config import PPOConfig
-from edgeag.train.networks import ActorCritic
-from edgeag.train.ppo import Minibatch, RolloutBuffer, output_grads, sample
-from edgeag.train.ppo_numpy import NumpyActorCritic
-from edgeag.train.ppo_torch import TorchActorCritic, ppo_loss
+from edgeag.engine import update_path as engine_plan
+from edgeag.algos import torch_runtime as networks
+from edgeag.algos.ppo import numpy_engine as ppo_numpy
+from edgeag.algos.ppo.config import PPOConfig
+from edgeag.algos.ppo.torch_engine import ActorCritic
+from edgeag.algos.ppo.algorithm import Minibatch, RolloutBuffer, output_grads, sample
+from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
+from edgeag.algos.ppo.torch_engine import TorchActorCritic, ppo_loss
 
 
 def make_minibatch(out: np.ndarray, value: np.ndarray, log_std, rng) -> Minibatch:
@@ -51,7 +52,7 @@ def test_output_grads_equal_autograd(case):
     policy = ActorCritic(5, a, case["discrete"], hidden=(4,)).double()
     out_leaf = torch.tensor(out, requires_grad=True)
     value_leaf = torch.tensor(value, requires_grad=True)
-    policy._forward = lambda linears, x: out_leaf if linears is policy._actor else value_leaf[:, None]
+    policy.forward_layers = lambda linears, x: out_leaf if linears is policy.actor_layers else value_leaf[:, None]
     if not case["discrete"]:
         policy.log_std.data = torch.tensor(log_std)
     t = Minibatch(torch.zeros(n, 5, dtype=torch.float64),

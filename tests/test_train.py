@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeag.algos.base import PlanInputs
 from edgeag.memory import MiB, measure_floor
-from edgeag.train.config import PPOConfig, resolve_config, uses_fused_backward
+from edgeag.train.config import resolve_config, uses_fused_backward
+from edgeag.algos.ppo.config import PPOConfig
 from edgeag.train.envs import make_vector_env
-from edgeag.train.ppo import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
+from edgeag.algos.ppo.algorithm import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
     what_fits
 from edgeag.train.run import EXIT_BUDGET, TIME_KEYS, BudgetRefused, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
@@ -56,9 +58,9 @@ def test_gae_hand_computed_with_a_truncation():
 def constant_value_state(cfg, c):
     envs = make_vector_env(cfg.env_id, cfg.num_envs)
     state = build_state(cfg, envs)
-    critic = state.policy.critic
-    state.policy.params[critic.weight(critic.depth - 1)][...] = 0
-    state.policy.params[critic.bias(critic.depth - 1)][...] = c
+    critic = state.nets.critic
+    state.nets.params[critic.weight(critic.depth - 1)][...] = 0
+    state.nets.params[critic.bias(critic.depth - 1)][...] = c
     return state
 
 
@@ -173,7 +175,7 @@ def test_short_cartpole_run_clearly_improves(tmp_path):
 
 def test_plan_counts_the_policy_buffer_and_optimizer():
     cfg = PPOConfig(hidden=(64, 64), num_envs=8, num_steps=32, batch_size=256)
-    plan = plan_ppo(cfg, 1 << 30, 200 * MiB, obs_dim=4, action_dim=2, discrete=True)
+    plan = plan_ppo(cfg, PlanInputs(1 << 30, 200 * MiB, obs_dim=4, action_dim=2, discrete=True))
     items = dict((i.name, i.nbytes) for i in plan.items)
     # critic 4-64-64-1 and actor 4-64-64-2: (320 + 4160 + 65) + (320 + 4160 + 130) values
     assert items["parameters"] == 4 * 9155
@@ -181,14 +183,14 @@ def test_plan_counts_the_policy_buffer_and_optimizer():
     assert items["update temporaries"] == 0  # norms and scales: one value per tensor
     assert items["optimizer state"] == 0
     assert items["rollout buffer"] == 256 * 4 * (4 + 6) + 256 * 8
-    wide = plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)), 1 << 30, 200 * MiB, 4, 2, True)
+    wide = plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)), PlanInputs(1 << 30, 200 * MiB, 4, 2, True))
     assert dict((i.name, i.nbytes) for i in wide.items)["gradients"] == 4 * 1024 * 1024  # per layer
-    wider = plan_ppo(dataclasses.replace(cfg, hidden=(2048, 2048)), 1 << 30, 200 * MiB, 4, 2, True)
+    wider = plan_ppo(dataclasses.replace(cfg, hidden=(2048, 2048)), PlanInputs(1 << 30, 200 * MiB, 4, 2, True))
     items = dict((i.name, i.nbytes) for i in wider.items)
     assert items["gradients"] == 4 * 2048 * 4  # the 2048 x 2048 weights: from their factors
-    from edgeag.engine.outer import outer_temporary_bytes
+    from edgeag.optim.factored import outer_temporary_bytes
     assert items["update temporaries"] == max(outer_temporary_bytes(4), 4 * 2048 * 4)
-    adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), 1 << 30, 200 * MiB, 4, 2, True)
+    adam = plan_ppo(dataclasses.replace(cfg, optimizer="adam"), PlanInputs(1 << 30, 200 * MiB, 4, 2, True))
     assert dict((i.name, i.nbytes) for i in adam.items)["optimizer state"] == 2 * 4 * 9155 + 12 * 4  # 12 tensors, one step counter each
 
 
@@ -196,23 +198,23 @@ def test_refusal_names_settings_that_fit():
     floor = 240 * MiB
     budget = floor + 20 * MiB
     wide = PPOConfig(hidden=(1024, 1024))
-    assert not plan_ppo(wide, budget, floor, 4, 2, True).fits
-    text = what_fits(wide, budget, floor, 4, 2, True)
+    assert not plan_ppo(wide, PlanInputs(budget, floor, 4, 2, True)).fits
+    text = what_fits(wide, PlanInputs(budget, floor, 4, 2, True))
     width = int(text.split("--set hidden=")[1].split(",")[0])
-    assert plan_ppo(dataclasses.replace(wide, hidden=(width, width)), budget, floor, 4, 2, True).fits
-    assert not plan_ppo(dataclasses.replace(wide, hidden=(width + 1,) * 2), budget, floor, 4, 2, True).fits
+    assert plan_ppo(dataclasses.replace(wide, hidden=(width, width)), PlanInputs(budget, floor, 4, 2, True)).fits
+    assert not plan_ppo(dataclasses.replace(wide, hidden=(width + 1,) * 2), PlanInputs(budget, floor, 4, 2, True)).fits
 
     long = PPOConfig(num_steps=65_536, batch_size=256)  # a 21 MiB rollout buffer
-    assert not plan_ppo(long, budget, floor, 4, 2, True).fits
-    text = what_fits(long, budget, floor, 4, 2, True)
+    assert not plan_ppo(long, PlanInputs(budget, floor, 4, 2, True)).fits
+    text = what_fits(long, PlanInputs(budget, floor, 4, 2, True))
     steps = int(text.split("num_steps=")[1].split()[0])
     suggested = dataclasses.replace(long, num_steps=steps).validate()  # minibatch divides it
-    assert plan_ppo(suggested, budget, floor, 4, 2, True).fits
+    assert plan_ppo(suggested, PlanInputs(budget, floor, 4, 2, True)).fits
     next_valid = dataclasses.replace(long, num_steps=steps + 256 // 8)
-    assert not plan_ppo(next_valid, budget, floor, 4, 2, True).fits
+    assert not plan_ppo(next_valid, PlanInputs(budget, floor, 4, 2, True)).fits
     assert "--optimizer adam" in what_fits(dataclasses.replace(wide, optimizer="torch-adam", engine="torch",
                                                               hidden=(64, 64)),
-                                          floor + 60 * MiB, floor, 4, 2, True)
+                                          PlanInputs(floor + 60 * MiB, floor, 4, 2, True))
 
 
 def test_plan_over_budget_is_refused_before_anything_is_written(tmp_path):
@@ -286,13 +288,13 @@ def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
     assert uses_fused_backward(fused) and not uses_fused_backward(unfused)
     assert not uses_fused_backward(short_cfg(optimizer="adam"))
     grads = {cfg.fuse_backward: dict((i.name, i.nbytes) for i in
-                                     plan_ppo(cfg, 1 << 30, 0, 4, 2, True).items)["gradients"]
+                                     plan_ppo(cfg, PlanInputs(1 << 30, 0, 4, 2, True)).items)["gradients"]
              for cfg in (fused, unfused)}
     # a small policy keeps every gradient either way (the flat path); a large one
     # fused keeps one layer's
     assert grads[True] == grads[False] == 4 * 2 * (4 * 64 + 64 + 64 * 64 + 64) + 4 * (64 + 1 + 64 * 2 + 2)
     wide = {f: dict((i.name, i.nbytes) for i in plan_ppo(dataclasses.replace(cfg, hidden=(1024, 1024)),
-                                                         1 << 30, 0, 4, 2, True).items)["gradients"]
+                                                         PlanInputs(1 << 30, 0, 4, 2, True)).items)["gradients"]
             for f, cfg in ((True, fused), (False, unfused))}
     assert wide[True] == 4 * 1024 * 1024 < wide[False]
     run_quiet(fused, tmp_path / "fused")
@@ -305,9 +307,9 @@ def test_unfused_alphagrad_updates_in_step_with_the_same_result(tmp_path):
 
 
 def test_atomic_write_gives_a_new_file_the_usual_permissions_and_keeps_the_old_on_error(tmp_path):
-    from edgeag.train.rundir import atomic_write, write_json
+    from edgeag.io import atomic_write, write_json
 
-    code = ("import os, sys; os.umask(0o027); from edgeag.train.rundir import write_json; "
+    code = ("import os, sys; os.umask(0o027); from edgeag.io import write_json; "
             "write_json(sys.argv[1], {'x': 1})")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], check=True)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
@@ -330,7 +332,7 @@ def test_hard_cap_cgroup_kernel_kill_is_a_budget_stop_and_the_run_resumes(tmp_pa
     the env's 512 MiB allocation inside one iteration is beyond what the guard can stop
     at a boundary, so the kernel OOM-kills the child. The parent says so, writes
     summary.json (stopped: budget) and exits 3; the last checkpoint loads and resumes."""
-    from edgeag.hardcap import make_cgroup
+    from edgeag.memory.hardcap import make_cgroup
 
     probe = make_cgroup(1 << 30, f"edgeag-test-{os.getpid()}")
     if probe is None:

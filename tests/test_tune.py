@@ -125,7 +125,7 @@ def test_the_best_preset_reproduces_the_best_trial(journal_study, tmp_path):
                  "--out", str(run), "--no-progress"]) == 0
 
     def ppo_table(path):
-        from edgeag.train.config import tomllib
+        from edgeag.io import tomllib
         return tomllib.loads(path.read_text())["ppo"]
 
     again = ppo_table(run / "config.toml")

@@ -20,30 +20,25 @@ Layout and networks:
   (`edgeag.engine.init`): torch's initialisation algorithms from a seeded
   `np.random.Generator`; large square weights factorised in their own memory.
 
-Optimizers (`edgeag.engine.optim`), bound to the parameter buffer:
-
-- `AlphaGrad`, `Adam`, `SGD`: `edgeag.optim`'s hyperparameters, defaults, messages and
-  state rules (`edgeag.optim_rules`). ``step(grads)`` (flat), ``update(name, grad)``
-  (a backward sink), ``update_outer(name, d, x)`` (factors), ``state_bytes()``,
-  ``state_dict()`` / ``load_state_dict()``, ``set_lr(lr)``.
-- `ENGINE_OPTIMIZERS`, `supported_engine_optimizers`, `build_engine_optimizer`: the
-  registry, with ``clips_gradients`` and ``fusable_into_backward`` per optimizer.
-- `clip_grad_norm_`: ``torch.nn.utils.clip_grad_norm_`` on a gradient buffer.
-- `alphagrad_outer_`, `outer_norm` (`edgeag.engine.outer`): the factored update.
+Optimizers bound to the parameter buffer live in `edgeag.optim.flat` (`AlphaGrad`,
+`Adam`, `SGD`, built by name with `edgeag.optim.flat.build`); this package never imports
+them, so `edgeag.optim` may build on it.
 
 Running and planning:
 
-- `UpdatePath` (`edgeag.engine.plan`): ``flat``, ``fused`` or ``factored``, chosen once
+- `UpdatePath` (`edgeag.engine.update_path`): ``flat``, ``fused`` or ``factored``, chosen once
   (`UpdatePath.for_optimizer`, `choose_path` by size); runs backward to the right destination and prices the
   same choice (``memory_items``: params, grads, optimizer state, update temporaries,
   activations).
+- `segment_norms`, `clip_grad_norm_` (`edgeag.engine.layout`): per-segment norms, and
+  ``torch.nn.utils.clip_grad_norm_`` on a gradient buffer.
 - `set_blas_threads` (`edgeag.engine.threads`): numpy's BLAS threads for the run.
 
 A PPO-style update on the engine (the output gradients come from the algorithm)::
 
     >>> import numpy as np
-    >>> from edgeag.engine import (MLP, Layout, UpdatePath, build_engine_optimizer,
-    ...                            init_orthogonal)
+    >>> from edgeag.engine import MLP, Layout, UpdatePath, init_orthogonal
+    >>> from edgeag.optim import flat
     >>> actor = MLP((4, 64, 64, 2), prefix="actor")
     >>> critic = MLP((4, 64, 64, 1), prefix="critic")
     >>> layout = Layout.from_shapes(actor.shapes() + critic.shapes())
@@ -51,7 +46,7 @@ A PPO-style update on the engine (the output gradients come from the algorithm):
     >>> rng = np.random.default_rng(0)
     >>> init_orthogonal(params, actor, rng, last_gain=0.01)
     >>> init_orthogonal(params, critic, rng, last_gain=1.0)
-    >>> opt = build_engine_optimizer("alphagrad", params, lr=2.5e-4)
+    >>> opt = flat.build("alphagrad", params, lr=2.5e-4)
     >>> path = UpdatePath.for_optimizer(opt, flat=True)
     >>> obs = rng.standard_normal((256, 4), dtype=np.float32)
     >>> acts_a, acts_c = actor.forward(params, obs), critic.forward(params, obs)
@@ -65,20 +60,13 @@ A PPO-style update on the engine (the output gradients come from the algorithm):
 
 from edgeag.engine.init import (LEAN_ORTHOGONAL_NUMEL, init_linear_default, init_orthogonal,
                                 lean_orthogonal_, orthogonal_)
-from edgeag.engine.layout import FlatBuffer, Layout, Segment
+from edgeag.engine.layout import FlatBuffer, Layout, Segment, clip_grad_norm_, segment_norms
 from edgeag.engine.mlp import MLP, OUTER_NUMEL
-from edgeag.engine.optim import (ENGINE_OPTIMIZERS, SGD, Adam, AlphaGrad, EngineOptimizer,
-                                 EngineOptimizerSpec, alphagrad_direction_,
-                                 build_engine_optimizer, clip_grad_norm_, get_engine_spec,
-                                 segment_norms, supported_engine_optimizers)
-from edgeag.engine.outer import OUTER_BLOCK_NUMEL, alphagrad_outer_, outer_norm
-from edgeag.engine.plan import FLAT_MAX_BYTES, UpdatePath, activation_bytes, choose_path
 from edgeag.engine.threads import BlasThreads, blas_threads, set_blas_threads
+from edgeag.engine.update_path import FLAT_MAX_BYTES, UpdatePath, activation_bytes, choose_path
 
-__all__ = ["ENGINE_OPTIMIZERS", "FLAT_MAX_BYTES", "LEAN_ORTHOGONAL_NUMEL", "OUTER_BLOCK_NUMEL", "OUTER_NUMEL",
-           "SGD", "Adam", "AlphaGrad", "BlasThreads", "EngineOptimizer", "EngineOptimizerSpec",
+__all__ = ["FLAT_MAX_BYTES", "LEAN_ORTHOGONAL_NUMEL", "OUTER_NUMEL", "BlasThreads",
            "FlatBuffer", "Layout", "MLP", "Segment", "UpdatePath", "activation_bytes",
-           "alphagrad_direction_", "alphagrad_outer_", "blas_threads", "build_engine_optimizer",
-           "choose_path", "clip_grad_norm_", "get_engine_spec", "init_linear_default", "init_orthogonal",
-           "lean_orthogonal_", "orthogonal_", "outer_norm", "segment_norms",
-           "set_blas_threads", "supported_engine_optimizers"]
+           "blas_threads", "choose_path", "clip_grad_norm_", "init_linear_default",
+           "init_orthogonal", "lean_orthogonal_", "orthogonal_", "segment_norms",
+           "set_blas_threads"]

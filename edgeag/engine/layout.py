@@ -165,3 +165,20 @@ class FlatBuffer:
                 raise ValueError(f"Invalid state for {name!r}: shape {value.shape} (accepted: "
                                  f"{view.shape})")
             view[...] = value
+
+
+def segment_norms(buf: FlatBuffer) -> np.ndarray:
+    """The 2-norm of every segment of ``buf`` (float64, one per segment, 0 for an empty
+    one): a dot product per segment view, no temporary."""
+    return np.sqrt(np.array([np.dot(v, v) for v in buf.flat_views], dtype=np.float64))
+
+
+def clip_grad_norm_(grads: FlatBuffer, max_norm: float) -> float:
+    """``torch.nn.utils.clip_grad_norm_`` on a gradient buffer: the total norm (the 2-norm
+    of the per-segment norms), and every gradient scaled by
+    ``max_norm / (total_norm + 1e-6)`` when that factor is below 1. Returns the total norm."""
+    total = float(np.sqrt(np.sum(np.square(segment_norms(grads)))))
+    factor = max_norm / (total + 1e-6)
+    if factor < 1.0:
+        grads.data *= factor
+    return total

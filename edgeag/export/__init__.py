@@ -21,17 +21,14 @@ it with the ``onnx`` package's graph API and verified with onnxruntime: no torch
 (``pip install 'edgeag[onnx]'``). ``.pte`` needs torch and ExecuTorch (``pip install
 'edgeag[export]'``): a torch module is built from the same spec and lowered.
 
-Modules: `edgeag.export.spec` (the spec and its numpy forward), `edgeag.export.policy`
+Modules: `edgeag.export.formats` (the registry of formats: what each writes, builds,
+quantizes, runs and needs), `edgeag.export.spec` (the spec and its numpy forward), `edgeag.export.policy`
 (reading a run, recorded observations), `edgeag.export.onnx`,
 `edgeag.export.executorch`, `edgeag.export.verify`, `edgeag.export.build` (``edgeag
 export``), and `edgeag.export.runner` (``edgeag run``: onnxruntime + numpy + gymnasium,
 never torch, for ``.onnx``/``.ort``). Importing this package imports nothing heavy.
 """
 
-FORMATS = ("onnx", "ort", "pte")
-"""What ``--format`` accepts (the same names as a device profile's ``export_formats``)."""
-QUANTIZE = ("int8",)
-"""What ``--quantize`` accepts."""
 PTE_MAX_BATCH = 1024
 """Upper bound of the dynamic batch of a ``.pte`` (ExecuTorch plans memory for it)."""
 METADATA = "policy.json"

@@ -32,25 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
-from edgeag.export import FORMATS, METADATA, PTE_MAX_BATCH, QUANTIZE
+from edgeag.export import METADATA, PTE_MAX_BATCH
+from edgeag.export.formats import (FORMATS, QUANTIZE, ExportContext, artifact_formats,
+                                   artifact_names)
 from edgeag.export.verify import TOLERANCES, VerificationFailed
 
-ARTIFACTS = {
-    # final name: (format, precision)
-    "policy.onnx": ("onnx", "fp32"),
-    "policy.int8.onnx": ("onnx", "int8"),
-    "policy.ort": ("ort", "fp32"),
-    "policy.pte": ("pte", "fp32"),
-    "policy.int8.pte": ("pte", "int8"),
-}
 CALIBRATION_SEED = 30_000
 """Seeds of the episodes whose observations calibrate int8 activation ranges (apart
 from the verification episodes)."""
-EXTRA_HINT = "pip install 'edgeag[export]'"
-ONNX_HINT = "pip install 'edgeag[onnx]'"
-NEEDS = {"onnx": ("onnx", "onnxruntime"), "ort": ("onnx", "onnxruntime"),
-         "pte": ("torch", "executorch")}
-"""The packages each format needs, to build it and to verify it."""
 METADATA_FORMAT = 2
 """``policy.json``'s ``format_version``. 2: ``network`` is ``layers`` / ``activation`` /
 ``head`` / ``hidden`` (1 had ``actor``, PPO only); ``normalization`` holds ``mean``,
@@ -71,28 +60,10 @@ def parse_formats(text: str | None) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def artifact_names(formats: list[str], quantize: str | None) -> list[str]:
-    """The files an export with ``formats`` writes: ``ort`` is converted from the ONNX
-    model, which is kept too; ``--quantize int8`` adds an int8 ``.onnx`` and ``.pte``
-    beside the float ones."""
-    names = []
-    if "onnx" in formats or "ort" in formats:
-        names.append("policy.onnx")
-        if quantize:
-            names.append("policy.int8.onnx")
-    if "ort" in formats:
-        names.append("policy.ort")
-    if "pte" in formats:
-        names.append("policy.pte")
-        if quantize:
-            names.append("policy.int8.pte")
-    return names
-
-
 def default_formats(run_path: Path, log) -> tuple[list[str], str]:
     """The export formats of the device profile the run was trained with, else onnx."""
     from edgeag.profiles import load_profile
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     try:
         with open(run_path / "config.toml", "rb") as f:
@@ -129,9 +100,9 @@ def export_run(run_path: str | Path, formats: list[str] | None = None, out: str 
                                  f"{', '.join(formats)} ({origin})")
         for name in names:
             (staging / name).replace(out / name)
-        for stale in set(ARTIFACTS) - set(names):
+        for stale in set(artifact_formats()) - set(names):
             (out / stale).unlink(missing_ok=True)
-        from edgeag.train.rundir import write_json
+        from edgeag.io import write_json
         write_json(out / METADATA, meta)
     except OSError as e:
         if e.errno not in WRITE_ERRNOS:
@@ -152,23 +123,28 @@ def export_run(run_path: str | Path, formats: list[str] | None = None, out: str 
 
 def _check_installed(formats: list[str]) -> None:
     """EdgeagError (exit 2) naming the packages ``formats`` need that are not installed
-    here: `NEEDS`, without importing any of them."""
+    here (each format's ``packages``), without importing any of them."""
     from edgeag.errors import torch_available
 
-    def missing(names):
-        return [m for m in dict.fromkeys(names) if not (
+    def missing(fmt):
+        return [m for m in fmt.packages if not (
             torch_available() if m == "torch" else _installed(m))]
 
-    onnx = missing(m for f in formats if f != "pte" for m in NEEDS[f])
-    if onnx:
-        raise EdgeagError(f"edgeag export --format {','.join(f for f in formats if f != 'pte')} "
-                          f"needs {', '.join(onnx)}, not installed here: {ONNX_HINT}")
-    pte = missing(NEEDS["pte"]) if "pte" in formats else []
-    if pte:
-        raise EdgeagError(f"edgeag export --format pte needs {' and '.join(pte)}, which "
-                          f"{'is' if len(pte) == 1 else 'are'} not installed here: phones get "
-                          f"their .pte from a machine with torch ({EXTRA_HINT}); onnx and ort "
-                          f"export without torch")
+    for name in formats:
+        fmt = FORMATS[name]
+        absent = missing(fmt)
+        if not absent:
+            continue
+        if "torch" in fmt.packages:
+            raise EdgeagError(
+                f"edgeag export --format {name} needs {' and '.join(absent)}, which "
+                f"{'is' if len(absent) == 1 else 'are'} not installed here: phones get their "
+                f"{fmt.suffix} from a machine with torch ({fmt.install}); "
+                f"{' and '.join(f for f, o in FORMATS.items() if 'torch' not in o.packages)} "
+                "export without torch")
+        light = [f for f in formats if "torch" not in FORMATS[f].packages]
+        raise EdgeagError(f"edgeag export --format {','.join(light)} needs "
+                          f"{', '.join(absent)}, not installed here: {fmt.install}")
 
 
 def _installed(module: str) -> bool:
@@ -202,64 +178,42 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
     expected, outputs = reference(spec, obs)
     bar.update(1)
     artifacts = {}
+    ctx = ExportContext(staging, _calibration(spec, env_id, run.config.get("env_kwargs")))
     for name in names:
-        fmt, precision = ARTIFACTS[name]
+        fmt, precision = artifact_formats()[name]
         path = staging / name
         _step(bar, f"building {name}")
-        info = _build(name, spec, staging, env_id, run.config.get("env_kwargs"))
+        info = _build(name, spec, ctx)
         bar.update(1)
         _step(bar, f"verifying {name}")
         try:
             figures = verify(path, name, precision, spec, obs, expected, outputs)
         finally:
             bar.update(1)
-        artifacts[name] = {"format": fmt, "precision": precision, "bytes": path.stat().st_size,
+        artifacts[name] = {"format": fmt.name, "precision": precision, "bytes": path.stat().st_size,
                            "sha256": _sha256(path), **info, "verification": figures}
         log(f"  {name:18s} {path.stat().st_size:>9,d} B  verified: {_summary(figures, spec.discrete)}")
     bar.close()
     return _metadata(run, artifacts, recorded)
 
 
-def _build(name: str, spec, staging: Path, env_id: str, env_kwargs: dict | None = None) -> dict:
-    from edgeag.export import onnx as onnx_export
-    from edgeag.export.policy import record_observations
-
-    path = staging / name
-    if name == "policy.onnx":
-        return onnx_export.export_onnx(spec, path)
-    if name == "policy.int8.onnx":
-        calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED,
-                                                         env_kwargs=env_kwargs)
-        return {**onnx_export.quantize_onnx(staging / "policy.onnx", path, calibration),
-                "quantization": "onnxruntime quantize_static, QDQ: int8 weights per channel "
-                                "(7-bit range), int8 activations with calibrated ranges; "
-                                "the first layer float",
-                "calibration": recorded}
-    if name == "policy.ort":
-        onnx_export.convert_ort(staging / "policy.onnx", path)
-        return {"converted_from": "policy.onnx"}
-    import torch
-
-    from edgeag.export.executorch import export_pte
-
-    torch.set_num_threads(1)
-    if name == "policy.pte":
-        return export_pte(spec, path)
-    calibration, recorded = record_observations(spec, env_id, seed=CALIBRATION_SEED,
-                                                         env_kwargs=env_kwargs)
-    return {**export_pte(spec, path, calibration),
-            "quantization": "PT2E with ExecuTorch's XNNPACKQuantizer: symmetric int8, weights "
-                            "per channel, static activation ranges; the first layer float",
-            "calibration": recorded}
+def _build(name: str, spec, ctx: ExportContext) -> dict:
+    """Write the artifact ``name`` into ``ctx.staging`` with its format's builder."""
+    fmt, precision = artifact_formats()[name]
+    return fmt.builder(precision)(spec, ctx.staging / name, ctx)
 
 
-INSIDE = {
-    "ppo": "observation normalisation and clipping, actor, deterministic action",
-    "dqn": "Q-network, greedy action",
-    "td3": "actor, deterministic action",
-}
-"""``contract.inside``: what each algorithm's file holds between ``obs`` and ``action``
-(without normalisation when the run had ``norm_obs = false``)."""
+def _calibration(spec, env_id: str, env_kwargs: dict | None):
+    """Records the calibration observations on first use, once per export."""
+    recorded = []
+
+    def calibration():
+        if not recorded:
+            from edgeag.export.policy import record_observations
+            recorded.append(record_observations(spec, env_id, seed=CALIBRATION_SEED,
+                                                env_kwargs=env_kwargs))
+        return recorded[0]
+    return calibration
 
 
 def _metadata(run, artifacts: dict, recorded: dict) -> dict:
@@ -275,9 +229,10 @@ def _metadata(run, artifacts: dict, recorded: dict) -> dict:
         output = {"name": "action", "dtype": "float32", "shape": ["batch", int(act_space.shape[0])],
                   "meaning": spec.meaning}
     from edgeag import __version__
-    from edgeag.train.envs import EVAL_SEED_OFFSET, NORM_EPS, OBS_CLIP
+    from edgeag.export.spec import NORM_EPS, OBS_CLIP
+    from edgeag.train.envs import EVAL_SEED_OFFSET
 
-    inside = INSIDE[spec.algorithm]
+    inside = spec.export.contents  # contract.inside: what the file holds, obs to action
     if spec.normalize:
         normalization = {"enabled": True, "mean": _floats(run.obs_norm["mean"]),
                          "var": _floats(run.obs_norm["var"]),
@@ -286,9 +241,8 @@ def _metadata(run, artifacts: dict, recorded: dict) -> dict:
                          "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip)"}
     else:
         inside = inside.replace("observation normalisation and clipping, ", "")
-        normalization = {"enabled": False, "note": "the policy takes the raw observation" + (
-            " (the run had norm_obs = false)" if spec.algorithm == "ppo" else
-            f" ({spec.algorithm} trains on raw observations)")}
+        normalization = {"enabled": False, "note": "the policy takes the raw observation "
+                                                   f"({spec.export.raw_obs_note})"}
     network = {"layers": spec.sizes, "activation": spec.activation, "head": spec.meaning,
                "hidden": spec.sizes[1:-1]}
     if spec.head == "tanh":

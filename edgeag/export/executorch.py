@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from edgeag.export import PTE_MAX_BATCH
 from edgeag.export.runner import quiet_executorch_logs
 from edgeag.export.spec import PolicySpec
-from edgeag.train.envs import OBS_CLIP
+from edgeag.export.spec import OBS_CLIP
 
 FIRST_LAYER = "mlp.0"
 """The first Linear, kept float by int8 quantization (as in
@@ -70,13 +70,25 @@ class ExportPolicy(nn.Module):
         return torch.minimum(torch.maximum(out, self.action_low), self.action_high)
 
 
-def export_pte(spec: PolicySpec, path: Path, calibration: np.ndarray | None = None) -> dict:
+def quantize_pte(spec: PolicySpec, path: Path, ctx) -> dict:
+    """`export_pte` quantized to int8 on the calibration observations, with what
+    quantized it and what calibrated it."""
+    calibration, recorded = ctx.calibration()
+    return {**export_pte(spec, path, calibration=calibration),
+            "quantization": "PT2E with ExecuTorch's XNNPACKQuantizer: symmetric int8, weights "
+                            "per channel, static activation ranges; the first layer float",
+            "calibration": recorded}
+
+
+def export_pte(spec: PolicySpec, path: Path, ctx=None, *,
+               calibration: np.ndarray | None = None) -> dict:
     """Write ``spec`` (as `ExportPolicy`) as an XNNPACK-delegated ExecuTorch program to
     ``path``; with ``calibration`` observations, quantize it to int8 first (static,
     symmetric, per output channel weights; activation ranges observed on
     ``calibration``; the first layer, `FIRST_LAYER`, stays float). Returns
     what ran where: the ops XNNPACK took and those left to ExecuTorch's portable
     kernels."""
+    torch.set_num_threads(1)
     quiet_executorch_logs()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

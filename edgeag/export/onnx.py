@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeag.export.spec import PolicySpec
-from edgeag.train.envs import OBS_CLIP
+from edgeag.export.spec import OBS_CLIP
 
 ONNX_OPSET = 18
 """The default opset of onnx 1.13, the oldest release onnxruntime 1.14 (and every later
@@ -27,7 +27,7 @@ FIRST_LAYER = "layer0"
 """The name of the first Gemm node (each node is named after its output)."""
 
 
-def export_onnx(spec: PolicySpec, path: Path) -> dict:
+def export_onnx(spec: PolicySpec, path: Path, ctx=None) -> dict:
     """Write ``spec`` to ``path`` as one self-contained ONNX model (weights inside the
     file, dynamic ``batch``): input ``obs`` float32 ``[batch, obs_dim]``, output
     ``action`` int64 ``[batch]`` or float32 ``[batch, act_dim]``; check it with
@@ -107,7 +107,18 @@ def check_onnx(path: Path) -> dict:
     return {"opset": opset, "ir_version": model.ir_version}
 
 
-def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray) -> dict:
+def quantize_onnx(spec: PolicySpec, dst: Path, ctx) -> dict:
+    """`quantize_static_onnx` of the export's ``policy.onnx`` (in ``ctx.staging``) on the
+    calibration observations, with what ran and what calibrated it."""
+    calibration, recorded = ctx.calibration()
+    return {**quantize_static_onnx(Path(ctx.staging) / "policy.onnx", dst, calibration),
+            "quantization": "onnxruntime quantize_static, QDQ: int8 weights per channel "
+                            "(7-bit range), int8 activations with calibrated ranges; "
+                            "the first layer float",
+            "calibration": recorded}
+
+
+def quantize_static_onnx(src: Path, dst: Path, calibration: np.ndarray) -> dict:
     """Static int8 quantization (``onnxruntime.quantization.quantize_static``, QDQ
     format): weights symmetric int8 per output channel, activation ranges calibrated
     on ``calibration`` observations. ``reduce_range`` keeps weights to 7 bits: x86 CPUs
@@ -145,10 +156,12 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray) -> dict:
     return check_onnx(dst)
 
 
-def convert_ort(src: Path, dst: Path) -> None:
-    """The ORT format for mobile onnxruntime builds, with onnxruntime's own converter
-    (``python -m onnxruntime.tools.convert_onnx_models_to_ort``): fixed optimisations,
-    ARM target (no x86-only layout transforms)."""
+def convert_ort(spec: PolicySpec, dst: Path, ctx) -> dict:
+    """The ORT format for mobile onnxruntime builds, converted from the export's
+    ``policy.onnx`` (in ``ctx.staging``) with onnxruntime's own converter (``python -m
+    onnxruntime.tools.convert_onnx_models_to_ort``): fixed optimisations, ARM target (no
+    x86-only layout transforms)."""
+    src = Path(ctx.staging) / "policy.onnx"
     with _torch_hidden():
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, \
             convert_onnx_models_to_ort
@@ -161,6 +174,7 @@ def convert_ort(src: Path, dst: Path) -> None:
                                        optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform="arm")
         (Path(tmp) / "out" / "model.ort").replace(dst)
+    return {"converted_from": "policy.onnx"}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeag.errors import EdgeagError
-from edgeag.export.spec import ARCH_KINDS, PolicySpec, SpecError, spec_from_checkpoint
+from edgeag.algos import export_specs, supported_algos
+from edgeag.export.spec import PolicySpec, SpecError, spec_from_checkpoint
 from edgeag.train.envs import check_spaces, make_env
 from edgeag.train.rundir import RunDir
 
@@ -19,8 +20,8 @@ VERIFY_SEED = 20_000
 """Seeds of the recording episodes: VERIFY_SEED, VERIFY_SEED + 1, ... (apart from the
 training seeds and from `edgeag.train.envs.EVAL_SEED_OFFSET`'s evaluation seeds)."""
 
-EXPORTABLE = tuple(ARCH_KINDS.values())
-"""Algorithms whose policies `load_run` can rebuild: ppo, dqn, td3."""
+EXPORTABLE = tuple(supported_algos())
+"""Algorithms whose policies `load_run` can rebuild: every registered one."""
 
 
 @dataclass
@@ -59,7 +60,7 @@ class TrainedRun:
 def _algo(run: RunDir) -> str | None:
     """The algorithm in the run's config.toml (None if unreadable: the checkpoint then
     decides)."""
-    import tomllib
+    from edgeag.io import tomllib
 
     try:
         with open(run.config, "rb") as f:
@@ -117,9 +118,10 @@ def load_run(path: str | Path) -> TrainedRun:
         (action_space.low, action_space.high)
     kind = ckpt["arch"].get("kind") if isinstance(ckpt.get("arch"), dict) else None
     saved = ckpt.get("algo") or cfg.get("algo") or algo
-    if kind in ARCH_KINDS and saved is not None and saved != ARCH_KINDS[kind]:
+    kinds = {e.arch_kind: name for name, e in export_specs().items()}
+    if kind in kinds and saved is not None and saved != kinds[kind]:
         raise EdgeagError(f"cannot export: {run.checkpoint} is a {saved} run whose arch is "
-                          f"{ARCH_KINDS[kind]}'s (arch kind {kind!r})")
+                          f"{kinds[kind]}'s (arch kind {kind!r})")
     try:
         spec = spec_from_checkpoint(ckpt, low, high)
     except SpecError as e:
@@ -133,7 +135,7 @@ def load_run(path: str | Path) -> TrainedRun:
             summary = json.loads(run.summary.read_text())
         except (OSError, ValueError):
             summary = None
-    obs_norm = ckpt.get("obs_norm") if spec.algorithm == "ppo" else None
+    obs_norm = ckpt.get("obs_norm") if spec.export.normalises_obs else None
     return TrainedRun(run.path, cfg, spec, obs_norm, obs_space, action_space, summary, step)
 
 

@@ -37,7 +37,11 @@ except ImportError:  # copied alone to a device
     class EdgeagError(Exception):
         exit_code = 2
 
-SUFFIXES = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".pte": "executorch"}
+try:
+    from edgeag.export.formats import runtime_suffixes
+    SUFFIXES = runtime_suffixes()
+except ImportError:  # copied alone to a device: the registry's table (tested equal)
+    SUFFIXES = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".pte": "executorch"}
 INSTALL = {"onnxruntime": "pip install onnxruntime",
            "executorch": "pip install 'edgeag[export]': executorch 1.5.1 with torch 2.13.0"}
 """What installs each runtime (executorch's Python runtime imports torch)."""

@@ -19,7 +19,9 @@ tanh        TD3                         ``min(max(tanh(y) * scale + bias, low), 
                                         float32 ``[batch, act]``
 ==========  ==========================  ===================================================
 
-The clip after TD3's tanh is what `edgeag.train.envs.evaluate` applies to every
+Each algorithm says which of its arrays, activation and head make its policy (its
+`edgeag.algos.base.ExportSpec`, ``EXPORT`` in its folder); this module knows none by
+name. The clip after TD3's tanh is what `edgeag.train.envs.evaluate` applies to every
 continuous action; it only ever removes float rounding at the bounds.
 
 `edgeag.export.onnx` writes this program as an ONNX graph and `edgeag.export.executorch`
@@ -33,22 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeag.train.envs import NORM_EPS, OBS_CLIP
+from edgeag.algos import export_specs
+from edgeag.algos.base import NORM_EPS, OBS_CLIP, ExportSpec
 
-ARCH_KINDS = {None: "ppo", "q": "dqn", "deterministic_actor": "td3"}
-"""A checkpoint's ``arch["kind"]`` (PPO's actor-critic has none) -> the algorithm."""
-PREFIXES = {"ppo": "actor", "dqn": "net", "td3": "net"}
-"""The ``policy`` state-dict prefix of each algorithm's exported MLP."""
-ACTIVATIONS = {"ppo": "tanh", "dqn": "relu", "td3": "relu"}
+__all__ = ["HEADS", "NORM_EPS", "OBS_CLIP", "PolicySpec", "SpecError", "spec_from_checkpoint"]
+
 HEADS = ("argmax", "clip", "tanh")
-MEANINGS = {
-    ("ppo", "argmax"): "argmax of logits",
-    ("ppo", "clip"): "Gaussian mean clipped to the action bounds",
-    ("dqn", "argmax"): "argmax of Q",
-    ("td3", "tanh"): "tanh scaled to the action bounds",
-}
-"""What the output ``action`` is, per algorithm and head (``policy.json``'s
-``contract.output.meaning`` and ``network.head``)."""
 
 
 class SpecError(ValueError):
@@ -62,7 +54,7 @@ class PolicySpec:
     all float32 (see the module docstring)."""
 
     algorithm: str
-    """ppo, dqn or td3."""
+    """The registered algorithm (`edgeag.algos.ALGORITHMS`)."""
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     """(weight ``[out, in]``, bias ``[out]``) per linear layer, input to output."""
     activation: str
@@ -95,14 +87,19 @@ class PolicySpec:
         return self.sizes[0]
 
     @property
+    def export(self) -> ExportSpec:
+        """The algorithm's export spec."""
+        return export_specs()[self.algorithm]
+
+    @property
     def meaning(self) -> str:
-        return MEANINGS[(self.algorithm, self.head)]
+        """What the output ``action`` is (``policy.json``'s ``contract.output.meaning``)."""
+        return self.export.meanings[self.head]
 
     @property
     def output_name(self) -> str:
         """What the last layer computes: logits, Q-values, means or pre-tanh actions."""
-        return {"ppo": "logit" if self.discrete else "mean", "dqn": "Q-value",
-                "td3": "pre-tanh action"}[self.algorithm]
+        return self.export.outputs[self.discrete]
 
     @property
     def action_scale(self) -> np.ndarray:
@@ -151,19 +148,25 @@ def spec_from_checkpoint(ckpt: dict, action_low=None, action_high=None) -> Polic
     policy = ckpt.get("policy")
     if not isinstance(arch, dict) or not isinstance(policy, dict):
         raise SpecError("no arch and policy arrays")
+    kinds = {e.arch_kind: name for name, e in export_specs().items()}
     kind = arch.get("kind")
-    if kind not in ARCH_KINDS:
-        raise SpecError(f"unknown arch kind {kind!r} (accepted: none for ppo, "
-                        f"{', '.join(repr(k) for k in ARCH_KINDS if k)})")
-    algorithm = ARCH_KINDS[kind]
+    if kind not in kinds:
+        raise SpecError(f"unknown arch kind {kind!r} (accepted: "
+                        f"{', '.join(f'none for {n}' if k is None else repr(k) for k, n in kinds.items())})")
+    algorithm = kinds[kind]
+    export = export_specs()[algorithm]
     try:
         obs_dim, action_dim = int(arch["obs_dim"]), int(arch["action_dim"])
         discrete, hidden = bool(arch["discrete"]), [int(h) for h in arch["hidden"]]
     except (KeyError, TypeError, ValueError) as e:
         raise SpecError(f"an arch without {e}") from None
-    layers = _layers(policy, PREFIXES[algorithm], [obs_dim, *hidden, action_dim])
+    layers = _layers(policy, export.prefix, [obs_dim, *hidden, action_dim])
     mean = std = low = high = None
-    if algorithm == "ppo" and ckpt.get("config", {}).get("norm_obs", True):
+    if discrete not in export.heads:
+        raise SpecError(f"a {kind or algorithm} arch with discrete {str(discrete).lower()} "
+                        f"({algorithm}'s actions are "
+                        f"{'discrete' if True in export.heads else 'continuous'})")
+    if export.normalises_obs and ckpt.get("config", {}).get("norm_obs", True):
         norm = ckpt.get("obs_norm")
         if not isinstance(norm, dict) or "mean" not in norm or "var" not in norm:
             raise SpecError("norm_obs is on but there are no obs_norm mean and var")
@@ -171,11 +174,7 @@ def spec_from_checkpoint(ckpt: dict, action_low=None, action_high=None) -> Polic
         std = np.sqrt(np.asarray(norm["var"], np.float64) + NORM_EPS).astype(np.float32)
         if mean.shape != (obs_dim,) or std.shape != (obs_dim,):
             raise SpecError(f"obs_norm of shape {list(mean.shape)}, the policy takes {obs_dim} values")
-    if algorithm == "dqn" and not discrete:
-        raise SpecError("a q arch with discrete false (DQN's actions are discrete)")
-    if algorithm == "td3":
-        if discrete:
-            raise SpecError("a deterministic_actor arch with discrete true")
+    if export.bounds_in_arch:
         action_low, action_high = arch.get("low"), arch.get("high")
     if not discrete:
         if action_low is None or action_high is None:
@@ -184,8 +183,8 @@ def spec_from_checkpoint(ckpt: dict, action_low=None, action_high=None) -> Polic
         if low.shape != (action_dim,) or high.shape != (action_dim,):
             raise SpecError(f"action bounds of shape {list(low.shape)}, the policy has "
                             f"{action_dim} actions")
-    head = "argmax" if discrete else ("tanh" if algorithm == "td3" else "clip")
-    return PolicySpec(algorithm, layers, ACTIVATIONS[algorithm], head, mean, std, low, high)
+    return PolicySpec(algorithm, layers, export.activation, export.heads[discrete], mean, std,
+                      low, high)
 
 
 def _layers(policy: dict, prefix: str, sizes: list[int]) -> tuple:

@@ -19,7 +19,6 @@ import torch
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
-from edgeag.optim_rules import check_finite, check_nesterov  # noqa: F401  (re-exported)
 
 
 def _undecorated(name: str):
@@ -86,3 +85,22 @@ def state_bytes(optimizer: Optimizer) -> int:
             if isinstance(value, torch.Tensor):
                 total += value.numel() * value.element_size()
     return total
+
+
+def momentum_(direction: torch.Tensor, buf: torch.Tensor | None, *, momentum: float,
+              dampening: float, nesterov: bool, owns_direction: bool
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.optim.SGD`'s momentum on one tensor's update direction, written once for
+    AlphaGrad and SGD: ``b = d`` on the first step (``buf`` None), then
+    ``b <- momentum b + (1 - dampening) d``; the step is ``b``, or ``d + momentum b``
+    with Nesterov. Returns ``(step, b)``; the step is applied as ``p -= lr * step``.
+    ``owns_direction``: ``direction`` is a temporary the Nesterov sum may overwrite."""
+    if buf is None:
+        buf = torch.clone(direction).detach()
+    else:
+        buf.mul_(momentum).add_(direction, alpha=1.0 - dampening)
+    if not nesterov:
+        return buf, buf
+    if owns_direction:
+        return direction.add_(buf, alpha=momentum), buf
+    return direction.add(buf, alpha=momentum), buf

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from edgeag.optim._base import LeanOptimizer
-from edgeag.optim_rules import validate_adam
+from edgeag.optim.rules import validate_adam
 
 __all__ = ["Adam"]
 

@@ -23,7 +23,7 @@ Options, all per param group (so layer-wise alpha works through param groups):
   before the update, so the decay is neither normalised nor squashed.
 - ``maximize``: ascend instead of descend.
 - ``alpha_scale`` (default ``none``): ``sqrt_numel`` updates each tensor with
-  ``alpha * sqrt(numel)`` (`edgeag.optim_rules.tensor_alpha`), so alpha acts on
+  ``alpha * sqrt(numel)`` (`edgeag.optim.rules.tensor_alpha`), so alpha acts on
   ``g / rms(g)`` and means the same for a bias and a large weight.
 
 Implementation note: ``tanh(x) = 2 (sigmoid(2x) - 1/2)`` exactly; on CPU ``torch.sigmoid``
@@ -39,19 +39,12 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from edgeag.optim._base import LeanOptimizer
-from edgeag.optim_rules import tensor_alpha
-from edgeag.optim_rules import validate_alphagrad as _validate
+from edgeag.optim._base import LeanOptimizer, momentum_
+from edgeag.optim.rules import tensor_alpha
+from edgeag.optim.rules import validate_alphagrad as _validate
 
 __all__ = ["AlphaGrad", "alphagrad", "alphagrad_direction", "fuse_into_backward",
            "scaled_direction"]
-
-
-def _factor(norm: float, alpha: float, eps: float, maximize: bool) -> float:
-    """``alpha / (||g|| + eps)``, negated for ``maximize``: turns g into alpha * g~."""
-    c = alpha / (norm + eps)
-    return -c if maximize else c
-
 
 TANH_MAX_NUMEL = 1024
 """Tensors up to this many elements call ``torch.tanh`` directly (one op fewer); larger
@@ -60,15 +53,18 @@ ones use the sigmoid identity (about 4x cheaper per element on CPU)."""
 
 def scaled_direction(grad: Tensor, alpha: float, eps: float,
                      maximize: bool = False) -> tuple[Tensor, float]:
-    """The pure per-tensor rule. Returns a new tensor ``t`` and a factor ``k`` with
-    ``k * t == tanh(alpha * g / (||g||_2 + eps))`` exactly (``k`` is 1 or 2, and a
-    factor of 2 is exact in floating point), so an update is ``p.add_(t, alpha=-lr*k)``.
+    """The rule, the one place the torch optimizer writes it. Returns a new tensor ``t``
+    and a factor ``k`` with ``k * t == tanh(alpha * g / (||g||_2 + eps))`` exactly
+    (``k`` is 1 or 2, and a factor of 2 is exact in floating point), so an update is
+    ``p.add_(t, alpha=-lr*k)``.
 
     Small tensors get ``t = tanh(alpha g~)``, ``k = 1``; larger ones
     ``t = sigmoid(2 alpha g~) - 1/2``, ``k = 2``. ``grad`` is not modified; with
-    ``maximize`` it is negated first. Every update path calls this or mirrors it.
+    ``maximize`` it is negated first.
     """
-    c = _factor(torch.linalg.vector_norm(grad).item(), alpha, eps, maximize)
+    c = alpha / (torch.linalg.vector_norm(grad).item() + eps)
+    if maximize:
+        c = -c
     if grad.numel() <= TANH_MAX_NUMEL:
         return torch.mul(grad, c).tanh_(), 1.0
     return torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
@@ -86,150 +82,32 @@ def _check_dense(grad: Tensor) -> None:
                            "use a dense gradient (for example nn.Embedding(sparse=False))")
 
 
-def _single_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
-                             momentum_buffers: list[Tensor | None], *, lr: float, alpha: float,
-                             eps: float, momentum: float, dampening: float, nesterov: bool,
-                             weight_decay: float, maximize: bool,
-                             alpha_scale: str = "none") -> None:
-    """Reference for-loop: one tensor at a time, one temporary of that tensor's size.
+def alphagrad(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
+              *, lr: float, alpha: float, eps: float, momentum: float = 0.0,
+              dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+              maximize: bool = False, alpha_scale: str = "none") -> None:
+    """Functional AlphaGrad: updates ``params`` in place, one tensor at a time (one
+    temporary of that tensor's size); fills ``momentum_buffers`` (entries ``None`` on the
+    first step) when ``momentum > 0``.
 
-    The first lines are :func:`scaled_direction` written out (a Python call per tensor
-    costs more than the arithmetic for small policies); tests check them equal.
+    One loop for CPU: torch's foreach kernels loop over the tensors in C++ with the same
+    per-tensor work, and ``scripts/bench_optim.py`` measured them within a few percent.
     """
-    vector_norm = torch.linalg.vector_norm
     for i, (param, grad) in enumerate(zip(params, grads)):
         _check_dense(grad)
-        c = tensor_alpha(alpha, grad.numel(), alpha_scale) / (vector_norm(grad).item() + eps)
-        if maximize:
-            c = -c
-        if grad.numel() <= TANH_MAX_NUMEL:
-            t, k = torch.mul(grad, c).tanh_(), 1.0
-        else:
-            t, k = torch.mul(grad, 2.0 * c).sigmoid_().sub_(0.5), 2.0
+        t, k = scaled_direction(grad, tensor_alpha(alpha, grad.numel(), alpha_scale), eps,
+                                maximize)
         if weight_decay != 0:
             param.mul_(1.0 - lr * weight_decay)
         if momentum == 0:
             param.add_(t, alpha=-lr * k)
         else:
-            update = t if k == 1.0 else t.mul_(k)
-            buf = momentum_buffers[i]
-            if buf is None:
-                buf = torch.clone(update).detach()
-                momentum_buffers[i] = buf
-            else:
-                buf.mul_(momentum).add_(update, alpha=1.0 - dampening)
-            if nesterov:
-                update.add_(buf, alpha=momentum)
-            else:
-                update = buf
-            param.add_(update, alpha=-lr)
-            del update
+            step, momentum_buffers[i] = momentum_(
+                t if k == 1.0 else t.mul_(k), momentum_buffers[i], momentum=momentum,
+                dampening=dampening, nesterov=nesterov, owns_direction=True)
+            param.add_(step, alpha=-lr)
+            del step
         del t  # free before the next tensor's temporary: peak = one tensor
-
-
-def _chunks(tensors: list[Tensor], limit: int) -> list[list[int]]:
-    """Consecutive index groups whose total numel stays <= ``limit`` (a tensor larger
-    than ``limit`` forms a group of its own)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    size = 0
-    for i, t in enumerate(tensors):
-        n = t.numel()
-        if current and size + n > limit:
-            groups.append(current)
-            current, size = [], 0
-        current.append(i)
-        size += n
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _multi_tensor_alphagrad(params: list[Tensor], grads: list[Tensor],
-                            momentum_buffers: list[Tensor | None], *, lr: float, alpha: float,
-                            eps: float, momentum: float, dampening: float, nesterov: bool,
-                            weight_decay: float, maximize: bool,
-                            alpha_scale: str = "none") -> None:
-    """`torch._foreach_*` path; mirrors :func:`_single_tensor_alphagrad` op for op.
-
-    Tensors are processed in chunks of at most the largest tensor's numel, so the
-    temporaries never exceed the for-loop's one largest tensor.
-    """
-    if not params:
-        return
-    for grad in grads:
-        _check_dense(grad)
-    norms = [n.item() for n in torch._foreach_norm(grads)]
-    alphas = [tensor_alpha(alpha, g.numel(), alpha_scale) for g in grads]
-    limit = max(t.numel() for t in params)
-    for chunk in _chunks(params, limit):
-        for idx, k in (([i for i in chunk if params[i].numel() <= TANH_MAX_NUMEL], 1.0),
-                       ([i for i in chunk if params[i].numel() > TANH_MAX_NUMEL], 2.0)):
-            if idx:
-                _foreach_update([params[i] for i in idx], [grads[i] for i in idx],
-                                momentum_buffers, idx, [norms[i] for i in idx], k, lr=lr,
-                                alphas=[alphas[i] for i in idx], eps=eps, momentum=momentum, dampening=dampening,
-                                nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
-
-
-def _foreach_update(p: list[Tensor], g: list[Tensor], momentum_buffers: list[Tensor | None],
-                    idx: list[int], norms: list[float], k: float, *, lr: float,
-                    alphas: list[float], eps: float, momentum: float, dampening: float, nesterov: bool,
-                    weight_decay: float, maximize: bool) -> None:
-    scales = [_factor(n, a, eps, maximize) * (2.0 if k == 2.0 else 1.0)
-              for n, a in zip(norms, alphas)]
-    t = torch._foreach_mul(g, scales)
-    if k == 1.0:
-        torch._foreach_tanh_(t)
-    else:
-        torch._foreach_sigmoid_(t)
-        torch._foreach_sub_(t, 0.5)
-    if weight_decay != 0:
-        torch._foreach_mul_(p, 1.0 - lr * weight_decay)
-    if momentum == 0:
-        torch._foreach_add_(p, t, alpha=-lr * k)
-        return
-    if k != 1.0:
-        torch._foreach_mul_(t, k)
-    bufs = [momentum_buffers[i] for i in idx]
-    if any(b is None for b in bufs):
-        for j, i in enumerate(idx):
-            if bufs[j] is None:
-                bufs[j] = momentum_buffers[i] = torch.clone(t[j]).detach()
-            else:
-                bufs[j].mul_(momentum).add_(t[j], alpha=1.0 - dampening)
-    else:
-        torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, t, alpha=1.0 - dampening)
-    if nesterov:
-        torch._foreach_add_(t, bufs, alpha=momentum)
-        torch._foreach_add_(p, t, alpha=-lr)
-    else:
-        torch._foreach_add_(p, bufs, alpha=-lr)
-
-
-def alphagrad(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
-              *, foreach: bool | None = None, lr: float, alpha: float, eps: float,
-              momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-              weight_decay: float = 0.0, maximize: bool = False,
-              alpha_scale: str = "none") -> None:
-    """Functional AlphaGrad: updates ``params`` in place; fills ``momentum_buffers``
-    (entries ``None`` on the first step) when ``momentum > 0``."""
-    if foreach is None:
-        foreach = _default_foreach(params)
-    fn = _multi_tensor_alphagrad if foreach else _single_tensor_alphagrad
-    fn(params, grads, momentum_buffers, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-       dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-       alpha_scale=alpha_scale)
-
-
-def _default_foreach(params: list[Tensor]) -> bool:
-    """What ``foreach=None`` means, as in torch.optim: the foreach path off CPU, the
-    for-loop on CPU. ``scripts/bench_optim.py`` measures both on CPU; they run within
-    a few percent of each other at every size (CPU foreach kernels loop over the
-    tensors in C++ with the same per-tensor work), so the simpler loop is the default.
-    """
-    return bool(params) and params[0].device.type != "cpu"
 
 
 class AlphaGrad(LeanOptimizer):
@@ -246,7 +124,6 @@ class AlphaGrad(LeanOptimizer):
         maximize: ascend the objective.
         alpha_scale: ``none`` (alpha as given) or ``sqrt_numel`` (each tensor's alpha
             times the square root of its size).
-        foreach: ``None`` picks the measured-faster path; ``True``/``False`` force it.
 
     Example:
         >>> import torch
@@ -262,13 +139,13 @@ class AlphaGrad(LeanOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, alpha: float = 1.0, eps: float = 1e-5,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, maximize: bool = False, alpha_scale: str = "none",
-                 *, foreach: bool | None = None) -> None:
+                 weight_decay: float = 0.0, maximize: bool = False,
+                 alpha_scale: str = "none") -> None:
         _validate(lr=lr, alpha=alpha, eps=eps, momentum=momentum, dampening=dampening,
                   nesterov=nesterov, weight_decay=weight_decay, alpha_scale=alpha_scale)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, dampening=dampening,
                         nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-                        alpha_scale=alpha_scale, foreach=foreach)
+                        alpha_scale=alpha_scale)
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict) -> None:
@@ -331,7 +208,7 @@ class AlphaGrad(LeanOptimizer):
             if not params:
                 continue
             alphagrad(params, grads, bufs if group["momentum"] != 0 else [None] * len(params),
-                      foreach=group["foreach"], **_options(group))
+                      **_options(group))
             if group["momentum"] != 0:
                 for p, buf in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = buf
@@ -410,6 +287,6 @@ def _update_one(optimizer: AlphaGrad, group: dict, param: Tensor, grad: Tensor) 
         param.add_(t, alpha=-group["lr"] * k)
         return
     bufs = [optimizer.state[param].get("momentum_buffer")] if group["momentum"] else [None]
-    _single_tensor_alphagrad([param], [grad], bufs, **_options(group))
+    alphagrad([param], [grad], bufs, **_options(group))
     if group["momentum"]:
         optimizer.state[param]["momentum_buffer"] = bufs[0]

@@ -6,8 +6,8 @@ from typing import Iterable
 
 import torch
 
-from edgeag.optim._base import LeanOptimizer
-from edgeag.optim_rules import validate_sgd
+from edgeag.optim._base import LeanOptimizer, momentum_
+from edgeag.optim.rules import validate_sgd
 
 __all__ = ["SGD"]
 
@@ -41,11 +41,9 @@ class SGD(LeanOptimizer):
                     grad = grad.add(param, alpha=group["weight_decay"])
                 if mu != 0:
                     state = self.state[param]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
-                    else:
-                        buf.mul_(mu).add_(grad, alpha=1 - group["dampening"])
-                    grad = grad.add(buf, alpha=mu) if group["nesterov"] else buf
+                    grad, state["momentum_buffer"] = momentum_(
+                        grad, state.get("momentum_buffer"), momentum=mu,
+                        dampening=group["dampening"], nesterov=group["nesterov"],
+                        owns_direction=False)
                 param.add_(grad, alpha=-lr)
         return loss

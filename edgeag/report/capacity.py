@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgeag.errors import EdgeagError
-from edgeag.report.compare import FORMAT, _bar, env_dims, resolve_rows
+from edgeag.report.compare import FORMAT, progress_bar, resolve_rows
+from edgeag.train.envs import env_dims
 from edgeag.report.runs import Row, device_info, run_child, train_command
 
 DEFAULT_ROWS = "alphagrad,alphagrad:fuse_backward=false,adam,alphagrad:engine=torch,torch-adam"
@@ -157,7 +158,7 @@ class Prober:
 def parameter_count(dims: tuple[int, int, bool], hidden: list[int]) -> int:
     """Parameters of `ActorCritic` for ``hidden`` (what a probe that was stopped before
     it could report them would have had)."""
-    from edgeag.train.ppo import parameter_count as count
+    from edgeag.algos.ppo.algorithm import parameter_count as count
 
     return count(*dims, hidden)
 
@@ -177,7 +178,7 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
     resolved = resolve_rows(env, rows, sets)
     dims = env_dims(env)
     t0 = time.monotonic()
-    bar = _bar(None, "probe", progress)
+    bar = progress_bar(None, "probe", progress)
     probers = {row: Prober(env, row, cfg, dims, threads, sets, out, bar)
                for row, cfg, _ in resolved}
     results = []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeag.errors import EdgeagError
 from edgeag.report.runs import Row, device_info, run_child, spread, train_command
+from edgeag.train.envs import env_dims
 
 FORMAT = "edgeag-report/1"
 DEFAULT_ROWS = ("alphagrad,adam,alphagrad:engine=torch,adam:engine=torch,torch-adam,sgd,"
@@ -61,23 +62,13 @@ def resolve_rows(env: str, rows: list[Row], sets: dict) -> list[tuple[Row, objec
     return out
 
 
-def env_dims(env: str) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete), or the env's EdgeagError."""
-    from edgeag.train.envs import check_spaces, make_env
-
-    e = make_env(env)
-    try:
-        return check_spaces(env, e.observation_space, e.action_space)
-    finally:
-        e.close()
-
-
 def analytic_plan(cfg, budget_bytes: int, dims: tuple[int, int, bool]) -> dict:
     """The memory plan's items for ``cfg`` without the floor (which only a run measures):
     exactly what `edgeag train` plans above its measured floor."""
-    from edgeag.train.ppo import plan_ppo
+    from edgeag.algos import get_algorithm
+    from edgeag.algos.base import PlanInputs
 
-    plan = plan_ppo(cfg, budget_bytes, 0, *dims)
+    plan = get_algorithm(cfg.algo).plan(cfg, PlanInputs(budget_bytes, 0, *dims))
     return {item.name: item.nbytes for item in plan.items if item.name != "floor"}
 
 
@@ -97,7 +88,7 @@ def run_compare(s: CompareSettings) -> dict:
         args += ["--set", f"{key}={value}"]
 
     jobs = [(row, seed) for row, _, _ in resolved for seed in s.seeds]
-    bar = _bar(len(jobs), "run", s.progress)
+    bar = progress_bar(len(jobs), "run", s.progress)
     runs: dict[Row, list[dict]] = {row: [] for row in s.rows}
     t0 = time.monotonic()
     interrupted = False
@@ -132,7 +123,7 @@ def run_compare(s: CompareSettings) -> dict:
     }
 
 
-def _bar(total: int | None, unit: str, enabled: bool):
+def progress_bar(total: int | None, unit: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=not enabled or None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeag.errors import EdgeagError, torch_available
@@ -14,88 +15,119 @@ MATPLOTLIB_MISSING = ("edgeag compare draws its figures with matplotlib, which i
                       "installed: pip install 'edgeag[report]'")
 
 
-def launch_compare(*, env: str, optimizers: str | None, seeds: str | None, profile: str | None,
-                   budget: str | None, capacity: bool, budgets: str | None,
-                   total_steps: int | None, sets: list[str], threads: int | None,
-                   out: str | None, progress: bool = True) -> int:
-    """Run the comparison (or the capacity sweep), write the report, print where."""
-    import psutil
+@dataclass(frozen=True)
+class CompareRequest:
+    """What ``edgeag compare`` was asked: its flags, as one object (`launch_compare`)."""
 
-    from edgeag.profiles import format_size, parse_size
+    env: str = "CartPole-v1"
+    optimizers: str | None = None
+    seeds: str | None = None
+    profile: str | None = None
+    budget: str | None = None
+    capacity: bool = False
+    budgets: str | None = None
+    total_steps: int | None = None
+    sets: list[str] = field(default_factory=list)
+    threads: int | None = None
+    out: str | None = None
+    progress: bool = True
+
+
+def launch_compare(r: CompareRequest) -> int:
+    """Run the comparison (or the capacity sweep), write the report, print where."""
     from edgeag.report import capacity as cap
     from edgeag.report import compare as cmp
-    from edgeag.report.runs import parse_rows, parse_seeds, split_top_level
-    from edgeag.train.config import parse_set
+    from edgeag.report.render import write_report
+    from edgeag.report.runs import parse_rows
+    from edgeag.train.config import parse_seeds, parse_set
     from edgeag.train.device import resolve_device
+    from edgeag.train.envs import env_dims
 
-    prof, device = resolve_device(profile, budget, threads)
-    budget_bytes, threads = device.budget_bytes, device.threads
-    if capacity:
-        if budget is not None:
-            raise EdgeagError("--capacity searches every size in --budgets (default "
-                              f"{cap.DEFAULT_BUDGETS}); --budget is for the comparison runs")
-        if seeds is not None or total_steps is not None:
-            raise EdgeagError("--capacity runs short probes of its own (seed 1, "
-                              f"{cap.PROBE_ITERATIONS} iterations): --seeds and --total-steps "
-                              "are for the comparison runs")
-        ram = psutil.virtual_memory().total
-        sizes = []
-        for text in split_top_level(budgets or cap.DEFAULT_BUDGETS):
-            nbytes = parse_size(text.strip())
-            limit = min(ram, prof.ram_bytes) if prof else ram
-            if nbytes > limit:
-                raise EdgeagError(f"invalid budget {text.strip()!r} in --budgets: "
-                                  f"{format_size(nbytes)} is more than the RAM here "
-                                  f"({format_size(limit)}); a probe must be able to reach it")
-            sizes.append(nbytes)
-        if len(set(sizes)) != len(sizes):
-            raise EdgeagError(f"invalid --budgets {budgets!r}: a size is listed twice")
-    else:
-        if budgets is not None:
-            raise EdgeagError("--budgets is for --capacity; a comparison runs under one "
-                              "--budget")
-        if budget_bytes is None:
-            raise EdgeagError("edgeag compare needs a budget: --budget SIZE (e.g. 256MB) or "
-                              "--profile NAME (its default budget)")
-        if total_steps is not None and total_steps < 1:
-            raise EdgeagError(f"invalid --total-steps {total_steps}: expected a positive integer")
-    rows = parse_rows(optimizers or (cap.DEFAULT_ROWS if capacity else cmp.DEFAULT_ROWS))
-    seed_list = parse_seeds(seeds or "3")
-    overrides = parse_set(sets)
-    if capacity:
+    prof, device = resolve_device(r.profile, r.budget, r.threads)
+    sizes = _capacity_sizes(r, prof) if r.capacity else _check_compare(r, device.budget_bytes)
+    rows = parse_rows(r.optimizers or (cap.DEFAULT_ROWS if r.capacity else cmp.DEFAULT_ROWS))
+    seed_list = parse_seeds(r.seeds or "3")
+    overrides = parse_set(r.sets)
+    if r.capacity:
         cap.check_rows(rows, overrides)
-    resolved = cmp.resolve_rows(env, rows, overrides)  # every row's settings, before any run
+    resolved = cmp.resolve_rows(r.env, rows, overrides)  # every row's settings, before any run
     torch_rows = [row.label for row, cfg, _ in resolved if cfg.engine == "torch"]
     if torch_rows and not torch_available():
         raise EdgeagError(torch_rows_message(torch_rows))
     if importlib.util.find_spec("matplotlib") is None:
         raise EdgeagError(MATPLOTLIB_MISSING)
-    cmp.env_dims(env)
-    out_dir = Path(out) if out else default_out(prof, capacity)
+    env_dims(r.env)
+    out_dir = Path(r.out) if r.out else default_out(prof, r.capacity)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise EdgeagError(f"{out_dir} is not empty: choose another --out (a report is never "
                           "written over another)")
-
-    log = lambda text: print(text, file=sys.stderr, flush=True)
-    if capacity:
-        log(f"edgeag compare --capacity: {len(rows)} rows ({', '.join(r.label for r in rows)}) "
-            f"on {env}, budgets {', '.join(f'{b / 2**20:.0f} MiB' for b in sizes)}, "
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    threads = device.threads
+    if r.capacity:
+        log(f"edgeag compare --capacity: {len(rows)} rows ({', '.join(x.label for x in rows)}) "
+            f"on {r.env}, budgets {', '.join(f'{b / 2**20:.0f} MiB' for b in sizes)}, "
             f"{threads} thread(s); probes run one at a time; writing to {out_dir}")
-        report = cap.run_capacity(env, rows, sizes, threads, out_dir, profile=prof,
-                                  sets=overrides, progress=progress)
+        report = cap.run_capacity(r.env, rows, sizes, threads, out_dir, profile=prof,
+                                  sets=overrides, progress=r.progress)
     else:
-        log(f"edgeag compare: {len(rows)} rows × {len(seed_list)} seed(s) on {env}, budget "
+        budget_bytes = device.budget_bytes
+        log(f"edgeag compare: {len(rows)} rows × {len(seed_list)} seed(s) on {r.env}, budget "
             f"{budget_bytes / 2**20:.1f} MiB ({budget_bytes:,} bytes), {threads} thread(s); "
             f"each run in its own process; writing to {out_dir}")
         report = cmp.run_compare(cmp.CompareSettings(
-            env=env, rows=rows, seeds=seed_list, budget_bytes=budget_bytes, threads=threads,
-            out=out_dir, profile=prof, profile_arg=profile, total_steps=total_steps,
-            sets=overrides, progress=progress))
+            env=r.env, rows=rows, seeds=seed_list, budget_bytes=budget_bytes, threads=threads,
+            out=out_dir, profile=prof, profile_arg=r.profile, total_steps=r.total_steps,
+            sets=overrides, progress=r.progress))
+    print("report: " + ", ".join(str(p) for p in write_report(report, out_dir)))
+    return _outcome(report, r.capacity)
 
-    from edgeag.report.render import headline, write_report
 
-    paths = write_report(report, out_dir)
-    print("report: " + ", ".join(str(p) for p in paths))
+def _capacity_sizes(r: CompareRequest, prof) -> list[int]:
+    """``--capacity``'s budgets, each one the RAM here (and the profile's) can reach."""
+    import psutil
+
+    from edgeag.profiles import format_size, parse_size
+    from edgeag.report import capacity as cap
+    from edgeag.report.runs import split_top_level
+
+    if r.budget is not None:
+        raise EdgeagError("--capacity searches every size in --budgets (default "
+                          f"{cap.DEFAULT_BUDGETS}); --budget is for the comparison runs")
+    if r.seeds is not None or r.total_steps is not None:
+        raise EdgeagError("--capacity runs short probes of its own (seed 1, "
+                          f"{cap.PROBE_ITERATIONS} iterations): --seeds and --total-steps "
+                          "are for the comparison runs")
+    ram = psutil.virtual_memory().total
+    limit = min(ram, prof.ram_bytes) if prof else ram
+    sizes = []
+    for text in split_top_level(r.budgets or cap.DEFAULT_BUDGETS):
+        nbytes = parse_size(text.strip())
+        if nbytes > limit:
+            raise EdgeagError(f"invalid budget {text.strip()!r} in --budgets: "
+                              f"{format_size(nbytes)} is more than the RAM here "
+                              f"({format_size(limit)}); a probe must be able to reach it")
+        sizes.append(nbytes)
+    if len(set(sizes)) != len(sizes):
+        raise EdgeagError(f"invalid --budgets {r.budgets!r}: a size is listed twice")
+    return sizes
+
+
+def _check_compare(r: CompareRequest, budget_bytes: int | None) -> list[int]:
+    """A comparison's own flags (one budget, a positive length); no capacity sizes."""
+    if r.budgets is not None:
+        raise EdgeagError("--budgets is for --capacity; a comparison runs under one --budget")
+    if budget_bytes is None:
+        raise EdgeagError("edgeag compare needs a budget: --budget SIZE (e.g. 256MB) or "
+                          "--profile NAME (its default budget)")
+    if r.total_steps is not None and r.total_steps < 1:
+        raise EdgeagError(f"invalid --total-steps {r.total_steps}: expected a positive integer")
+    return []
+
+
+def _outcome(report: dict, capacity: bool) -> int:
+    """Print the headline figures; the exit code (130 interrupted, 1 a run failed)."""
+    from edgeag.report.render import headline
+
     if report["interrupted"]:
         print("edgeag: interrupted: the report holds what finished before Ctrl-C",
               file=sys.stderr)
@@ -136,7 +168,7 @@ def default_out(prof, capacity: bool) -> Path:
 def launch_report(paths: list[str], out: str | None) -> int:
     """Merge report.json files into one Markdown comparison (stdout, or ``out``)."""
     from edgeag.report.merge import merge_markdown
-    from edgeag.train.rundir import write_text
+    from edgeag.io import write_text
 
     if out and Path(out).is_dir():
         raise EdgeagError(f"invalid --out {out!r}: a directory (expected a file such as "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeag.report.capacity import reference_row
 from edgeag.report.compare import baseline
-from edgeag.train.rundir import write_json, write_text
+from edgeag.io import write_json, write_text
 
 MiB = 2**20
 PLAN_COLUMNS = ("parameters", "gradients", "optimizer state", "update temporaries",
@@ -165,7 +165,7 @@ def compare_markdown(r: dict) -> str:
                   "pressure).", ""]
 
     lines += ["## Where the memory goes: the plan beside the measurement", "",
-              "Analytic bytes are the memory plan's items (`edgeag.train.ppo.plan_ppo`, the plan "
+              "Analytic bytes are the memory plan's items (`edgeag.algos.ppo.algorithm.plan_ppo`, the plan "
               "`edgeag train` checks before it starts); the floor and the peak are measured in "
               "each run (medians over its runs). Only their sum shows in RSS: gradients, "
               "buffers and activations are not separately visible to the kernel.", ""]
@@ -191,7 +191,7 @@ def compare_markdown(r: dict) -> str:
                     for row in rows])
     lines += ["", "## RSS over time", "", "![RSS over time](rss_over_time.png)", "",
               "## Return curves", "", "![Return curves](returns.png)", "",
-              "Each row ran with its preset where one exists (`edgeag/train/presets/ppo.toml`), "
+              "Each row ran with its preset where one exists (`edgeag/algos/ppo/presets.toml`), "
               "else the PPO defaults: " + "; ".join(
                   f"`{row['label']}`: lr {row['config']['lr']:g}, {row['config_origin']}"
                   for row in rows) + ".", ""]

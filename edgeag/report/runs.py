@@ -13,22 +13,18 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from edgeag.errors import EdgeagError
-from edgeag.memory import read_memory
+from edgeag.train import children
 
 ROW_SYNTAX = "NAME[:SETTING=VALUE...] separated by commas, e.g. alphagrad,adam,sgd:momentum=0.9"
 RESERVED = ("env_id", "optimizer", "seed")
 """Settings compare chooses itself, so a row may not set them."""
-KILL_POLL_SECONDS = 0.02
-"""How often a watched child's memory is read (/proc/PID/status)."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +67,8 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
 def parse_rows(text: str) -> list[Row]:
     """``"alphagrad,adam,sgd:momentum=0.9"`` -> rows; EdgeagError naming the bad entry."""
     from edgeag.errors import torch_available
-    from edgeag.optim_rules import OPTIMIZER_NAMES
-    from edgeag.train.launch import check_optimizer_available
+    from edgeag.optim.registry import OPTIMIZERS as OPTIMIZER_NAMES
+    from edgeag.optim.registry import check_available
 
     rows = []
     for item in split_top_level(text):
@@ -82,7 +78,7 @@ def parse_rows(text: str) -> list[Row]:
                               f"{name!r} (accepted: {', '.join(OPTIMIZER_NAMES)}; "
                               f"syntax {ROW_SYNTAX})")
         if torch_available():  # else compare refuses the torch rows, this one included
-            check_optimizer_available(name)
+            check_available(name)
         options = []
         for setting in settings:
             key, eq, value = (s.strip() for s in setting.partition("="))
@@ -98,23 +94,6 @@ def parse_rows(text: str) -> list[Row]:
             raise EdgeagError(f"invalid --optimizers: {row.label!r} is listed twice")
         rows.append(row)
     return rows
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"3"`` -> seeds 1, 2, 3; ``"1,7,9"`` -> those seeds."""
-    try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",")]
-            ok = len(set(seeds)) == len(seeds) and all(s >= 0 for s in seeds)
-        else:
-            seeds = list(range(1, int(text) + 1))
-            ok = bool(seeds)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise EdgeagError(f"invalid --seeds {text!r}: expected a count such as 3 (seeds 1-3) "
-                          "or distinct non-negative seeds such as 1,7,9")
-    return seeds
 
 
 def _torch_version() -> str:
@@ -162,52 +141,11 @@ def train_command(env: str, row: Row, seed: int, out: Path, args: list[str]) -> 
             *row.set_args()]
 
 
-@dataclass
-class Child:
-    exit_code: int | None
-    """None when killed for crossing ``kill_above``."""
-    seconds: float
-    max_seen_anon_bytes: int
-    """The highest anonymous memory (RssAnon + RssShmem) read while watching it."""
-    last_error: str
-    """The child's last ``edgeag: error:`` line (without the prefix), or ''."""
-
-
 def run_child(cmd: list[str], log: Path, kill_above: int | None = None,
-              threads: int | None = None) -> Child:
-    """Run ``cmd`` with its output in ``log``. With ``kill_above``, read its anonymous
-    memory (what budgets count) every 20 ms and kill it the moment it is seen above
-    that many bytes."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    seen = 0
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        try:
-            watched = proc.pid if kill_above is not None else None
-            while True:
-                try:
-                    code = proc.wait(timeout=KILL_POLL_SECONDS if watched else None)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                try:
-                    seen = max(seen, read_memory(watched).anon)
-                except psutil.NoSuchProcess:
-                    continue
-                if seen > kill_above:
-                    proc.kill()
-                    proc.wait()
-                    code = None
-                    break
-        except BaseException:  # Ctrl-C or an error here: never leave the child running
-            proc.kill()
-            proc.wait()
-            raise
-    text = log.read_text(errors="replace")
-    errors = [line for line in text.splitlines() if line.startswith("edgeag: error: ")]
-    return Child(code, time.monotonic() - t0, seen,
-                 errors[-1][len("edgeag: error: "):] if errors else "")
+              threads: int | None = None) -> children.Outcome:
+    """Run ``cmd`` with its output in ``log`` (`edgeag.train.children`). With
+    ``kill_above``, read its anonymous memory (what budgets count) every
+    `children.POLL_SECONDS` and kill it the moment it is seen above that many bytes
+    (its ``exit_code`` is then None). Ctrl-C or an error: it is killed at once."""
+    return children.run(children.ChildSpec(cmd, log=log, threads=threads,
+                                           kill_above=kill_above, grace=0))

@@ -1,8 +1,8 @@
 """Hyperparameters: one frozen dataclass per algorithm, per-environment presets, overrides.
 
 A run's configuration is resolved in this order, later winning: the algorithm's
-dataclass defaults (`PPOConfig`, `DQNConfig`, `TD3Config`), the preset table for the
-environment (``presets/<algo>.toml``), the preset table for the environment and
+dataclass defaults (each algorithm's ``config.py``: `edgeag.algos.ppo.config.PPOConfig`,
+...), the preset table for the environment (``edgeag/algos/<algo>/presets.toml``), the preset table for the environment and
 optimizer family, then command-line overrides. The resolved configuration is written
 to ``<run>/config.toml`` under ``[<algo>]``.
 """
@@ -10,20 +10,16 @@ to ``<run>/config.toml`` under ``[<algo>]``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import ClassVar
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from edgeag.io import tomllib
 
 from edgeag.errors import EdgeagError
-from edgeag.optim_rules import ALPHA_SCALES
+from edgeag.optim.rules import ALPHA_SCALES
 
 
 @dataclass(frozen=True)
@@ -32,7 +28,7 @@ class TrainConfig:
     may change a default by declaring the field again)."""
 
     algo: ClassVar[str] = ""
-    """Registered algorithm name (`edgeag.train.ALGORITHMS`); the config.toml table."""
+    """Registered algorithm name (`edgeag.algos.ALGORITHMS`); the config.toml table."""
 
     env_id: str = "CartPole-v1"
     """Gymnasium environment id."""
@@ -127,247 +123,31 @@ class TrainConfig:
         return out
 
 
-@dataclass(frozen=True)
-class PPOConfig(TrainConfig):
-    """Everything that decides a PPO run's result (given the same machine and threads)."""
-
-    algo: ClassVar[str] = "ppo"
-
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
-    AlphaGrad never clips: its step is already bounded per element."""
-    num_envs: int = 8
-    """Environments stepped in one `gymnasium.vector.SyncVectorEnv` (no subprocesses)."""
-    num_steps: int = 32
-    """Rollout length per environment per iteration; the batch is num_envs * num_steps."""
-    batch_size: int = 256
-    """Minibatch size of the update (must divide num_envs * num_steps)."""
-    update_epochs: int = 20
-    """Passes over the rollout per iteration."""
-    gamma: float = 0.98
-    """Discount factor."""
-    gae_lambda: float = 0.8
-    """GAE lambda."""
-    clip_coef: float = 0.2
-    """Surrogate clipping coefficient."""
-    clip_vloss: bool = False
-    """Clip the value loss around the old values too (CleanRL's default is True)."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    target_kl: float = 0.0
-    """Stop an iteration's epochs early when the approximate KL exceeds it; 0 disables."""
-    norm_adv: bool = True
-    """Normalise advantages per minibatch."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
-    norm_obs: bool = True
-    """Normalise observations with running mean/std, clipped to +-10."""
-    norm_reward: bool = False
-    """Scale rewards by the running std of the discounted return (on for continuous
-    control presets)."""
-    hidden: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the actor and of the critic (separate tanh MLPs)."""
-    log_std_init: float = 0.0
-    """Initial log standard deviation of the Gaussian policy (continuous actions)."""
-    eval_episodes: int = 10
-    """Deterministic episodes for the final evaluation."""
-    checkpoint_every: int = 50
-    """Write a checkpoint every this many iterations (and always at the end)."""
-
-    @property
-    def batch(self) -> int:
-        """Transitions per iteration."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.batch
-
-    def checks(self) -> list[tuple[str, bool, str]]:
-        return super().checks() + [
-            ("num_envs", self.num_envs >= 1, "a positive integer"),
-            ("num_steps", self.num_steps >= 1, "a positive integer"),
-            ("batch_size", 1 <= self.batch_size <= self.batch and self.batch % self.batch_size == 0,
-             f"a divisor of num_envs * num_steps = {self.batch}"),
-            ("update_epochs", self.update_epochs >= 1, "a positive integer"),
-            ("gamma", 0 <= self.gamma <= 1, "a number in [0, 1]"),
-            ("gae_lambda", 0 <= self.gae_lambda <= 1, "a number in [0, 1]"),
-            ("clip_coef", self.clip_coef > 0, "a positive number"),
-            ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or a positive number"),
-            ("target_kl", self.target_kl >= 0, "0 (off) or a positive number"),
-        ]
-
-
-@dataclass(frozen=True)
-class OffPolicyConfig(TrainConfig):
-    """Settings DQN and TD3 share: the replay buffer, when and how often to update,
-    and the block of environment steps that makes one iteration."""
-
-    num_envs: int = 1
-    """Environments stepped in one `gymnasium.vector.SyncVectorEnv` (no subprocesses)."""
-    buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions (the largest item of the memory plan;
-    ``--shrink-buffer`` lowers it to what the budget holds)."""
-    batch_size: int = 256
-    """Transitions sampled from the replay buffer per gradient step."""
-    gamma: float = 0.99
-    """Discount factor."""
-    tau: float = 0.005
-    """Target network update rate: target <- tau * online + (1 - tau) * target."""
-    learning_starts: int = 25_000
-    """Environment steps of uniformly random actions before the first update."""
-    train_frequency: int = 1
-    """Environment steps (summed over the envs) between two rounds of gradient steps."""
-    gradient_steps: int = 1
-    """Gradient steps per round."""
-    max_grad_norm: float = 0.0
-    """Global gradient-norm clip for optimizers other than AlphaGrad; 0 disables it.
-    AlphaGrad never clips: its step is already bounded per element."""
-    iteration_steps: int = 1000
-    """Environment steps per iteration: the block after which metrics are logged and
-    where the budget guard, Ctrl-C and checkpoints take effect."""
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.iteration_steps
-
-    @property
-    def planned_steps(self) -> int:
-        return -(-self.total_steps // self.num_envs) * self.num_envs
-
-    def checks(self) -> list[tuple[str, bool, str]]:
-        return super().checks() + [
-            ("num_envs", self.num_envs >= 1, "a positive integer"),
-            ("batch_size", self.batch_size >= 1, "a positive integer"),
-            ("buffer_size", self.buffer_size >= self.batch_size,
-             f"an integer >= batch_size ({self.batch_size})"),
-            ("gamma", 0 <= self.gamma <= 1, "a number in [0, 1]"),
-            ("tau", 0 < self.tau <= 1, "a number in (0, 1]"),
-            ("learning_starts", self.learning_starts >= 0, "0 or a positive integer"),
-            # the run's updates: (planned_steps - learning_starts) // train_frequency
-            ("total_steps", self.num_envs < 1 or  # (num_envs is refused above)
-             self.planned_steps >= self.learning_starts + self.train_frequency,
-             (f"more than learning_starts ({self.learning_starts})" if self.train_frequency == 1
-              else f"at least learning_starts + train_frequency = "
-                   f"{self.learning_starts + self.train_frequency}")
-             + ", or the run makes no update: raise --total-steps or lower "
-               "--set learning_starts=N"),
-            ("train_frequency", self.train_frequency >= 1, "a positive integer"),
-            ("gradient_steps", self.gradient_steps >= 1, "a positive integer"),
-            ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or a positive number"),
-            ("iteration_steps", self.iteration_steps >= 1 and
-             (self.num_envs < 1 or self.iteration_steps % self.num_envs == 0),
-             f"a positive multiple of num_envs ({self.num_envs})"),
-        ]
-
-
-@dataclass(frozen=True)
-class DQNConfig(OffPolicyConfig):
-    """Everything that decides a DQN run's result. Defaults: CleanRL ``dqn.py`` as the
-    AlphaGrad paper ran it (Adam eps 1e-5)."""
-
-    algo: ClassVar[str] = "dqn"
-
-    total_steps: int = 500_000
-    optimizer: str = "adam"
-    lr: float = 2.5e-4
-    buffer_size: int = 10_000
-    batch_size: int = 128
-    tau: float = 1.0
-    learning_starts: int = 10_000
-    train_frequency: int = 10
-    target_update_interval: int = 500
-    """Environment steps between two target network updates (by ``tau``; 1 = a copy)."""
-    td_loss: str = "mse"
-    """The TD loss: ``mse`` (CleanRL's and the AlphaGrad paper's) or ``huber`` (SB3's
-    smooth L1, delta 1)."""
-    exploration_initial_eps: float = 1.0
-    """Epsilon of epsilon-greedy exploration at the start."""
-    exploration_final_eps: float = 0.05
-    """Epsilon once the linear decay is over."""
-    exploration_fraction: float = 0.5
-    """Fraction of total_steps over which epsilon decays linearly."""
-    hidden: tuple[int, ...] = (120, 84)
-    """Hidden layer widths of the Q-network (ReLU MLP)."""
-    eval_episodes: int = 10
-    """Deterministic (greedy) episodes for the final evaluation."""
-    checkpoint_every: int = 50
-    """Write a checkpoint every this many iterations (and always at the end)."""
-
-    def checks(self) -> list[tuple[str, bool, str]]:
-        return super().checks() + [
-            ("target_update_interval", self.target_update_interval >= 1, "a positive integer"),
-            ("td_loss", self.td_loss in ("mse", "huber"), "mse or huber"),
-            ("exploration_initial_eps", 0 <= self.exploration_initial_eps <= 1,
-             "a number in [0, 1]"),
-            ("exploration_final_eps", 0 <= self.exploration_final_eps <= 1, "a number in [0, 1]"),
-            ("exploration_fraction", 0 < self.exploration_fraction <= 1, "a number in (0, 1]"),
-        ]
-
-
-@dataclass(frozen=True)
-class TD3Config(OffPolicyConfig):
-    """Everything that decides a TD3 run's result. Defaults: CleanRL
-    ``td3_continuous_action.py`` as the AlphaGrad paper ran it (500k steps)."""
-
-    algo: ClassVar[str] = "td3"
-
-    env_id: str = "Pendulum-v1"
-    total_steps: int = 500_000
-    optimizer: str = "adam"
-    policy_frequency: int = 2
-    """Critic updates per actor (and target) update: TD3's delayed policy update."""
-    policy_noise: float = 0.2
-    """Std of the target policy smoothing noise, in units of the action scale."""
-    noise_clip: float = 0.5
-    """Clip of the target policy smoothing noise, in units of the action scale."""
-    exploration_noise: float = 0.1
-    """Std of the Gaussian exploration noise, in units of the action scale."""
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of the actor and of each of the twin critics (ReLU MLPs)."""
-    eval_episodes: int = 10
-    """Deterministic episodes (the actor's action, no noise) for the final evaluation."""
-    checkpoint_every: int = 50
-    """Write a checkpoint every this many iterations (and always at the end)."""
-
-    def checks(self) -> list[tuple[str, bool, str]]:
-        return super().checks() + [
-            ("policy_frequency", self.policy_frequency >= 1, "a positive integer"),
-            ("policy_noise", self.policy_noise >= 0, "0 or a positive number"),
-            ("noise_clip", self.noise_clip >= 0, "0 or a positive number"),
-            ("exploration_noise", self.exploration_noise >= 0, "0 or a positive number"),
-        ]
-
-
 def _numpy_optimizers() -> tuple[str, ...]:
-    from edgeag.optim_rules import NUMPY_ENGINE_OPTIMIZERS
-    return NUMPY_ENGINE_OPTIMIZERS
+    from edgeag.optim.registry import numpy_names
+    return tuple(numpy_names())
 
 
 def uses_fused_backward(cfg: TrainConfig) -> bool:
     """AlphaGrad updates each tensor on its own, inside the backward pass (unless
     ``fuse_backward`` is off): nothing needs all gradients at once. Every algorithm
     asks this one question."""
-    return cfg.optimizer == "alphagrad" and cfg.fuse_backward
+    from edgeag.optim.registry import get
+    return get(cfg.optimizer).fusable and cfg.fuse_backward
 
 
-CONFIGS: dict[str, type[TrainConfig]] = {c.algo: c for c in (PPOConfig, DQNConfig, TD3Config)}
-"""Configuration dataclass of each algorithm in `edgeag.train.ALGORITHMS`."""
 
 
 def config_class(algo: str) -> type[TrainConfig]:
-    try:
-        return CONFIGS[algo]
-    except KeyError:
-        raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(CONFIGS)})") from None
+    """The config dataclass of a registered algorithm (`edgeag.algos.get_config_class`)."""
+    from edgeag.algos import get_config_class
+    return get_config_class(algo)
 
 
-def _coerce(name: str, value, source: str, cls: type[TrainConfig] = PPOConfig):
+def coerce_setting(name: str, value, source: str, cls: type[TrainConfig] | None = None):
     """``value`` as the type of ``cls``'s field ``name``; EdgeagError naming the source
     otherwise."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls or config_class("ppo"))}
     if name not in fields:
         raise EdgeagError(f"{source}: unknown setting {name!r} (accepted: {', '.join(fields)})")
     if name == "env_kwargs":
@@ -449,8 +229,8 @@ def coerce_env_kwargs(value, source: str = "env_kwargs") -> dict:
 
 
 def load_presets(algo: str = "ppo") -> dict:
-    """``presets/<algo>.toml``: per-environment tables."""
-    with resources.files("edgeag.train").joinpath(f"presets/{algo}.toml").open("rb") as f:
+    """``edgeag/algos/<algo>/presets.toml``: per-environment tables."""
+    with resources.files(f"edgeag.algos.{algo}").joinpath("presets.toml").open("rb") as f:
         return tomllib.load(f)
 
 
@@ -474,7 +254,7 @@ def load_preset_file(path, algo: str = "ppo", families=None) -> dict:
         raise EdgeagError(f"invalid --preset {str(path)!r}: no such file") from None
     except IsADirectoryError:
         raise EdgeagError(f"invalid --preset {str(path)!r}: a directory (expected a TOML "
-                          f"file like edgeag/train/presets/{algo}.toml)") from None
+                          f"file like edgeag/algos/*/presets.toml{algo}.toml)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise EdgeagError(f"invalid --preset {str(path)!r}: not readable TOML "
                           f"({str(e).splitlines()[0][:120]})") from None
@@ -487,14 +267,14 @@ def load_preset_file(path, algo: str = "ppo", families=None) -> dict:
                               f"table (expected a table per environment, e.g. [\"{env_id}\"])")
         for key, value in table.items():
             if not isinstance(value, dict) or key == "env_kwargs":  # a setting, not a family
-                _coerce(key, value, f"preset {path} [{env_id}]", cls)
+                coerce_setting(key, value, f"preset {path} [{env_id}]", cls)
                 continue
             if families is not None and key not in families:
                 raise EdgeagError(f"invalid --preset {str(path)!r}: table [{env_id}.{key}]: "
                                   f"unknown optimizer family {key!r} (accepted: "
                                   f"{', '.join(families)})")
             for sub_key, sub_value in value.items():
-                _coerce(sub_key, sub_value, f"preset {path} [{env_id}.{key}]", cls)
+                coerce_setting(sub_key, sub_value, f"preset {path} [{env_id}.{key}]", cls)
     return tables
 
 
@@ -529,22 +309,22 @@ def resolve_config(env_id: str | None, optimizer: str | None, overrides: dict,
     values: dict = {}
     for key, value in table.items():
         if not isinstance(value, dict) or key == "env_kwargs":
-            values[key] = _coerce(key, value, f"{name}{env_id}", cls)
+            values[key] = coerce_setting(key, value, f"{name}{env_id}", cls)
     family = optimizer_family(optimizer)
     for key, value in table.get(family, {}).items():
-        values[key] = _coerce(key, value, f"{name}{env_id}.{family}", cls)
+        values[key] = coerce_setting(key, value, f"{name}{env_id}.{family}", cls)
     origin = (f"{name}{env_id}.{family}" if family in table else
               f"{name}{env_id} (no {family} table)" if table else
               f"{algo.upper()} defaults (no preset for {env_id})")
     for key, value in overrides.items():
-        values[key] = _coerce(key, value, "override", cls)
+        values[key] = coerce_setting(key, value, "override", cls)
     values.update(env_id=env_id, optimizer=optimizer)
     return cls(**values).validate(), origin
 
 
 def config_from_dict(data: dict, source: str, algo: str = "ppo") -> TrainConfig:
     cls = config_class(algo)
-    values = {k: _coerce(k, v, source, cls) for k, v in data.items()}
+    values = {k: coerce_setting(k, v, source, cls) for k, v in data.items()}
     return cls(**values).validate()
 
 
@@ -559,26 +339,40 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def toml_dumps(tables: dict[str, dict]) -> str:
-    """TOML for ``{table: {key: scalar or list}}``: what config.toml holds."""
-    lines = []
-    for table, values in tables.items():
-        lines.append(f"[{table}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 1, 2, 3; ``"1,7,9"`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",")]
+            ok = len(set(seeds)) == len(seeds) and all(s >= 0 for s in seeds)
+        else:
+            seeds = list(range(1, int(text) + 1))
+            ok = bool(seeds)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise EdgeagError(f"invalid --seeds {text!r}: expected a count such as 3 (seeds 1-3) "
+                          "or distinct non-negative seeds such as 1,7,9")
+    return seeds
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                         ("inf" if value > 0 else "-inf"))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
-    return json.dumps(str(value))
+def torch_missing_message(cfg, overrides: dict) -> str:
+    """The one-line refusal of a new run on the torch engine where torch is not
+    installed, naming the flag that put it there: ``--algo``, ``--engine`` (or ``--set
+    engine=torch``) or an optimizer that only the torch engine runs."""
+    from edgeag.errors import TORCH_INSTALL
+    from edgeag.optim.registry import get, numpy_names
+
+    numpy_optimizers = numpy_names()
+    without = (f"{', '.join(numpy_optimizers[:-1])} and {numpy_optimizers[-1]} "
+               "train without it on the numpy engine")
+    if overrides.get("engine") == "torch":
+        return ("--engine torch needs torch, which is not installed: "
+                f"{TORCH_INSTALL} (the default numpy engine trains without it)")
+    package = get(cfg.optimizer).package
+    if package:
+        return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch "
+                f"and the {package} package, which are not installed: {TORCH_INSTALL} "
+                f"{package} ({without})")
+    return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch, "
+            f"which is not installed: {TORCH_INSTALL} ({without})")

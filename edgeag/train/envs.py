@@ -8,10 +8,8 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers.utils import RunningMeanStd
 
+from edgeag.algos.base import NORM_EPS, OBS_CLIP
 from edgeag.errors import EdgeagError
-
-OBS_CLIP = 10.0
-NORM_EPS = 1e-8
 
 ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with the module "
            "on PYTHONPATH")
@@ -334,3 +332,12 @@ def evaluate(act, env, normalize: ObsNormalizer, episodes: int, seed: int,
         if owned:
             env.close()
     return (returns, steps) if lengths else returns
+
+
+def env_dims(env: str, env_kwargs: dict | None = None) -> tuple[int, int, bool]:
+    """(obs_dim, action_dim, discrete) of ``env``, or the env's EdgeagError."""
+    e = make_env(env, env_kwargs)
+    try:
+        return check_spaces(env, e.observation_space, e.action_space)
+    finally:
+        e.close()

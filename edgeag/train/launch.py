@@ -6,16 +6,16 @@ planner, before anything is written. Also the kernel's hard cap (a cgroup child)
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+from dataclasses import dataclass, field
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from edgeag.errors import TORCH_INSTALL, EdgeagError, torch_available
-from edgeag.hardcap import inherited_cgroup
-from edgeag.train import ALGORITHMS, supported_algos
+from edgeag.errors import EdgeagError
+from edgeag.memory.hardcap import inherited_cgroup
+from edgeag.algos import ALGORITHMS, supported_algos
 from edgeag.train.device import HARD_CAPS  # noqa: F401 (the --hard-cap values, re-exported)
 from edgeag.train.rundir import RunDir
 
@@ -26,144 +26,76 @@ EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the Alp
 
 
 PARENT_ENV = "EDGEAG_PARENT_PID"
-"""Set by a parent that watches its training children (an `edgeag tune` worker) to its
-own pid: the child stops when that parent dies (`stop_with_parent`)."""
+"""Set to its own pid by a parent that starts `edgeag train` itself (`edgeag.train.children`
+ties the children it starts to their parent without it): the run stops when that parent
+dies (`stop_with_parent`)."""
 
 
 def stop_with_parent() -> None:
     """When `PARENT_ENV` names this process's parent, have Linux send SIGTERM to this
-    process when the parent dies (``prctl(PR_SET_PDEATHSIG)``), so a worker killed
+    process when the parent dies (`children.die_with_parent`), so a parent killed
     outright leaves no training run behind; exit at once if it is already gone."""
     pid = os.environ.pop(PARENT_ENV, None)
     if not pid or not pid.isdigit():
         return
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+    from edgeag.train.children import die_with_parent
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != int(pid):
+    if not die_with_parent(int(pid)):
         raise EdgeagError(f"the process that started this run (pid {pid}) has exited")
 
 
-def launch(*, env: str | None, algo: str | None, optimizer: str | None, overrides: dict,
-           profile: str | None, budget: str | None, out: str | None, resume: str | None,
-           threads: int | None, tensorboard: bool = False, hard_cap: str | None = None,
-           dry_run: bool = False, progress: bool = True, shrink_buffer: bool = False,
-           argv: list[str] | None = None, preset: str | None = None,
-           init_from: str | None = None, env_kwargs: list[str] | None = None,
-           eval_every: int | None = None, stop_at_return: float | None = None) -> int:
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``edgeag train`` was asked: its flags, as one object (`launch`)."""
+
+    env: str | None = None
+    algo: str | None = None
+    optimizer: str | None = None
+    overrides: dict = field(default_factory=dict)
+    """``--set`` settings, by config field name."""
+    profile: str | None = None
+    budget: str | None = None
+    threads: int | None = None
+    hard_cap: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    init_from: str | None = None
+    preset: str | None = None
+    env_kwargs: list[str] | None = None
+    eval_every: int | None = None
+    stop_at_return: float | None = None
+    tensorboard: bool = False
+    dry_run: bool = False
+    progress: bool = True
+    shrink_buffer: bool = False
+    argv: list[str] | None = None
+    """The command line, re-run by a cgroup hard cap's child."""
+
+    @property
+    def device_flags(self) -> dict:
+        return dict(profile=self.profile, budget=self.budget, threads=self.threads,
+                    hard_cap=self.hard_cap)
+
+
+def launch(request: TrainRequest) -> int:
     """``edgeag train``: a model of the Python API (`edgeag.api`) made from the flags,
     trained with its ``learn``, the outcome printed; returns the exit code. ``env`` and
     ``optimizer`` None: the algorithm's defaults. ``preset``: a preset file (the format of
-    ``edgeag/train/presets/<algo>.toml``) used instead of the shipped one."""
-    from edgeag import api
-    from edgeag.train.config import _coerce, coerce_env_kwargs, config_class
-
+    ``edgeag/algos/<algo>/presets.toml``) used instead of the shipped one."""
     stop_with_parent()
-    if algo is not None and algo not in ALGORITHMS:
-        raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
-    if tensorboard:
-        from edgeag.train import tblog
-        tblog.require()
-    if eval_every is not None and eval_every < 1:
-        raise EdgeagError(f"invalid --eval-every {eval_every}: expected a positive number of "
-                          "env steps")
-    if stop_at_return is not None and (eval_every is None or not math.isfinite(stop_at_return)):
-        raise EdgeagError(f"invalid --stop-at-return {stop_at_return}: expected a number, with "
-                          "--eval-every N (it stops when a periodic evaluation reaches it)")
-    kwargs = coerce_env_kwargs(env_kwargs, "--env-kwargs") if env_kwargs else None
-    for name, value in overrides.items():  # the CLI knows edgeag's names only (not SB3's)
-        _coerce(name, value, "override", config_class(algo or "ppo"))
-    if sum(x is not None for x in (resume, init_from)) > 1:
-        raise EdgeagError("--resume continues a run; --init-from starts a new one from a "
-                          "run's weights: give one of them")
-    if (resume or init_from) and preset:
-        raise EdgeagError("--preset is for a new run; --resume and --init-from start from a "
-                          "run's own settings")
-    device_flags = dict(profile=profile, budget=budget, threads=threads, hard_cap=hard_cap)
-    log = lambda text: print(text, file=sys.stderr, flush=True)
-    hooks = []
-    if eval_every is not None:
-        hooks.append(api.EvalCallback(eval_every, callback_on_new_best=None if stop_at_return
-                                      is None else api.StopTrainingOnRewardThreshold(stop_at_return)))
-    if resume:
-        run = RunDir(resume)
-        given = dict(overrides)
-        given.update({k: v for k, v in (("env_id", env), ("algo", algo),
-                                        ("optimizer", optimizer), ("env_kwargs", kwargs))
-                      if v is not None})
-        model = api.load(resume, _purpose="resume", verbose=1, tensorboard=tensorboard,
-                         shrink_buffer=shrink_buffer, **device_flags)
-        api.check_resume_overrides(model.cfg, given, "cannot resume")
-        total = _coerced_total(overrides, model.cfg)
-        if model._ckpt is not None and total is None and \
-                model.num_timesteps >= model.cfg.planned_steps:
-            model._policy()  # the checkpoint fits its config (one-line refusal if not)
-            print(f"run: {run.path} is finished (step {model.num_timesteps:,} of "
-                  f"{model.cfg.planned_steps:,}): nothing to do. Evaluate it with edgeag eval "
-                  f"{run.path}; train it further with --total-steps N (more than "
-                  f"{model.num_timesteps:,})")
-            return 0
-        _header(log, model, model.origin,
-                dataclasses.replace(model.cfg, total_steps=total) if total else None)
-        created: list[Path] = []
-        def learn():
-            return model._continue(total or model.cfg.total_steps, hooks, progress)
+    env_kwargs = _check(request)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if request.resume:
+        started = _resumed(request, env_kwargs, log)
     else:
-        if init_from:
-            model = api.load(init_from, env=env, env_kwargs=kwargs, verbose=1,
-                             tensorboard=tensorboard, shrink_buffer=shrink_buffer, run_dir=out,
-                             _purpose="initialise from", **device_flags,
-                             **({} if optimizer is None else {"optimizer": optimizer}),
-                             **overrides)
-            if algo is not None and algo != model.algo:
-                raise EdgeagError(f"--algo {algo}: {init_from} is a {model.algo} run; --init-from "
-                                  "keeps its algorithm and network")
-            cfg = model._fine_tune if getattr(model, "_fine_tune", None) else model.cfg
-            origin = f"initialised from {model._source.checkpoint}"
-            if model._ckpt is None:
-                raise EdgeagError(f"cannot initialise from {init_from}: it has no checkpoint yet")
-        else:
-            model = api.MODELS[algo or "ppo"](env, optimizer=optimizer, preset=preset, verbose=1,
-                                              tensorboard=tensorboard,
-                                              shrink_buffer=shrink_buffer, env_kwargs=kwargs,
-                                              run_dir=out, **device_flags, **overrides)
-            cfg, origin = model.cfg, model.origin
-        run = RunDir(out or api.default_run_dir(cfg))
-        model.run_dir = model._new_run_dir = run
-        if not dry_run and (run.config.exists() or run.checkpoint.exists()):
-            raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
-                              f"{run.path}, or choose another --out")
-        _header(log, model, origin, cfg)
-        if dry_run:
-            if init_from:
-                model.cfg = cfg
-            plan = model.plan()
-            print("dry run: plan fits" if plan.fits else "dry run")
-            return 0
-        created = claim_run_dir(run.path)
-        def learn():
-            return model.learn(cfg.total_steps, hooks, progress_bar=progress)
-    budget_bytes = model.device.budget_bytes
+        started = _new(request, env_kwargs, log)
+    if started is None:
+        return 0
+    model, run, learn, created = started
     if model.device.hard_cap in ("auto", "cgroup") and inherited_cgroup() is None:
-        from edgeag.hardcap import make_cgroup
-
-        group = make_cgroup(budget_bytes, f"edgeag-train-{os.getpid()}")
-        if group is None and model.device.hard_cap == "cgroup":
-            release(created)
-            raise EdgeagError("--hard-cap cgroup: no cgroup memory controller can be used here "
-                              "(needs cgroup v2 with the memory controller, or v1's memory "
-                              "hierarchy, writable); --hard-cap rlimit works everywhere")
-        if group is not None:
-            log(f"hard cap: training in {group.description} = {budget_bytes:,} bytes, no swap")
-            try:
-                return _train_in_cgroup(group, argv or sys.argv[1:], run, bool(resume or out),
-                                        budget_bytes)
-            finally:
-                release(created)  # a child refused before writing leaves no empty directory
-        log("hard cap: no cgroup memory controller here; RLIMIT_DATA instead")
+        code = _in_own_cgroup(request, model, run, created, log)
+        if code is not None:
+            return code
     try:
         learn()
     except BaseException:
@@ -172,12 +104,153 @@ def launch(*, env: str | None, algo: str | None, optimizer: str | None, override
     return _report(model, run)
 
 
+def _check(request: TrainRequest) -> dict | None:
+    """The one-line refusals of flags that cannot go together; the parsed
+    ``--env-kwargs``."""
+    from edgeag.train.config import coerce_env_kwargs, coerce_setting, config_class
+
+    r = request
+    if r.algo is not None and r.algo not in ALGORITHMS:
+        raise EdgeagError(f"unknown algo {r.algo!r} (accepted: {', '.join(supported_algos())})")
+    if r.tensorboard:
+        from edgeag.train import tblog
+        tblog.require()
+    if r.eval_every is not None and r.eval_every < 1:
+        raise EdgeagError(f"invalid --eval-every {r.eval_every}: expected a positive number of "
+                          "env steps")
+    if r.stop_at_return is not None and (r.eval_every is None
+                                         or not math.isfinite(r.stop_at_return)):
+        raise EdgeagError(f"invalid --stop-at-return {r.stop_at_return}: expected a number, "
+                          "with --eval-every N (it stops when a periodic evaluation reaches it)")
+    kwargs = coerce_env_kwargs(r.env_kwargs, "--env-kwargs") if r.env_kwargs else None
+    for name, value in r.overrides.items():  # the CLI knows edgeag's names only (not SB3's)
+        coerce_setting(name, value, "override", config_class(r.algo or "ppo"))
+    if r.resume and r.init_from:
+        raise EdgeagError("--resume continues a run; --init-from starts a new one from a "
+                          "run's weights: give one of them")
+    if (r.resume or r.init_from) and r.preset:
+        raise EdgeagError("--preset is for a new run; --resume and --init-from start from a "
+                          "run's own settings")
+    return kwargs
+
+
+def _callbacks(request: TrainRequest) -> list:
+    from edgeag import api
+
+    if request.eval_every is None:
+        return []
+    stop = None if request.stop_at_return is None else \
+        api.StopTrainingOnRewardThreshold(request.stop_at_return)
+    return [api.EvalCallback(request.eval_every, callback_on_new_best=stop)]
+
+
+def _resumed(request: TrainRequest, env_kwargs: dict | None, log):
+    """The model of ``--resume``: its own settings, checked against the flags given; None
+    when the run is finished and no longer total was asked for."""
+    from edgeag import api
+
+    r = request
+    run = RunDir(r.resume)
+    given = dict(r.overrides)
+    given.update({k: v for k, v in (("env_id", r.env), ("algo", r.algo),
+                                    ("optimizer", r.optimizer), ("env_kwargs", env_kwargs))
+                  if v is not None})
+    model = api.load(r.resume, _purpose="resume", verbose=1, tensorboard=r.tensorboard,
+                     shrink_buffer=r.shrink_buffer, **r.device_flags)
+    api.check_resume_overrides(model.cfg, given, "cannot resume")
+    total = _coerced_total(r.overrides, model.cfg)
+    if model._ckpt is not None and total is None and \
+            model.num_timesteps >= model.cfg.planned_steps:
+        model._policy()  # the checkpoint fits its config (one-line refusal if not)
+        print(f"run: {run.path} is finished (step {model.num_timesteps:,} of "
+              f"{model.cfg.planned_steps:,}): nothing to do. Evaluate it with edgeag eval "
+              f"{run.path}; train it further with --total-steps N (more than "
+              f"{model.num_timesteps:,})")
+        return None
+    _header(log, model, model.origin,
+            dataclasses.replace(model.cfg, total_steps=total) if total else None)
+    hooks = _callbacks(r)
+    return (model, run, lambda: model._continue(total or model.cfg.total_steps, hooks,
+                                                r.progress), [])
+
+
+def _new(request: TrainRequest, env_kwargs: dict | None, log):
+    """The model of a new run (``--init-from``: another run's weights); None after a dry
+    run."""
+    from edgeag import api
+
+    r = request
+    if r.init_from:
+        model, cfg, origin = _initialised(r, env_kwargs)
+    else:
+        model = api.MODELS[r.algo or "ppo"](
+            r.env, optimizer=r.optimizer, preset=r.preset, verbose=1, tensorboard=r.tensorboard,
+            shrink_buffer=r.shrink_buffer, env_kwargs=env_kwargs, run_dir=r.out,
+            **r.device_flags, **r.overrides)
+        cfg, origin = model.cfg, model.origin
+    run = RunDir(r.out or api.default_run_dir(cfg))
+    model.run_dir = model._new_run_dir = run
+    if not r.dry_run and (run.config.exists() or run.checkpoint.exists()):
+        raise EdgeagError(f"{run.path} already holds a run: continue it with --resume "
+                          f"{run.path}, or choose another --out")
+    _header(log, model, origin, cfg)
+    if r.dry_run:
+        if r.init_from:
+            model.cfg = cfg
+        print("dry run: plan fits" if model.plan().fits else "dry run")
+        return None
+    hooks = _callbacks(r)
+    created = claim_run_dir(run.path)
+    return model, run, lambda: model.learn(cfg.total_steps, hooks, progress_bar=r.progress), \
+        created
+
+
+def _initialised(r: TrainRequest, env_kwargs: dict | None):
+    from edgeag import api
+
+    model = api.load(r.init_from, env=r.env, env_kwargs=env_kwargs, verbose=1,
+                     tensorboard=r.tensorboard, shrink_buffer=r.shrink_buffer, run_dir=r.out,
+                     _purpose="initialise from", **r.device_flags,
+                     **({} if r.optimizer is None else {"optimizer": r.optimizer}),
+                     **r.overrides)
+    if r.algo is not None and r.algo != model.algo:
+        raise EdgeagError(f"--algo {r.algo}: {r.init_from} is a {model.algo} run; --init-from "
+                          "keeps its algorithm and network")
+    if model._ckpt is None:
+        raise EdgeagError(f"cannot initialise from {r.init_from}: it has no checkpoint yet")
+    cfg = model._fine_tune if getattr(model, "_fine_tune", None) else model.cfg
+    return model, cfg, f"initialised from {model._source.checkpoint}"
+
+
+def _in_own_cgroup(request: TrainRequest, model, run, created: list, log) -> int | None:
+    """``--hard-cap auto|cgroup``: train in a child inside a cgroup of its own; its exit
+    code, or None where no cgroup can be made (``auto``: RLIMIT_DATA instead)."""
+    from edgeag.memory.hardcap import make_cgroup
+
+    budget_bytes = model.device.budget_bytes
+    group = make_cgroup(budget_bytes, f"edgeag-train-{os.getpid()}")
+    if group is None and model.device.hard_cap == "cgroup":
+        release(created)
+        raise EdgeagError("--hard-cap cgroup: no cgroup memory controller can be used here "
+                          "(needs cgroup v2 with the memory controller, or v1's memory "
+                          "hierarchy, writable); --hard-cap rlimit works everywhere")
+    if group is None:
+        log("hard cap: no cgroup memory controller here; RLIMIT_DATA instead")
+        return None
+    log(f"hard cap: training in {group.description} = {budget_bytes:,} bytes, no swap")
+    try:
+        return _train_in_cgroup(group, request.argv or sys.argv[1:], run,
+                                bool(request.resume or request.out), budget_bytes)
+    finally:
+        release(created)  # a child refused before writing leaves no empty directory
+
+
 def _coerced_total(overrides: dict, cfg) -> int | None:
     if "total_steps" not in overrides:
         return None
-    from edgeag.train.config import _coerce, config_class
+    from edgeag.train.config import coerce_setting, config_class
 
-    total = _coerce("total_steps", overrides["total_steps"], "override", config_class(cfg.algo))
+    total = coerce_setting("total_steps", overrides["total_steps"], "override", config_class(cfg.algo))
     return dataclasses.replace(cfg, total_steps=total).validate().total_steps
 
 
@@ -231,39 +304,6 @@ def _report(model, run) -> int:
     return model.exit_code
 
 
-def torch_missing_message(cfg, overrides: dict) -> str:
-    """The one-line refusal of a new run on the torch engine where torch is not
-    installed, naming the flag that put it there: ``--algo``, ``--engine`` (or ``--set
-    engine=torch``) or an optimizer that only the torch engine runs."""
-    from edgeag.optim_rules import NUMPY_ENGINE_OPTIMIZERS, OPTIMIZER_PACKAGES
-
-    without = (f"{', '.join(NUMPY_ENGINE_OPTIMIZERS[:-1])} and {NUMPY_ENGINE_OPTIMIZERS[-1]} "
-               "train without it on the numpy engine")
-    if overrides.get("engine") == "torch":
-        return ("--engine torch needs torch, which is not installed: "
-                f"{TORCH_INSTALL} (the default numpy engine trains without it)")
-    package = OPTIMIZER_PACKAGES.get(cfg.optimizer)
-    if package:
-        return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch "
-                f"and the {package} package, which are not installed: {TORCH_INSTALL} "
-                f"{package} ({without})")
-    return (f"--optimizer {cfg.optimizer} runs on the torch engine only and needs torch, "
-            f"which is not installed: {TORCH_INSTALL} ({without})")
-
-
-def check_optimizer_available(optimizer: str) -> None:
-    """EdgeagError naming the pip package a registered optimizer needs besides torch, if
-    missing (with torch's pinned extra too where torch is missing). Imports no torch."""
-    from edgeag.optim_rules import OPTIMIZER_PACKAGES
-
-    package = OPTIMIZER_PACKAGES.get(optimizer)
-    if package and importlib.util.find_spec(package.replace("-", "_")) is None:
-        install = f"pip install {package}" if torch_available() else f"{TORCH_INSTALL} {package}"
-        raise EdgeagError(f"--optimizer {optimizer} needs the {package} package ({install})")
-
-
-
-
 def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: int) -> int:
     """Run this same ``edgeag train`` in a child process inside ``group`` and wait for it.
     The child trains as usual (its guard stops it at an iteration boundary, exit 3); if
@@ -271,21 +311,22 @@ def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: i
     ``summary.json`` with ``"stopped": "budget"`` and exit 3: the last checkpoint it
     wrote is complete (every file is written to a temporary name first)."""
     import signal
-    import subprocess
 
-    from edgeag.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
+    from edgeag.memory.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
     from edgeag.memory import BUDGET_COUNTS
-    from edgeag.train.rundir import write_json
+    from edgeag.train import children
     from edgeag.train.run import BudgetRefused
+    from edgeag.io import write_json
 
     cmd = [sys.executable, "-m", "edgeag.cli", *argv]
     if not has_dir:
         cmd += ["--out", str(run.path)]
-    env = {**os.environ, IN_CGROUP_ENV: f"{group.description} = {budget_bytes:,} bytes"}
+    spec = children.ChildSpec(cmd, env={IN_CGROUP_ENV: f"{group.description} = "
+                                                       f"{budget_bytes:,} bytes"},
+                              preexec=lambda: group.add(os.getpid()))
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child itself
     try:
-        proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: group.add(os.getpid()))
-        code = proc.wait()
+        code = children.run(spec).exit_code
     finally:
         signal.signal(signal.SIGINT, old)
     try:

@@ -33,15 +33,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
-from edgeag.hardcap import apply_rlimit, cgroup_memory_limit, inherited_cgroup
+from edgeag.memory.hardcap import apply_rlimit, cgroup_memory_limit, inherited_cgroup
 from edgeag.memory import (BUDGET_COUNTS, MiB, BudgetGuard, measure_floor, peak_rss_bytes,
                            proc_status, read_memory)
-from edgeag.train import get_algorithm
-from edgeag.train.config import TrainConfig, toml_dumps
+from edgeag.algos import get_algorithm
+from edgeag.algos.base import PlanInputs
+from edgeag.train.config import TrainConfig
+from edgeag.io import toml_dumps
 from edgeag.train.device import Change, Device
 from edgeag.train.envs import EVAL_SEED_OFFSET, EnvMaker, check_spaces, evaluate, make_vector_env
-from edgeag.train.offpolicy import due
-from edgeag.train.rundir import RunDir, atomic_write, write_json, write_text
+from edgeag.algos.offpolicy.loop import due
+from edgeag.train.rundir import RunDir
+from edgeag.io import atomic_write, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
 TIME_KEYS = ("time/fps", "time/elapsed_seconds", "memory/rss_bytes", "memory/anon_bytes",
@@ -128,7 +131,7 @@ class Trainer:
         self.cfg, self.run, self.opts, self.log = cfg, run, opts, log
         self.env = env or EnvMaker(cfg.env_id, cfg.env_kwargs)
         self.algo = get_algorithm(cfg.algo)
-        self.envs = self.state = self.plan = self.floor = self.engine = None
+        self.envs = self.state = self.plan = self.floor = self.runtime = None
         self.shrunk_from = None
         self.previous = {"wall_seconds": 0.0, "peak_rss_bytes": 0, "peak_anon_bytes": 0}
         self.best_return: float | None = None
@@ -140,7 +143,7 @@ class Trainer:
     # --- 1. threads, envs, floor, plan ----------------------------------------------
     def setup(self):
         cfg, opts, algo, log = self.cfg, self.opts, self.algo, self.log
-        self.engine = algo.prepare(cfg, opts.threads)
+        self.runtime = algo.prepare(cfg, opts.threads)
         if opts.tensorboard:
             from edgeag.train import tblog
             tblog.prepare()  # its imports belong to the floor
@@ -152,15 +155,15 @@ class Trainer:
                               f"(dqn, td3), not {algo.name}")
         self.floor = floor = measure_floor()
         budget = opts.budget_bytes
-        self.dims = dims = (obs_dim, action_dim, discrete)
+        self.dims = (obs_dim, action_dim, discrete)
         plan = self._plan(budget if budget is not None else 2**62)
         if budget is not None and not plan.fits and opts.shrink_buffer:
-            size = algo.largest_buffer(cfg, self._room(budget), floor.anon_bytes, *dims)
+            size = algo.largest_buffer(cfg, self._room(budget))
             if size is not None:
                 self.shrunk_from = cfg.buffer_size
                 self.cfg = cfg = dataclasses.replace(cfg, buffer_size=size)
                 plan = self._plan(budget)
-        log(f"engine: {self.engine}")
+        log(f"runtime: {self.runtime}")
         log(f"floor {floor.anon_bytes / MiB:.1f} MiB anonymous ({floor.anon_bytes:,} bytes, "
             f"{BUDGET_COUNTS}: what the budget counts); RSS {floor.rss_bytes / MiB:.1f} MiB with "
             f"{floor.file_bytes / MiB:.1f} MiB of mapped files")
@@ -171,7 +174,7 @@ class Trainer:
             raise BudgetRefused(
                 f"plan {plan.total_bytes / MiB:.1f} MiB exceeds the budget {budget / MiB:.1f} MiB "
                 f"({budget:,} bytes); "
-                f"{algo.what_fits(cfg, self._room(budget), floor.anon_bytes, *dims)}")
+                f"{algo.what_fits(cfg, self._room(budget))}")
         if self.shrunk_from is not None:
             log(f"replay buffer shrunk to fit the budget: {cfg.buffer_size:,} transitions "
                 f"(requested {self.shrunk_from:,})")
@@ -179,7 +182,7 @@ class Trainer:
         return plan
 
     def _plan(self, budget: int):
-        plan = self.algo.plan(self.cfg, budget, self.floor.anon_bytes, *self.dims)
+        plan = self.algo.plan(self.cfg, self._inputs(budget))
         if self.opts.init_bytes:
             from edgeag.memory import PlanItem
             plan = plan.with_item(PlanItem("initial weights", self.opts.init_bytes,
@@ -190,11 +193,14 @@ class Trainer:
             plan = plan.with_item(tblog.plan_item())
         return plan
 
-    def _room(self, budget: int) -> int:
+    def _inputs(self, budget: int) -> PlanInputs:
+        return PlanInputs(budget, self.floor.anon_bytes, *self.dims)
+
+    def _room(self, budget: int) -> PlanInputs:
         """``budget`` less what `_plan` adds to the algorithm's plan (the logger): what the
         algorithm's own searches (``largest_buffer``, ``what_fits``) may fill."""
-        algo_plan = self.algo.plan(self.cfg, budget, self.floor.anon_bytes, *self.dims)
-        return budget - (self._plan(budget).total_bytes - algo_plan.total_bytes)
+        algo_plan = self.algo.plan(self.cfg, self._inputs(budget))
+        return self._inputs(budget - (self._plan(budget).total_bytes - algo_plan.total_bytes))
 
     # --- 2. the networks: fresh, resumed or initialised from another run ----------------
     def start(self, ckpt: dict | None = None, init: dict | None = None) -> None:
@@ -259,139 +265,143 @@ class Trainer:
     # --- 3. the loop ---------------------------------------------------------------------
     def loop(self) -> str:
         """Train to ``cfg.num_iterations`` (or a stop); returns how it stopped."""
-        cfg, run, opts, state, algo, log = (self.cfg, self.run, self.opts, self.state,
-                                            self.algo, self.log)
-        if not self._guard_fresh:  # trained before in this process (the API's next learn)
+        cfg, state = self.cfg, self.state
+        self._restart_guard()
+        self._apply_hard_cap()
+        iteration = self.algo.make_iteration(state)
+        writer = _tensorboard(self.run) if self.opts.tensorboard else None
+        bar = _progress(cfg, state, self.opts)
+        self.setup_peak = peak_rss_bytes()  # imports, envs, network initialisation, optimizer
+        self.guard.sample()
+        self.setup_peak_anon = self.guard.peak_anon_bytes
+        self.t_start = time.monotonic()
+        self.write_error = None
+        self._saved = (state.global_step, state.iteration)  # on disk (or the start)
+        stopped = "done"
+        try:
+            with _Interrupts(self.log) as interrupted:
+                while state.iteration < cfg.num_iterations and stopped == "done":
+                    row, steps = self._iterate(iteration)
+                    self._record(row, steps, writer, bar)
+                    stopped = self._stop_reason(row, interrupted)
+                    if stopped != "done" or state.iteration == cfg.num_iterations or \
+                            state.iteration % cfg.checkpoint_every == 0:
+                        self._checkpoint()
+        except _RolledBack as e:
+            stopped = e.reason
+            state.global_step, state.iteration = self._saved
+        finally:
+            self.guard.stop()
+            for closing in (bar, writer):
+                if closing is not None:
+                    closing.close()
+        self.wall = time.monotonic() - self.t_start + self.previous["wall_seconds"]
+        self.t_start = None  # out of the loop: the run's clock stands at self.wall
+        return stopped
+
+    def _restart_guard(self) -> None:
+        """A fresh guard when this process trained before (the API's next ``learn``),
+        carrying the peaks and the clock of what ran before."""
+        if not self._guard_fresh:
             old, previous = self.guard, self.previous
             previous["peak_anon_bytes"] = max(previous["peak_anon_bytes"], old.peak_anon_bytes)
             previous["peak_rss_bytes"] = max(previous["peak_rss_bytes"], old.peak_rss_bytes())
             previous["wall_seconds"] = self.wall
-            self.guard = BudgetGuard(opts.budget_bytes if opts.budget_bytes is not None
-                                     else 2**62).start()
-            self.guard.stream_to(run.rss, previous["wall_seconds"])
+            budget = self.opts.budget_bytes
+            self.guard = BudgetGuard(budget if budget is not None else 2**62).start()
+            self.guard.stream_to(self.run.rss, previous["wall_seconds"])
         self._guard_fresh = False
-        guard = self.guard
-        budget = opts.budget_bytes
-        cap = None
-        if opts.hard_cap and budget is not None:
-            cap = inherited_cgroup()
-            if cap is None:
-                cap = apply_rlimit(budget, read_memory().anon)
-            log(f"hard cap: {cap}")
-        self.cap = cap
+
+    def _apply_hard_cap(self) -> None:
+        """``hard_cap``: the kernel holds the run to its budget (a cgroup this process was
+        started in, else RLIMIT_DATA)."""
+        self.cap = None
+        budget = self.opts.budget_bytes
+        if self.opts.hard_cap and budget is not None:
+            self.cap = inherited_cgroup() or apply_rlimit(budget, read_memory().anon)
+            self.log(f"hard cap: {self.cap}")
         self.limit = cgroup_memory_limit()
 
-        iteration = algo.make_iteration(state)
-        writer = _tensorboard(run) if opts.tensorboard else None
-        bar = _progress(cfg, state, opts)
-
-        interrupted = []
-        def on_sigint(signum, frame):
-            if interrupted:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            interrupted.append(True)
-            log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
+    def _iterate(self, iteration) -> tuple[dict, int]:
+        """One iteration and its metrics row; a hard-cap allocation failure rolls back."""
+        state = self.state
+        step_start, steps_before = time.monotonic(), state.global_step
         try:
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread (the API from a thread): Ctrl-C is theirs
-            old_handler = None
+            finished, stats = iteration()
+        except (MemoryError, RuntimeError) as e:
+            if self.cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
+                raise self._rollback("budget", f"hard cap hit ({type(e).__name__}: "
+                                               f"{str(e).splitlines()[0][:80]})") from None
+            raise
+        state.iteration += 1
+        row = _metrics_row(state, finished, stats, state.global_step - steps_before,
+                           time.monotonic() - step_start,
+                           time.monotonic() - self.t_start + self.previous["wall_seconds"])
+        if self.opts.eval_every and due(steps_before, state.global_step, 0,
+                                        self.opts.eval_every):
+            self._periodic_evaluation(row)
+        return row, state.global_step - steps_before
 
-        self.setup_peak = peak_rss_bytes()  # imports, envs, network initialisation, optimizer
-        guard.sample()
-        self.setup_peak_anon = guard.peak_anon_bytes
-        self.t_start = t_start = time.monotonic()
-        stopped = "done"
-        self.write_error = write_error = None
-        saved = {"step": state.global_step, "iteration": state.iteration}  # on disk (or start)
-
-        def back_to_saved():
-            state.global_step, state.iteration = saved["step"], saved["iteration"]
-
+    def _record(self, row: dict, steps: int, writer, bar) -> None:
+        """The row to metrics.jsonl (a write error, or the guard's on rss.csv, stops the
+        run at its last checkpoint), TensorBoard and the progress bar."""
         try:
-            while state.iteration < cfg.num_iterations:
-                try:
-                    step_start, steps_before = time.monotonic(), state.global_step
-                    finished, stats = iteration()
-                except (MemoryError, RuntimeError) as e:
-                    if cap and (isinstance(e, MemoryError) or "alloc" in str(e)):
-                        stopped = "budget"
-                        log(f"hard cap hit ({type(e).__name__}: {str(e).splitlines()[0][:80]}); "
-                            f"the last checkpoint is at step {saved['step']:,}")
-                        back_to_saved()
-                        break
-                    raise
-                state.iteration += 1
-                row = _metrics_row(state, finished, stats, state.global_step - steps_before,
-                                   time.monotonic() - step_start,
-                                   time.monotonic() - t_start + self.previous["wall_seconds"])
-                if opts.eval_every and due(steps_before, state.global_step, 0, opts.eval_every):
-                    self._periodic_evaluation(row)
-                try:
-                    run.append_metrics(row)
-                except OSError as e:
-                    if e.errno not in WRITE_ERRNOS:
-                        raise
-                    write_error = e
-                write_error = write_error or guard.write_error  # rss.csv, streamed by the guard
-                if write_error is not None:
-                    stopped = "write_failed"
-                    back_to_saved()
-                    break
-                if writer is not None:
-                    for key, value in row.items():
-                        if value is not None and key != "time/total_timesteps":
-                            writer.add_scalar(key, value, state.global_step)
-                if bar is not None:
-                    bar.update(state.global_step - steps_before)
-                    ret = row["rollout/ep_rew_mean"]
-                    bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  anon "
-                                        f"{row['memory/anon_bytes'] / MiB:.0f}"
-                                        f"{f'/{budget / MiB:.0f}' if budget else ''} MiB",
-                                        refresh=False)
-                if guard.exceeded:
-                    stopped = "budget"
-                elif interrupted:
-                    stopped = "interrupted"
-                elif (opts.stop_at_return is not None and "eval/mean_return" in row
-                      and row["eval/mean_return"] >= opts.stop_at_return):
-                    stopped = "return_threshold"
-                    log(f"evaluation return {row['eval/mean_return']:.1f} reached "
-                        f"{opts.stop_at_return:g} at step {state.global_step:,}: stopping")
-                elif any(callback(row) is False for callback in opts.callbacks):
-                    stopped = "callback"
-                last = state.iteration == cfg.num_iterations
-                if stopped != "done" or last or state.iteration % cfg.checkpoint_every == 0:
-                    try:
-                        self.save()
-                    except MemoryError as e:  # the hard cap; the previous checkpoint is intact
-                        if not cap:
-                            raise
-                        stopped = "budget"
-                        log(f"hard cap hit while checkpointing ({str(e)[:80]}); the last "
-                            f"checkpoint is at step {saved['step']:,}")
-                        back_to_saved()
-                        break
-                    except OSError as e:  # disk full, file-size limit: the previous is intact
-                        if e.errno not in WRITE_ERRNOS:
-                            raise
-                        write_error, stopped = e, "write_failed"
-                        back_to_saved()
-                        break
-                    saved = {"step": state.global_step, "iteration": state.iteration}
-                if stopped != "done":
-                    break
-        finally:
-            guard.stop()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-        self.write_error = write_error
-        self.wall = time.monotonic() - t_start + self.previous["wall_seconds"]
-        self.t_start = None  # out of the loop: the run's clock stands at self.wall
-        return stopped
+            self.run.append_metrics(row)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            self.write_error = e
+        self.write_error = self.write_error or self.guard.write_error
+        if self.write_error is not None:
+            raise self._rollback("write_failed")
+        if writer is not None:
+            for key, value in row.items():
+                if value is not None and key != "time/total_timesteps":
+                    writer.add_scalar(key, value, self.state.global_step)
+        if bar is not None:
+            budget = self.opts.budget_bytes
+            bar.update(steps)
+            ret = row["rollout/ep_rew_mean"]
+            bar.set_postfix_str(f"return {'-' if ret is None else f'{ret:.1f}'}  anon "
+                                f"{row['memory/anon_bytes'] / MiB:.0f}"
+                                f"{f'/{budget / MiB:.0f}' if budget else ''} MiB", refresh=False)
+
+    def _stop_reason(self, row: dict, interrupted: list) -> str:
+        """Why the run stops after this iteration (`STOPS`), or ``done`` to go on."""
+        target = self.opts.stop_at_return
+        if self.guard.exceeded:
+            return "budget"
+        if interrupted:
+            return "interrupted"
+        if target is not None and row.get("eval/mean_return", -math.inf) >= target:
+            self.log(f"evaluation return {row['eval/mean_return']:.1f} reached {target:g} at "
+                     f"step {self.state.global_step:,}: stopping")
+            return "return_threshold"
+        if any(callback(row) is False for callback in self.opts.callbacks):
+            return "callback"
+        return "done"
+
+    def _checkpoint(self) -> None:
+        """Save; a failed save (the hard cap, a full disk) leaves the previous checkpoint
+        intact and rolls the run back to it."""
+        try:
+            self.save()
+        except MemoryError as e:
+            if not self.cap:
+                raise
+            raise self._rollback("budget", f"hard cap hit while checkpointing "
+                                           f"({str(e)[:80]})") from None
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            self.write_error = e
+            raise self._rollback("write_failed") from None
+        self._saved = (self.state.global_step, self.state.iteration)
+
+    def _rollback(self, reason: str, message: str | None = None) -> "_RolledBack":
+        if message:
+            self.log(f"{message}; the last checkpoint is at step {self._saved[0]:,}")
+        return _RolledBack(reason)
 
     def _periodic_evaluation(self, row: dict) -> None:
         """Training's final evaluation, now: its mean return into the metrics row, and
@@ -465,7 +475,7 @@ class Trainer:
             "floor_file_bytes": floor.file_bytes,
             "profile": opts.profile, "threads": opts.threads, "hard_cap_mode": opts.device.hard_cap,
             "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
-            "engine": self.engine,
+            "engine": self.cfg.engine, "runtime": self.runtime,
             "optimizer_state_bytes": algo.optimizer_state_bytes(state),
             "parameter_count": algo.parameter_count(state),
             "buffer_size": getattr(cfg, "buffer_size", None),
@@ -525,7 +535,7 @@ def take_weights(state, ckpt: dict, source) -> None:
     step 0, and Adam's moments and step count describe the old task's gradients (its bias
     correction would treat them as already warmed up); stateless AlphaGrad has none. The
     replay buffer, episode statistics, RNG and envs are the new run's own."""
-    nets = state.policy if hasattr(state, "policy") else state.nets
+    nets = state.nets
     mine, theirs = nets.arch, ckpt.get("arch") or {}
     for key in ("kind", "obs_dim", "action_dim", "discrete", "hidden", "actor", "critic"):
         if key in mine and key in theirs and _plain(mine[key]) != _plain(theirs[key]):
@@ -549,7 +559,7 @@ def _plain(value):
 
 
 def _recorded_changes(run: RunDir) -> list[dict]:
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     try:
         with open(run.config, "rb") as f:
@@ -608,3 +618,38 @@ def _tensorboard(run: RunDir):
     return tblog.open_writer(run.path)
 
 __all__ = ["BudgetRefused", "Change", "RunOptions", "Trainer", "train", "take_weights"]
+
+
+class _RolledBack(Exception):
+    """The run stops at its last checkpoint (``reason``: a `STOPS` key)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Interrupts:
+    """Ctrl-C while training: the first stops the run at the end of the iteration (the
+    list it yields becomes non-empty), a second aborts at once. Not on the main thread
+    (the API from a thread), Ctrl-C stays the caller's."""
+
+    def __init__(self, log):
+        self.log, self.seen, self.old = log, [], None
+
+    def _handle(self, signum, frame) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen.append(True)
+        self.log("\ninterrupt: stopping at the end of this iteration (Ctrl-C again to abort)")
+
+    def __enter__(self) -> list:
+        try:
+            self.old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:
+            self.old = None
+        return self.seen
+
+    def __exit__(self, *exc) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+

@@ -1,32 +1,28 @@
-"""One seed of a trial: an `edgeag train` child in its own process, watched.
+"""One seed of a trial: an `edgeag train` child in its own process, watched
+(`edgeag.train.children`: no database secret in its environment, it dies with its
+worker).
 
 While the child trains, its ``metrics.jsonl`` is read as it grows and every
 iteration's ``rollout/ep_rew_mean`` is handed to ``on_return(steps, value)``; when
 that answers True (the pruner says stop), the child is terminated (SIGTERM, then
-SIGKILL after `GRACE_SECONDS`) and waited for. Whatever ends the watch, Ctrl-C or an
-error included, the child is stopped and reaped before it returns or raises: no
-child outlives its trial.
+SIGKILL after `children.GRACE_SECONDS`) and waited for. Whatever ends the watch,
+Ctrl-C or an error included, the child is stopped and reaped before it returns or
+raises: no child outlives its trial.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeag.train.launch import PARENT_ENV
-from edgeag.tune.storage import SECRET_ENV
+from edgeag.train import children
 
 POLL_SECONDS = 0.1
 """How often a running child's metrics.jsonl is read."""
-GRACE_SECONDS = 5.0
-"""How long a terminated child may take to exit before it is killed."""
 TAIL_ITERATIONS = 10
 """Iterations averaged for ``train_return_tail`` (the training return at the end)."""
 _REFUSED = re.compile(r"^plan [\d.]+ MiB exceeds the budget")
@@ -74,15 +70,6 @@ class SeedRun:
                 "curve": [list(point) for point in self.curve]}
 
 
-def child_env(threads: int | None) -> dict:
-    """The environment of a training child: this one's, without database secrets."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env[PARENT_ENV] = str(os.getpid())  # the child stops if this worker dies
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
 def train_command(*, env: str, algo: str, optimizer: str, seed: int, out: Path,
                   args: list[str], sets: dict) -> list[str]:
     """``edgeag train`` for one seed: ``args`` (budget, profile, threads, steps), then
@@ -95,20 +82,6 @@ def train_command(*, env: str, algo: str, optimizer: str, seed: int, out: Path,
     for key, value in sets.items():
         cmd += ["--set", f"{key}={format_value(value) if not isinstance(value, str) else value}"]
     return cmd
-
-
-def stop(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
-    """Terminate ``proc``, kill it if it has not exited after ``grace`` seconds, and
-    wait for it (so it leaves no zombie)."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    finally:
-        proc.wait()
 
 
 class MetricsTail:
@@ -146,8 +119,7 @@ def run_seed(cmd: list[str], run_dir: Path, seed: int, *, threads: int | None,
     log = run_dir / "train.log"
     tail = MetricsTail(run_dir / "metrics.jsonl")
     curve: list = []
-    pruned = None
-    t0 = time.monotonic()
+    pruned: list = []
 
     def read(may_stop: bool = True) -> bool:
         for row in tail.rows():
@@ -158,29 +130,25 @@ def run_seed(cmd: list[str], run_dir: Path, seed: int, *, threads: int | None,
                 return True
         return False
 
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(threads))
-        try:
-            while True:
-                try:
-                    code = proc.wait(timeout=POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if read():
-                    pruned = curve[-1]
-                    stop(proc)
-                    code = proc.returncode
-                    break
-        finally:  # Ctrl-C or an error while watching: the child goes with us
-            stop(proc)
-    if pruned is None:
+    def prune(child) -> bool:
+        if not read():
+            return False
+        pruned.append(curve[-1])
+        return True
+
+    done = children.run(children.ChildSpec(cmd, log=log, threads=threads,
+                                           stop_signal=signal.SIGTERM,
+                                           poll_seconds=POLL_SECONDS), prune)
+    if not pruned:
         read(may_stop=False)  # a run that finished is not pruned; its rows are reported
-    seconds = time.monotonic() - t0
-    text = log.read_text(errors="replace")
-    errors = [line for line in text.splitlines() if line.startswith("edgeag: error: ")]
-    last_error = errors[-1][len("edgeag: error: "):] if errors else ""
-    run = SeedRun(seed, run_dir, proc.pid, code, seconds, "failed", curve=curve)
+    return _seed_run(seed, run_dir, log, done, curve, pruned[0] if pruned else None)
+
+
+def _seed_run(seed: int, run_dir: Path, log: Path, done: children.Outcome, curve: list,
+              pruned: tuple | None) -> SeedRun:
+    """The `SeedRun` of a child that exited: its status from how it ended."""
+    code, last_error = done.exit_code, done.last_error
+    run = SeedRun(seed, run_dir, done.pid, code, done.seconds, "failed", curve=curve)
     summary_path = run_dir / "summary.json"
     if pruned is not None:
         run.status = "pruned"

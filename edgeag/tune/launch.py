@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeag.errors import EdgeagError
@@ -26,58 +27,85 @@ def _positive(flag: str, value: int | None) -> None:
         raise EdgeagError(f"invalid {flag} {value}: expected a positive integer")
 
 
-def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: int | None,
-                max_total_trials: int | None, storage: str | None,
-                storage_password_file: str | None, study: str | None, seeds: str | None,
-                total_steps: int | None, profile: str | None, budget: str | None,
-                threads: int | None, space: list[str], sets: list[str], sampler: str,
-                pruner: str, prune_after: int, out: str | None,
-                heartbeat: int | None = None) -> int:
+@dataclass(frozen=True)
+class TuneRequest:
+    """What ``edgeag tune`` was asked: its flags, as one object (`launch_tune`)."""
+
+    env: str | None = None
+    algo: str = "ppo"
+    optimizer: str | None = None
+    trials: int | None = None
+    max_total_trials: int | None = None
+    storage: str | None = None
+    storage_password_file: str | None = None
+    study: str | None = None
+    seeds: str | None = None
+    total_steps: int | None = None
+    profile: str | None = None
+    budget: str | None = None
+    threads: int | None = None
+    space: list[str] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    prune_after: int = 0
+    out: str | None = None
+    heartbeat: int | None = None
+
+
+def launch_tune(request: TuneRequest) -> int:
     """Run this worker's trials of the study; returns the exit code."""
-    from edgeag.report.runs import parse_seeds
-    from edgeag.train import ALGORITHMS, supported_algos
-    from edgeag.train.config import config_class, parse_set
-    from edgeag.train.device import resolve_device
+    from edgeag.io import write_json
+    from edgeag.tune.study import run_tune
+
+    _check_flags(request)
+    settings = _settings(request)
+    marker = {"study": settings.study_name, "storage": settings.storage.display}
+    return run_tune(settings, on_open=lambda: write_json(settings.out / "study.json", marker))
+
+
+def _check_flags(r: TuneRequest) -> None:
+    from edgeag.algos import ALGORITHMS, supported_algos
 
     for module in ("optuna", "sqlalchemy"):
         if importlib.util.find_spec(module) is None:
             raise EdgeagError(TUNE_MISSING)
-    if algo not in ALGORITHMS:
-        raise EdgeagError(f"unknown algo {algo!r} (accepted: {', '.join(supported_algos())})")
-    if sampler not in SAMPLERS:
-        raise EdgeagError(f"unknown --sampler {sampler!r} (accepted: {', '.join(SAMPLERS)})")
-    if pruner not in PRUNERS:
-        raise EdgeagError(f"unknown --pruner {pruner!r} (accepted: {', '.join(PRUNERS)})")
-    _positive("--trials", trials)
-    _positive("--max-total-trials", max_total_trials)
-    _positive("--total-steps", total_steps)
-    _positive("--heartbeat", heartbeat)
-    if prune_after < 0:
-        raise EdgeagError(f"invalid --prune-after {prune_after}: expected 0 or a positive integer")
-    seed_list = parse_seeds(seeds or "1")
-    prof, device = resolve_device(profile, budget, threads)
-    budget_bytes, threads = device.budget_bytes, device.threads
+    if r.algo not in ALGORITHMS:
+        raise EdgeagError(f"unknown algo {r.algo!r} (accepted: {', '.join(supported_algos())})")
+    if r.sampler not in SAMPLERS:
+        raise EdgeagError(f"unknown --sampler {r.sampler!r} (accepted: {', '.join(SAMPLERS)})")
+    if r.pruner not in PRUNERS:
+        raise EdgeagError(f"unknown --pruner {r.pruner!r} (accepted: {', '.join(PRUNERS)})")
+    for flag, value in (("--trials", r.trials), ("--max-total-trials", r.max_total_trials),
+                        ("--total-steps", r.total_steps), ("--heartbeat", r.heartbeat)):
+        _positive(flag, value)
+    if r.prune_after < 0:
+        raise EdgeagError(f"invalid --prune-after {r.prune_after}: expected 0 or a positive "
+                          "integer")
+    if r.optimizer is not None:
+        from edgeag.optim.registry import OPTIMIZERS
 
-    cls = config_class(algo)
-    env = env or cls.env_id
-    if optimizer is not None:
-        from edgeag.optim_rules import OPTIMIZER_NAMES
+        if r.optimizer not in OPTIMIZERS:
+            raise EdgeagError(f"unknown optimizer {r.optimizer!r} (accepted: "
+                              f"{', '.join(OPTIMIZERS)})")
 
-        if optimizer not in OPTIMIZER_NAMES:
-            raise EdgeagError(f"unknown optimizer {optimizer!r} (accepted: "
-                              f"{', '.join(OPTIMIZER_NAMES)})")
-    optimizer = optimizer or cls.optimizer
-    from edgeag.train.launch import check_optimizer_available
 
-    check_optimizer_available(optimizer)
-
-    from edgeag.report.compare import env_dims
-    from edgeag.tune.space import check_values, parse_space
+def _settings(r: TuneRequest):
+    """The study's settings from the flags: device, space, fixed settings, names."""
+    from edgeag.optim.registry import check_available
+    from edgeag.train.config import config_class, parse_seeds, parse_set
+    from edgeag.train.device import resolve_device
+    from edgeag.tune.space import grid, parse_space
     from edgeag.tune.storage import HEARTBEAT_SECONDS, resolve_storage
-    from edgeag.tune.study import TuneSettings, run_tune, stderr_log
+    from edgeag.tune.study import TuneSettings, stderr_log
 
-    params = parse_space(space or [DEFAULT_SPACE], algo)
-    overrides = parse_set(sets)
+    seeds = parse_seeds(r.seeds or "1")
+    _, device = resolve_device(r.profile, r.budget, r.threads)
+    cls = config_class(r.algo)
+    env, optimizer = r.env or cls.env_id, r.optimizer or cls.optimizer
+    check_available(optimizer)
+    params = parse_space(r.space or [DEFAULT_SPACE], r.algo)
+    overrides = parse_set(r.sets)
     for key in ("env_id", "optimizer", "seed", "total_steps"):
         if key in overrides:
             raise EdgeagError(f"--set {key}=... : {key} is set by the study itself (--env, "
@@ -86,43 +114,43 @@ def launch_tune(*, env: str | None, algo: str, optimizer: str | None, trials: in
     if tuned:
         raise EdgeagError(f"--set {tuned[0]}=... and --space {tuned[0]}: a setting is either "
                           "fixed or tuned")
-    if sampler == "grid":
-        from edgeag.tune.space import grid
-
+    if r.sampler == "grid":
         grid(params)
-    name = study or default_study_name(env, algo, optimizer)
+    name = r.study or default_study_name(env, r.algo, optimizer)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise EdgeagError(f"invalid --study {name!r}: expected letters, digits, '.', '_' "
                           "and '-' (it names files)")
-    settings = TuneSettings(env=env, algo=algo, optimizer=optimizer, params=params,
-                            seeds=seed_list, storage=None, study_name=name, out=Path("."),
-                            trials=trials if trials or sampler == "grid" else 20,
-                            max_total_trials=max_total_trials, total_steps=total_steps,
-                            sets=overrides, budget_bytes=budget_bytes, profile_arg=profile,
-                            threads=threads, sampler=sampler, pruner=pruner,
-                            prune_after=prune_after, log=stderr_log,
-                            heartbeat=heartbeat or HEARTBEAT_SECONDS)
+    settings = TuneSettings(
+        env=env, algo=r.algo, optimizer=optimizer, params=params, seeds=seeds, storage=None,
+        study_name=name, out=Path("."), trials=r.trials if r.trials or r.sampler == "grid"
+        else 20, max_total_trials=r.max_total_trials, total_steps=r.total_steps,
+        sets=overrides, budget_bytes=device.budget_bytes, profile_arg=r.profile,
+        threads=device.threads, sampler=r.sampler, pruner=r.pruner, prune_after=r.prune_after,
+        log=stderr_log, heartbeat=r.heartbeat or HEARTBEAT_SECONDS)
+    _check_settings(settings)
+    settings.storage = resolve_storage(r.storage or f"results/tune/{name}.log",
+                                       r.storage_password_file)
+    settings.out = Path(r.out) if r.out else Path("results") / "tune" / name
+    _check_out(settings.out, name, settings.storage.display)
+    return settings
+
+
+def _check_settings(settings) -> None:
+    """Every trial's config resolves, on an engine installed here, with an evaluation."""
+    from edgeag.train.envs import env_dims
+    from edgeag.tune.space import check_values
+
     cfg = settings.resolve(settings.overrides({}))
     if cfg.engine == "torch":
         from edgeag.errors import require_torch
-        from edgeag.train.launch import torch_missing_message
+        from edgeag.train.config import torch_missing_message
 
-        require_torch(torch_missing_message(cfg, overrides))
+        require_torch(torch_missing_message(cfg, settings.sets))
     if not getattr(cfg, "eval_episodes", 1):
         raise EdgeagError("--set eval_episodes=0: a trial's value is the final evaluation "
                           "return (expected eval_episodes >= 1)")
-    check_values(params, lambda extra: settings.resolve(settings.overrides(extra)))
-    env_dims(env)  # the env exists and its spaces are ones edgeag trains on
-
-    settings.storage = resolve_storage(storage or f"results/tune/{name}.log",
-                                       storage_password_file)
-    settings.out = Path(out) if out else Path("results") / "tune" / name
-    _check_out(settings.out, name, settings.storage.display)
-
-    from edgeag.train.rundir import write_json
-
-    marker = {"study": name, "storage": settings.storage.display}
-    return run_tune(settings, on_open=lambda: write_json(settings.out / "study.json", marker))
+    check_values(settings.params, lambda extra: settings.resolve(settings.overrides(extra)))
+    env_dims(settings.env)  # the env exists and its spaces are ones edgeag trains on
 
 
 def _check_out(out: Path, name: str, storage: str) -> None:

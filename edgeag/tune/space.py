@@ -120,7 +120,7 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
 
 
 def _number(text: str, kind: str, entry: str):
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     if kind == "str":
         if not _WORD.fullmatch(text.strip()):
@@ -144,7 +144,7 @@ def _number(text: str, kind: str, entry: str):
 def _is_value(token: str) -> bool:
     """A bare token that continues a categorical list (a number or true/false), as
     opposed to a field name starting the next entry."""
-    from edgeag.train.config import tomllib
+    from edgeag.io import tomllib
 
     try:
         return not isinstance(tomllib.loads(f"v = {token.strip()}")["v"], (str, list, dict))

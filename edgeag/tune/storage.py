@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeag.errors import EdgeagError
+from edgeag.train.children import SECRET_ENV
 
-PASSWORD_ENV = "EDGEAG_STORAGE_PASSWORD"
-"""Environment variable holding the database password."""
+
+PASSWORD_ENV = SECRET_ENV[0]
+"""Environment variable holding the database password (no training child inherits it)."""
 SCHEMES = ("sqlite", "postgresql", "mysql")
 STORAGE_SYNTAX = ("a journal file PATH.log, or a URL sqlite:///FILE.db, "
                   "postgresql://USER@HOST[:PORT]/DB, mysql://USER@HOST[:PORT]/DB")
-SECRET_ENV = (PASSWORD_ENV, "PGPASSWORD")
-"""Variables a training child does not need to inherit."""
 
 
 @dataclass(frozen=True)

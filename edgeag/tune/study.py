@@ -207,18 +207,48 @@ def load_or_create_study(s: TuneSettings, steps_per_seed: int):
 
 def make_objective(s: TuneSettings, cap: StudyCap | None, steps_per_seed: int, failures: list):
     """The function Optuna calls for each trial of this worker."""
-    import optuna
+    return _Objective(s, cap, steps_per_seed, failures)
 
-    host = platform.node()
 
-    def objective(trial) -> float:
-        if cap is not None and not cap.admits(trial.study, trial):
+class _Objective:
+    """One trial: its parameters admitted, each seed's ``edgeag train`` child run and
+    reported (Optuna may prune between them), the mean final return."""
+
+    def __init__(self, s: TuneSettings, cap: StudyCap | None, steps_per_seed: int,
+                 failures: list):
+        self.s, self.cap, self.steps_per_seed, self.failures = s, cap, steps_per_seed, failures
+        self.host = platform.node()
+
+    def __call__(self, trial) -> float:
+        s = self.s
+        params = {p.name: p.suggest(trial) for p in s.params}
+        self._admit(trial, params)
+        overrides = s.overrides(params)
+        self._describe(trial, overrides)
+        trial_dir = s.out / "trials" / str(trial.number)
+        if trial_dir.exists():
+            trial.set_user_attr("fail_reason", f"{trial_dir} already exists (is --out shared "
+                                "with another study?)")
+            raise TrialFailed("trial directory exists")
+        records, returns, started = [], [], time.monotonic()
+        for index, seed in enumerate(s.seeds):
+            run = self._seed(trial, index, seed, overrides, trial_dir)
+            records.append(run.record(s.out))
+            _keep(trial, records, started)
+            self._check(trial, seed, run)
+            returns.append(run.final_return)
+            trial.set_user_attr("returns", returns)
+        return statistics.mean(returns)
+
+    def _admit(self, trial, params: dict) -> None:
+        """TrialFailed (and the study stopped) past ``--max-total-trials`` or on a grid
+        point another trial holds."""
+        if self.cap is not None and not self.cap.admits(trial.study, trial):
             trial.set_user_attr("fail_reason", f"not run: the study already had "
-                                f"{cap.n} trials (--max-total-trials)")
+                                f"{self.cap.n} trials (--max-total-trials)")
             trial.study.stop()
             raise TrialFailed("over --max-total-trials")
-        params = {p.name: p.suggest(trial) for p in s.params}
-        if s.sampler == "grid":
+        if self.s.sampler == "grid":
             same = [t.number for t in trial.study.get_trials(deepcopy=False)
                     if t.number != trial.number and t.params == params
                     and t.state.name in ("RUNNING", "COMPLETE", "PRUNED")]
@@ -227,69 +257,64 @@ def make_objective(s: TuneSettings, cap: StudyCap | None, steps_per_seed: int, f
                                     "parameters (the grid is done)")
                 trial.study.stop()
                 raise TrialFailed("grid point taken")
-        overrides = s.overrides(params)
-        trial.set_user_attr("host", host)
-        trial.set_user_attr("out", str(s.out.resolve()))
-        trial.set_user_attr("overrides", {k: v if not isinstance(v, str) else v
-                                          for k, v in overrides.items()})
-        trial.set_user_attr("seeds", s.seeds)
-        trial.set_user_attr("budget_bytes", s.budget_bytes)
-        trial.set_user_attr("profile", s.profile_arg)
+
+    def _describe(self, trial, overrides: dict) -> None:
+        """Where and how the trial runs, as its user attributes; TrialFailed for settings
+        that do not resolve."""
+        s = self.s
+        for key, value in (("host", self.host), ("out", str(s.out.resolve())),
+                           ("overrides", dict(overrides)), ("seeds", s.seeds),
+                           ("budget_bytes", s.budget_bytes), ("profile", s.profile_arg)):
+            trial.set_user_attr(key, value)
         try:
             s.resolve(overrides)
         except EdgeagError as e:
             trial.set_user_attr("fail_reason", f"invalid setting: {e}")
             raise TrialFailed(str(e)) from None
-        trial_dir = s.out / "trials" / str(trial.number)
-        if trial_dir.exists():
-            trial.set_user_attr("fail_reason", f"{trial_dir} already exists (is --out shared "
-                                "with another study?)")
-            raise TrialFailed("trial directory exists")
-        records, returns = [], []
-        started = time.monotonic()
 
-        def keep(run) -> None:
-            records.append(run.record(s.out))
-            trial.set_user_attr("runs", records)
-            trial.set_user_attr("run_dirs", [r["run_dir"] for r in records])
-            trial.set_user_attr("wall_seconds", round(time.monotonic() - started, 2))
-            peaks = [r["peak_rss_bytes"] for r in records if r.get("peak_rss_bytes")]
-            if peaks:
-                trial.set_user_attr("peak_rss_bytes", max(peaks))
-            states = [r["optimizer_state_bytes"] for r in records
-                      if r.get("optimizer_state_bytes") is not None]
-            if states:
-                trial.set_user_attr("optimizer_state_bytes", max(states))
+    def _seed(self, trial, index: int, seed: int, overrides: dict, trial_dir: Path):
+        """One seed's child, reporting its training return to Optuna as it goes."""
+        s, offset = self.s, index * self.steps_per_seed
 
-        for index, seed in enumerate(s.seeds):
-            offset = index * steps_per_seed
+        def on_return(steps, value) -> bool:
+            trial.report(value, offset + steps)
+            return trial.should_prune()
 
-            def on_return(steps, value, offset=offset) -> bool:
-                trial.report(value, offset + steps)
-                return trial.should_prune()
+        cmd = train_command(env=s.env, algo=s.algo, optimizer=s.optimizer, seed=seed,
+                            out=trial_dir / f"s{seed}", args=s.child_args(), sets=overrides)
+        try:
+            return run_seed(cmd, trial_dir / f"s{seed}", seed, threads=s.threads,
+                            on_return=on_return)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", f"interrupted (Ctrl-C) during seed {seed}; "
+                                "its child was stopped")
+            raise
 
-            cmd = train_command(env=s.env, algo=s.algo, optimizer=s.optimizer, seed=seed,
-                                out=trial_dir / f"s{seed}", args=s.child_args(), sets=overrides)
-            try:
-                run = run_seed(cmd, trial_dir / f"s{seed}", seed, threads=s.threads,
-                               on_return=on_return)
-            except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", f"interrupted (Ctrl-C) during seed {seed}; "
-                                    "its child was stopped")
-                raise
-            keep(run)
-            if run.status in ("pruned", "refused", "budget"):
-                trial.set_user_attr("pruned_reason", f"seed {seed}: {run.message}")
-                raise optuna.TrialPruned(f"seed {seed}: {run.message}")
-            if run.status != "done":
-                trial.set_user_attr("fail_reason", f"seed {seed}: {run.message}")
-                failures.append(trial.number)
-                raise TrialFailed(run.message)
-            returns.append(run.final_return)
-            trial.set_user_attr("returns", returns)
-        return statistics.mean(returns)
+    def _check(self, trial, seed: int, run) -> None:
+        """Pruned (budget, refusal, Optuna) or failed seeds end the trial."""
+        import optuna
 
-    return objective
+        if run.status in ("pruned", "refused", "budget"):
+            trial.set_user_attr("pruned_reason", f"seed {seed}: {run.message}")
+            raise optuna.TrialPruned(f"seed {seed}: {run.message}")
+        if run.status != "done":
+            trial.set_user_attr("fail_reason", f"seed {seed}: {run.message}")
+            self.failures.append(trial.number)
+            raise TrialFailed(run.message)
+
+
+def _keep(trial, records: list, started: float) -> None:
+    """The trial's runs so far, and their wall time and peaks, as user attributes."""
+    trial.set_user_attr("runs", records)
+    trial.set_user_attr("run_dirs", [r["run_dir"] for r in records])
+    trial.set_user_attr("wall_seconds", round(time.monotonic() - started, 2))
+    peaks = [r["peak_rss_bytes"] for r in records if r.get("peak_rss_bytes")]
+    if peaks:
+        trial.set_user_attr("peak_rss_bytes", max(peaks))
+    states = [r["optimizer_state_bytes"] for r in records
+              if r.get("optimizer_state_bytes") is not None]
+    if states:
+        trial.set_user_attr("optimizer_state_bytes", max(states))
 
 
 def _line(trial, study=None) -> str:
@@ -373,7 +398,7 @@ def write_results(s: TuneSettings, study) -> None:
     --preset` reads), ``params.png`` and ``tune.json`` into ``--out``."""
     from optuna.trial import TrialState
 
-    from edgeag.train.rundir import write_json, write_text
+    from edgeag.io import write_json, write_text
 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(1 for t in trials if t.state == state) for state in TrialState}
@@ -414,7 +439,8 @@ def best_preset(s: TuneSettings, best) -> str:
     """The best trial's configuration as a preset file: the env table holds every
     resolved setting the optimizers share, the optimizer's sub-table its own settings
     and the tuned ones; ``edgeag train --preset`` reproduces the trial exactly."""
-    from edgeag.train.config import optimizer_family, toml_dumps
+    from edgeag.train.config import optimizer_family
+    from edgeag.io import toml_dumps
 
     cfg = s.resolve(best.user_attrs.get("overrides") or s.overrides(best.params))
     values = cfg.as_dict()
