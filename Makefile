@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check edgeag tests scripts examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -179,7 +179,8 @@ class BaseAlgorithm:
         run = self.run_dir or RunDir(default_run_dir(cfg))
         if run.config.exists() or run.checkpoint.exists():
             raise EdgeagError(f"{run.path} already holds a run: continue it with "
-                              f"edgeag.load({str(run.path)!r}).learn(n, reset_num_timesteps=False), "
+                              f"edgeag.load({str(run.path)!r})"
+                              ".learn(n, reset_num_timesteps=False), "
                               "or choose another run_dir")
         self.run_dir = run
         return self._train(run, ckpt=None, init=init.pop() if init else None, resume=False,
@@ -512,7 +513,8 @@ def check_resume_overrides(cfg, overrides: dict, what: str) -> None:
         if key == "algo":
             same = value == cfg.algo
         else:
-            same = coerce_setting(key, value, "override", config_class(cfg.algo)) == getattr(cfg, key)
+            given = coerce_setting(key, value, "override", config_class(cfg.algo))
+            same = given == getattr(cfg, key)
         if not same:
             flag = {"env_id": "--env", "env_kwargs": "--env-kwargs", "algo": "--algo",
                     "optimizer": "--optimizer", "lr": "--lr", "alpha": "--alpha",
@@ -672,7 +674,8 @@ def evaluate_run(path, checkpoint: str = "latest", episodes: int | None = None,
     from edgeag.train.envs import EVAL_SEED_OFFSET, evaluate
 
     if checkpoint not in CHECKPOINTS:
-        raise EdgeagError(f"invalid --checkpoint {checkpoint!r}: expected {' or '.join(CHECKPOINTS)}")
+        raise EdgeagError(f"invalid --checkpoint {checkpoint!r}: expected "
+                          f"{' or '.join(CHECKPOINTS)}")
     if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int)
                                  or episodes < 1):
         raise EdgeagError(f"invalid --episodes {episodes!r}: expected a positive integer")
@@ -754,7 +757,7 @@ class _Policy:
         return action
 
     @classmethod
-    def of_state(cls, trainer, cfg) -> "_Policy":
+    def of_state(cls, trainer, cfg) -> _Policy:
         state, envs = trainer.state, trainer.envs
         space = envs.single_action_space
         discrete = hasattr(space, "n")
@@ -765,7 +768,7 @@ class _Policy:
                    _sampler(cfg, nets, discrete))
 
     @classmethod
-    def of_checkpoint(cls, ckpt: dict, cfg, maker, mismatch: str) -> "_Policy":
+    def of_checkpoint(cls, ckpt: dict, cfg, maker, mismatch: str) -> _Policy:
         from edgeag.algos import get_algorithm
         from edgeag.train.envs import ObsNormalizer
 

@@ -145,7 +145,8 @@ def add_train_parser(sub) -> None:
     from edgeag.algos import ALGORITHMS
 
     p = sub.add_parser("train", help="train a policy inside a memory budget",
-                       description="Train a policy with PPO, DQN or TD3 on a Gymnasium environment, "
+                       description="Train a policy with PPO, DQN or TD3 on a Gymnasium "
+                                   "environment, "
                        "planned and held inside a device's memory budget.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", help="Gymnasium env id, or module:EnvId for an env that module "
@@ -174,7 +175,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--preset", metavar="FILE", help="a preset file (the format of "
                    "edgeag/algos/<algo>/presets.toml, e.g. the best.toml of `edgeag tune`) "
                    "instead of the shipped presets; --env defaults to its only env")
-    p.add_argument("--out", help="run directory (default runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
+    p.add_argument("--out", help="run directory (default "
+                                 "runs/<env>-<algo>-<optimizer>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint, "
                    "with its own profile, budget, threads and hard cap (each may be changed: "
                    "--profile, --budget, --threads, --hard-cap; and --total-steps; recorded in "
@@ -470,7 +472,8 @@ def add_export_parser(sub) -> None:
 def cmd_export(args) -> int:
     from edgeag.export.build import export_run, parse_formats
 
-    log = lambda text: print(text, file=sys.stderr, flush=True)
+    def log(text):
+        return print(text, file=sys.stderr, flush=True)
     formats = parse_formats(args.format)
     meta = export_run(args.run, formats, args.out, args.quantize,
                       progress=not args.no_progress, log=log)

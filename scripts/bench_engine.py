@@ -50,8 +50,8 @@ def minibatch_updates():
     """``update(minibatch)`` of PPO's two engines as `edgeag train` runs them (CartPole
     sizes, stateless AlphaGrad, the same parameters and minibatch): the numpy engine's
     flat path and the torch engine's textbook ``loss.backward()`` with AlphaGrad fused."""
-    from edgeag.algos.ppo.config import PPOConfig
     from edgeag.algos.ppo.algorithm import Minibatch, sample
+    from edgeag.algos.ppo.config import PPOConfig
     from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
     from edgeag.algos.ppo.torch_engine import TorchActorCritic
 

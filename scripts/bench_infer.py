@@ -79,7 +79,6 @@ class TorchPolicy:
 
 
 def child_latency(run_dir: str, export_dir: str, rounds: int, calls: int, warmup: int) -> None:
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -96,7 +95,7 @@ def child_latency(run_dir: str, export_dir: str, rounds: int, calls: int, warmup
     timer = time.perf_counter_ns
     per_round = {name: [] for name in systems}
     with torch.inference_mode():
-        for name, policy in systems.items():
+        for policy in systems.values():
             for i in range(warmup):
                 policy.act(obs[i % len(obs)])
         names = list(systems)
@@ -164,8 +163,10 @@ def stats(values: list[float]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", help="run directory of edgeag train (default: train CartPole-v1 first)")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="run directory of edgeag train (default: train CartPole-v1 "
+                                  "first)")
     ap.add_argument("--rounds", type=int, default=40, help="latency rounds (default 40)")
     ap.add_argument("--calls", type=int, default=1000, help="timed calls per system per round "
                     "(default 1000)")
@@ -186,7 +187,8 @@ def main() -> None:
         run_dir = args.run
         if run_dir is None:
             run_dir = os.path.join(tmp, "run")
-            print("training CartPole-v1 (edgeag train --profile rpi4) ...", file=sys.stderr, flush=True)
+            print("training CartPole-v1 (edgeag train --profile rpi4) ...", file=sys.stderr,
+                  flush=True)
             spawn([sys.executable, "-m", "edgeag.cli", "train", "--profile", "rpi4", "--out",
                    run_dir, "--no-progress"])
         export_dir = os.path.join(tmp, "export")
@@ -220,7 +222,8 @@ def main() -> None:
     print(f"{'system':26s} {'runtime':24s} {'latency us':>24s} {'ratio to torch eager':>21s}")
     for name, s in lat.items():
         print(f"{name:26s} {s['runtime']:24s} "
-              f"{s['median']:10.1f} ({s['min']:.1f}-{s['max']:.1f}) {s['ratio_to_torch_eager']:20.3f}x")
+              f"{s['median']:10.1f} ({s['min']:.1f}-{s['max']:.1f}) "
+              f"{s['ratio_to_torch_eager']:20.3f}x")
 
     mem = {name: {key: stats([r[key] for r in rows]) for key in
                   ("peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes")}
@@ -235,7 +238,8 @@ def main() -> None:
         p = m["peak_rss_bytes"]
         m["ratio_to_torch_runner"] = p["median"] / torch_peak
         print(f"{name:34s} {p['median'] / MiB:8.1f} ({p['min'] / MiB:.1f}-{p['max'] / MiB:.1f}) "
-              f"{m['rss_anon_bytes']['median'] / MiB:6.0f}/{m['rss_file_bytes']['median'] / MiB:.0f}"
+              f"{m['rss_anon_bytes']['median'] / MiB:6.0f}/"
+              f"{m['rss_file_bytes']['median'] / MiB:.0f}"
               f"{m['ratio_to_torch_runner']:15.3f}x {m['mean_return']['median']:12.1f}")
     if args.json:
         from edgeag.io import write_json

@@ -217,7 +217,8 @@ def stats(values: list) -> dict:
 
 
 def fmt(s: dict, scale: float = 1.0, digits: int = 1) -> str:
-    return f"{s['median'] / scale:.{digits}f} ({s['min'] / scale:.{digits}f}-{s['max'] / scale:.{digits}f})"
+    low, mid, high = (f"{s[k] / scale:.{digits}f}" for k in ("min", "median", "max"))
+    return f"{mid} ({low}-{high})"
 
 
 def main() -> None:

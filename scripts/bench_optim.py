@@ -133,7 +133,8 @@ def child_peak_rss(size: str, name: str, threads: int) -> tuple[int, bool]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="fresh processes per optimizer for peak RSS (default 3)")

@@ -114,7 +114,8 @@ def run_sb3(seed: int, steps: int) -> dict:
     eval_env.close()
     env.close()
     return {"steps": model.num_timesteps, "wall_seconds": wall, "seconds_to_475": callback.reached,
-            "final_eval_mean": statistics.fmean(returns), "final_eval_std": statistics.pstdev(returns)}
+            "final_eval_mean": statistics.fmean(returns),
+            "final_eval_std": statistics.pstdev(returns)}
 
 
 def child(system: str, seed: int, steps: int, threads: int) -> None:
@@ -151,7 +152,8 @@ def stats(values: list) -> dict:
 
 
 def fmt(s: dict, scale: float = 1.0, digits: int = 1) -> str:
-    show = lambda v: "never" if math.isinf(v) else f"{v / scale:.{digits}f}"
+    def show(v):
+        return "never" if math.isinf(v) else f"{v / scale:.{digits}f}"
     return f"{show(s['median'])} ({show(s['min'])}-{show(s['max'])})"
 
 
@@ -163,7 +165,8 @@ def finite(obj):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--total-steps", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=1, help="torch/OMP threads per run (default 1)")
@@ -200,8 +203,10 @@ def main() -> None:
     print(f"{'system':17s} {'env steps/s':>20s} {'wall s':>20s} {'s to 475':>20s} "
           f"{'peak RSS MiB':>20s} {'anon/file MiB':>14s} {'eval return':>20s}")
     for name, s in summary.items():
-        split = f"{s['rss_anon_bytes']['median'] / MiB:.0f}/{s['rss_file_bytes']['median'] / MiB:.0f}"
-        print(f"{name:17s} {fmt(s['steps_per_second'], digits=0):>20s} {fmt(s['wall_seconds']):>20s} "
+        anon, file = s["rss_anon_bytes"]["median"] / MiB, s["rss_file_bytes"]["median"] / MiB
+        split = f"{anon:.0f}/{file:.0f}"
+        print(f"{name:17s} {fmt(s['steps_per_second'], digits=0):>20s} "
+              f"{fmt(s['wall_seconds']):>20s} "
               f"{fmt(s['seconds_to_475']):>20s} {fmt(s['peak_rss_bytes'], MiB):>20s} "
               f"{split:>14s} {fmt(s['final_eval_mean']):>20s}")
 
@@ -210,7 +215,8 @@ def main() -> None:
         print("\nratios to SB3 (median / median): steps/s (higher is faster), peak RSS, "
               "time to 475 (lower is better)")
         base = summary["sb3"]
-        ratio = lambda a, b: a / b if math.isfinite(a) and math.isfinite(b) and b else None
+        def ratio(a, b):
+            return a / b if math.isfinite(a) and math.isfinite(b) and b else None
         for name in (n for n in summary if n != "sb3"):
             ratios[name] = {k: ratio(summary[name][k]["median"], base[k]["median"])
                             for k in ("steps_per_second", "peak_rss_bytes", "seconds_to_475")}

@@ -40,7 +40,8 @@ def train(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, "-m", "edgeag.cli", "train", *COMMON, *args],
                           text=True, capture_output=True)
     if proc.returncode != 0:
-        raise SystemExit(f"edgeag train {' '.join(args)}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"edgeag train {' '.join(args)}: exit {proc.returncode}\n"
+                         f"{proc.stderr[-2000:]}")
     return json.loads((Path(out) / "summary.json").read_text())
 
 
@@ -101,7 +102,8 @@ def _table(rows: list[dict]) -> str:
 
     lines = ["| | return on g = 11.0 (seeds " + ", ".join(str(r["seed"]) for r in rows) +
              " → mean) |", "|---|---|",
-             f"| source policy (g = 10.0, {rows[0]['source_steps']:,} steps), on its own g = 10.0 | "
+             f"| source policy (g = 10.0, {rows[0]['source_steps']:,} steps), on its own "
+             "g = 10.0 | "
              f"{cell('source_g10')} |",
              f"| source policy on g = 11.0, no training (zero-shot) | {cell('zero_shot_g11')} |"]
     for steps in STEPS:

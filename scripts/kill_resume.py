@@ -47,7 +47,8 @@ from pathlib import Path
 
 import edgeag
 
-run, total, profile, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4] or None
+run, total = sys.argv[1], int(sys.argv[2])
+profile, budget = sys.argv[3] or None, sys.argv[4] or None
 if (Path(run) / "config.toml").exists():
     model = edgeag.load(run)
     if model.num_timesteps < total:
@@ -135,7 +136,7 @@ def kill_and_resume(out: Path, kills: int, seed: int = 0, log=print, device: lis
         if ckpt.exists():
             try:
                 step = load_checkpoint(ckpt)["global_step"]
-            except Exception as e:  # noqa: BLE001: counting what cannot be loaded
+            except Exception as e:  # noqa: BLE001 (counting what cannot be loaded)
                 figures["unloadable"] += 1
                 log(f"kill {i + 1}: checkpoint unloadable: {e}")
         log(f"kill {i + 1}: {'during a checkpoint write' if i % 2 == 0 else 'at a random moment'}"

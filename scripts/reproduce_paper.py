@@ -239,7 +239,8 @@ def fmt_mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} +- {statistics.pstdev(values):.1f}"
 
 
-def plot(name: str, task: Task, curves: dict[str, list[list[tuple[int, float]]]], path: Path) -> None:
+def plot(name: str, task: Task, curves: dict[str, list[list[tuple[int, float]]]],
+         path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -234,7 +234,7 @@ def report(args) -> None:
                   "| alpha | " + " | ".join(f"lr {_fmt(lr)}" for lr in t["lrs"]) + " |",
                   "|---|" + "---|" * len(t["lrs"])]
 
-        def cell(r):
+        def cell(r, threshold=threshold):
             text = (" / ".join(f"{x:.1f}" for x in r["returns"]) + f" → {r['mean']:.1f}"
                     f" ({r['curve_mean']:.0f})")
             return f"**{text}**" if r["mean"] >= threshold else text
@@ -286,7 +286,7 @@ def cross_task(summary: dict) -> list[str]:
         return sorted(set.intersection(*sets)) if sets else []
 
     at_best, at_any, scaled = [], [], []
-    for task, s in summary.items():
+    for s in summary.values():
         lr = _fmt(s["scaled_lr"]) if s["scaled_lr"] is not None else None
         at_best.append(s["good_alphas"].get(lr, []))
         at_any.append([a for alphas in s["good_alphas"].values() for a in alphas])
@@ -322,7 +322,7 @@ def plot_across(summary: dict, path: Path) -> None:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for task, s in summary.items():
-        def score(v):
+        def score(v, s=s):
             return (v - s["random_return"]) / (s["best_mean"] - s["random_return"])
         rows = [r for r in s["studies"]["alphagrad"] if r["lr"] == s["scaled_lr"]]
         if rows:

@@ -17,8 +17,8 @@ import pytest
 
 import edgeag
 from edgeag.errors import EdgeagError
-from edgeag.train import checkpoint
 from edgeag.io import tomllib
+from edgeag.train import checkpoint
 from edgeag.train.run import BudgetRefused
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -149,3 +149,30 @@ def test_each_registry_is_what_the_cli_offers(registry, names):
         a.format_help() for a in build_parser()._subparsers._group_actions[0].choices.values())
     for name in names:
         assert name in help_text
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "td3"])
+def test_every_engines_networks_are_the_declared_interface(algo, engine):
+    """Each algorithm's networks, on each engine, provide what `Networks` declares; the
+    driver, the plan, checkpoints and evaluation use nothing else."""
+    import numpy as np
+
+    from edgeag.algos import get_config_class
+    from edgeag.algos.base import Networks
+
+    if engine == "torch":
+        pytest.importorskip("torch")
+    cfg = get_config_class(algo)(engine=engine)
+    if algo == "ppo":
+        from edgeag.algos.ppo.algorithm import build_policy
+        nets = build_policy(cfg, 4, 2, True)
+    elif algo == "dqn":
+        from edgeag.algos.dqn.algorithm import build_nets
+        nets = build_nets(cfg, 4, 2)
+    else:
+        from edgeag.algos.td3.algorithm import build_nets
+        nets = build_nets(cfg, 3, 1, -np.ones(1), np.ones(1))
+    assert isinstance(nets, Networks)
+    assert {"obs_dim", "action_dim", "discrete", "hidden"} <= set(nets.arch)
+    assert nets.memory_items(8)

@@ -17,6 +17,7 @@ import pytest
 
 from edgeag.train import checkpoint
 from edgeag.train.rundir import RunDir
+
 TOY = "toy_envs:edgeag-test/"
 """Envs of tests/toy_envs.py, found as a user's own module is (``--env module:EnvId``)."""
 ENV_IDS = (r"\(accepted: a registered Gymnasium id such as CartPole-v1, or module:EnvId with "

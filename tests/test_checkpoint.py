@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_values import assert_same, every_kind_of_value
 from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
@@ -27,8 +28,6 @@ from edgeag.train import checkpoint
 from edgeag.train.config import resolve_config
 from edgeag.train.run import RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
-
-from checkpoint_values import assert_same, every_kind_of_value
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,12 +4,11 @@ import json
 import re
 
 import pytest
+import toy_envs
+from train_child import NUMPY_ENGINE_FORBIDDEN, train_and_list_heavy_imports
 
 from edgeag.cli import OPTIMIZER_HELP, main
 from edgeag.optim import supported_optimizers
-
-import toy_envs
-from train_child import NUMPY_ENGINE_FORBIDDEN, train_and_list_heavy_imports
 
 toy_envs.register()
 

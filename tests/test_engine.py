@@ -12,15 +12,24 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from optional_torch import needs_torch, torch
 from tracing import traced_peak
 
 import edgeag.engine
-from edgeag.engine import (MLP, Layout, UpdatePath, activation_bytes, blas_threads,
-                           init_linear_default, init_orthogonal, lean_orthogonal_, orthogonal_,
-                           set_blas_threads)
-from edgeag.optim.flat import AlphaGrad
+from edgeag.engine import (
+    MLP,
+    Layout,
+    UpdatePath,
+    activation_bytes,
+    blas_threads,
+    init_linear_default,
+    init_orthogonal,
+    lean_orthogonal_,
+    orthogonal_,
+    set_blas_threads,
+)
 from edgeag.engine import threads as threads_module
-from optional_torch import needs_torch, torch
+from edgeag.optim.flat import AlphaGrad
 
 
 def torch_mlp(mlp: MLP, seed: int) -> torch.nn.Sequential:

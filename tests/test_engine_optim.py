@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from optional_torch import needs_torch, torch
 from tracing import traced_peak
 
 from edgeag.engine import MLP, Layout, UpdatePath, clip_grad_norm_, segment_norms
@@ -15,7 +16,6 @@ from edgeag.optim import flat, registry
 from edgeag.optim.factored import outer_norm, outer_temporary_bytes, uses_gram
 from edgeag.optim.flat import SGD, Adam, AlphaGrad, alphagrad_, layout_state_bytes
 from edgeag.optim.reference import alphagrad_step
-from optional_torch import needs_torch, torch
 
 if torch is not None:
     import edgeag.optim as torch_optim
@@ -332,7 +332,7 @@ def test_factored_path_through_backward_equals_fused_and_flat():
         opt = AlphaGrad(params, lr=0.02, alpha=2.0, block_numel=50)
         if path.kind == "factored":
             outer = opt.update_outer
-            opt.update_outer = lambda n, d, x: (calls.append(n), outer(n, d, x))
+            opt.update_outer = lambda n, d, x, outer=outer: (calls.append(n), outer(n, d, x))
         grads = layout.zeros()
         for x, grad_out in batches:
             path.backward(actor, params, actor.forward(params, x), grad_out, opt, grads)
@@ -361,7 +361,7 @@ def test_factored_update_temporaries_stay_within_the_block_bound(shape):
         d = g.standard_normal((batch, n_out), dtype=np.float32)
         x = g.standard_normal((batch, n_in), dtype=np.float32)
         assert uses_gram(batch, n_out, n_in) == (batch == 256)
-        peak = _peak(lambda: opt.update_outer("w", d, x))
+        peak = _peak(lambda d=d, x=x: opt.update_outer("w", d, x))
         assert 0 < peak <= opt.outer_temporary_bytes(n_out * n_in) + SLACK
     assert opt.outer_temporary_bytes(n_out * n_in) == outer_temporary_bytes(4) < layout.nbytes / 2
 

@@ -4,8 +4,8 @@ ONNX export that never imports torch, failures that publish nothing, a torch-fre
 runner."""
 
 import dataclasses
-import json
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -229,10 +229,10 @@ def test_onnx_graph_equals_the_numpy_reference_in_fp32(request, name):
 def _training_policy(trained, name):
     """The training side's own policy on the checkpoint's arrays: ``act(normalised obs)``
     -> the action `evaluate` clips, and for PPO the numpy engine's too."""
-    from edgeag.train import checkpoint
     from edgeag.algos.dqn.torch_engine import QNetwork
     from edgeag.algos.ppo.torch_engine import ActorCritic
     from edgeag.algos.td3.torch_engine import DeterministicActor
+    from edgeag.train import checkpoint
 
     ckpt = checkpoint.load(trained.path / "checkpoints" / "latest.safetensors")
     arch = ckpt["arch"]
@@ -250,8 +250,8 @@ def _training_policy(trained, name):
             return net.deterministic(torch.as_tensor(x, dtype=torch.float32)).numpy()
     acts = {"torch": torch_act}
     if ALGORITHM[name] == "ppo":
-        from edgeag.train.config import config_from_dict
         from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
+        from edgeag.train.config import config_from_dict
 
         cfg = config_from_dict(ckpt["config"], "checkpoint", "ppo")
         numpy_policy = NumpyActorCritic(cfg, arch["obs_dim"], arch["action_dim"], arch["discrete"],
@@ -259,9 +259,9 @@ def _training_policy(trained, name):
         numpy_policy.params.load_state_dict(ckpt["policy"])
         acts["numpy engine"] = lambda x: numpy_policy.deterministic(np.asarray(x, np.float32))
     elif ckpt.get("engine") == "numpy":
-        from edgeag.train.config import config_from_dict
         from edgeag.algos.dqn.numpy_engine import NumpyQNetworks
         from edgeag.algos.td3.numpy_engine import NumpyTD3Networks
+        from edgeag.train.config import config_from_dict
 
         algo = ALGORITHM[name]
         cfg = config_from_dict(ckpt["config"], "checkpoint", algo)

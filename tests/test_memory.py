@@ -5,8 +5,14 @@ import time
 import pytest
 import torch
 
-from edgeag.memory import (MiB, BudgetGuard, measure_floor, peak_rss_bytes, largest_fitting,
-                           read_memory)
+from edgeag.memory import (
+    BudgetGuard,
+    MiB,
+    largest_fitting,
+    measure_floor,
+    peak_rss_bytes,
+    read_memory,
+)
 from edgeag.optim import OPTIMIZERS
 
 
@@ -28,7 +34,8 @@ def test_reading_splits_rss_as_the_kernel_does():
     assert abs(after.file - before.file) < 8 * MiB
     with open("/proc/self/status") as f:
         fields = dict(line.split(":", 1) for line in f)
-    kib = lambda key: int(fields[key].split()[0]) * 1024
+    def kib(key):
+        return int(fields[key].split()[0]) * 1024
     assert abs(read_memory().anon - (kib("RssAnon") + kib("RssShmem"))) < 4 * MiB
     del block
 

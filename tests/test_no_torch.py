@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from optional_torch import needs_torch
-
 BLOCKED = ("import sys; sys.modules['torch'] = None; from edgeag.cli import main; "
            "sys.exit(main(sys.argv[1:]))")
 """``edgeag`` with torch blocked: ``python -c BLOCKED ARGS...``."""

@@ -8,21 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import toy_envs
 
 from edgeag.algos.base import PlanInputs
+from edgeag.algos.dqn import algorithm as dqn
+from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.offpolicy.buffers import ReplayBuffer
+from edgeag.algos.td3 import algorithm as td3
+from edgeag.algos.td3.config import TD3Config
 from edgeag.cli import main
 from edgeag.memory import MiB, measure_floor
-from edgeag.algos.dqn import algorithm as dqn
-from edgeag.algos.td3 import algorithm as td3
-from edgeag.algos.offpolicy.buffers import ReplayBuffer
 from edgeag.train.config import resolve_config
-from edgeag.algos.dqn.config import DQNConfig
-from edgeag.algos.td3.config import TD3Config
 from edgeag.train.envs import make_vector_env
 from edgeag.train.run import TIME_KEYS, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
-
-import toy_envs
 
 toy_envs.register()
 
@@ -173,8 +172,9 @@ def test_over_budget_replay_buffer_is_refused_with_the_largest_that_fits(tmp_pat
     # the named size is the largest that fits the budget (the floor is re-measured in the
     # run, so check against the same plan function at the floor it reported)
     reported_floor = int(re.search(r"floor .*\(([\d,]+) bytes", "\n".join(err)).group(1).replace(",", ""))
-    fits = lambda n: dqn.plan(dataclasses.replace(cfg, buffer_size=n),
-                              PlanInputs(budget, reported_floor, 4, 2, True)).fits
+    def fits(n):
+        return dqn.plan(dataclasses.replace(cfg, buffer_size=n),
+                                  PlanInputs(budget, reported_floor, 4, 2, True)).fits
     assert fits(size) and not fits(size + 1) and 1_000 < size < 10_000_000
 
     assert main(argv + ["--shrink-buffer"]) == 0

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgeag.engine import update_path as engine_plan
-from edgeag.algos.dqn.config import DQNConfig
-from edgeag.algos.td3.config import TD3Config
 from edgeag.algos.dqn.algorithm import td_loss
+from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.dqn.numpy_engine import NumpyQNetworks
 from edgeag.algos.dqn.torch_engine import TorchQNetworks
 from edgeag.algos.offpolicy.numpy_engine import soft_update_
+from edgeag.algos.td3.config import TD3Config
 from edgeag.algos.td3.numpy_engine import NumpyTD3Networks
 from edgeag.algos.td3.torch_engine import TorchTD3Networks
+from edgeag.engine import update_path as engine_plan
 
 OPTIMIZERS = ["alphagrad", "alphagrad-momentum", "alphagrad-sqrt_numel", "adam", "adam-clip",
               "sgd", "sgd-momentum"]
@@ -58,7 +58,7 @@ def test_dqn_numpy_update_equals_the_torch_textbook_update(optimizer, loss, path
     assert fast.group.path.kind == expected_kind
     rng = np.random.default_rng(4)
     figures = {"numpy": [], "torch": []}
-    for step, tau in enumerate((0.3, 0.7, 1.0, 0.3, 0.7, 1.0)):
+    for _step, tau in enumerate((0.3, 0.7, 1.0, 0.3, 0.7, 1.0)):
         obs = rng.standard_normal((32, 5))
         actions = rng.integers(3, size=32)
         target = fast.target_q_values(obs).max(-1) + 2.0 * rng.standard_normal(32)

@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from edgeag.optim import (OPTIMIZERS, SGD, Adam, AlphaGrad, alphagrad_direction,
-                          build_optimizer, fuse_into_backward, state_bytes, supported_optimizers)
+from edgeag.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    AlphaGrad,
+    alphagrad_direction,
+    build_optimizer,
+    fuse_into_backward,
+    state_bytes,
+    supported_optimizers,
+)
 from edgeag.optim.alphagrad import TANH_MAX_NUMEL
-
 
 
 def tiny_net(seed=0, dtype=torch.float64):

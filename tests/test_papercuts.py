@@ -13,12 +13,12 @@ import sys
 import pytest
 
 import edgeag
-from edgeag.cli import main
-from edgeag.errors import EdgeagError, torch_available
-from edgeag.memory import Floor, MiB
 from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.ppo.config import PPOConfig
 from edgeag.algos.td3.config import TD3Config
+from edgeag.cli import main
+from edgeag.errors import EdgeagError, torch_available
+from edgeag.memory import Floor, MiB
 from edgeag.train.config import (
     coerce_setting,
     parse_set,

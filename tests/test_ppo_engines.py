@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgeag.engine import update_path as engine_plan
 from edgeag.algos import torch_runtime as networks
 from edgeag.algos.ppo import numpy_engine as ppo_numpy
-from edgeag.algos.ppo.config import PPOConfig
-from edgeag.algos.ppo.torch_engine import ActorCritic
 from edgeag.algos.ppo.algorithm import Minibatch, RolloutBuffer, output_grads, sample
+from edgeag.algos.ppo.config import PPOConfig
 from edgeag.algos.ppo.numpy_engine import NumpyActorCritic
-from edgeag.algos.ppo.torch_engine import TorchActorCritic, ppo_loss
+from edgeag.algos.ppo.torch_engine import ActorCritic, TorchActorCritic, ppo_loss
+from edgeag.engine import update_path as engine_plan
 
 
 def make_minibatch(out: np.ndarray, value: np.ndarray, log_std, rng) -> Minibatch:
@@ -112,7 +111,7 @@ def test_numpy_update_equals_the_torch_textbook_update(optimizer, discrete, layo
     for engine, policy in (("torch", ref), ("numpy", fast)):
         order = np.random.default_rng(6)
         stats[engine] = []
-        for iteration, lr in enumerate((cfg.lr, 0.5 * cfg.lr)):
+        for _iteration, lr in enumerate((cfg.lr, 0.5 * cfg.lr)):
             policy.set_lr(lr)
             for _ in range(cfg.update_epochs):
                 for batch in buf.minibatches(cfg.batch_size, order):

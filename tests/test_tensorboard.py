@@ -16,16 +16,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_child import HEAVY_MODULES
 
 from edgeag.errors import torch_available
 from edgeag.memory import MiB
-from train_child import HEAVY_MODULES
 
 pytest.importorskip("tensorboardX", reason="--tensorboard needs tensorboardX "
                     "(pip install 'edgeag[logging]')")
 
-from edgeag.train import tblog  # noqa: E402
 from tensorboardX.proto.event_pb2 import Event  # noqa: E402
+
+from edgeag.train import tblog  # noqa: E402
 
 CHILD = ("import json, sys; sys.modules['torch'] = None; {setup}from edgeag.cli import main; "
          "rc = main(sys.argv[1:]); "

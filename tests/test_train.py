@@ -11,18 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import toy_envs
 
 from edgeag.algos.base import PlanInputs
+from edgeag.algos.ppo.algorithm import (
+    RolloutBuffer,
+    build_state,
+    collect_rollout,
+    compute_gae,
+    plan_ppo,
+    what_fits,
+)
+from edgeag.algos.ppo.config import PPOConfig
 from edgeag.memory import MiB, measure_floor
 from edgeag.train.config import resolve_config, uses_fused_backward
-from edgeag.algos.ppo.config import PPOConfig
 from edgeag.train.envs import make_vector_env
-from edgeag.algos.ppo.algorithm import RolloutBuffer, build_state, collect_rollout, compute_gae, plan_ppo, \
-    what_fits
 from edgeag.train.run import EXIT_BUDGET, TIME_KEYS, BudgetRefused, RunOptions, train
 from edgeag.train.rundir import RunDir, load_checkpoint
-
-import toy_envs
 
 toy_envs.register()
 
@@ -46,7 +51,8 @@ def test_gae_hand_computed_with_a_truncation():
     a2 = delta2                                          # the trace stops at the cut
     a1 = delta1 + g * lam * a2
     a0 = delta0 + g * lam * a1
-    t = lambda xs: np.array(xs, dtype=np.float64).reshape(-1, 1)
+    def t(xs):
+        return np.array(xs, dtype=np.float64).reshape(-1, 1)
     adv, ret = compute_gae(t(r), t(v), t([0.0, 0.0, 0.0, 1.0]), np.array([v_next]),
                            np.array([0.0]), g, lam)
     expected = [a0, a1, a2, a3]

@@ -166,8 +166,9 @@ def postgres():
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     port = free_port()
     data = root / "data"
-    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], check=True,
-                                      capture_output=True, text=True)
+    def run(*cmd):
+        return subprocess.run([*as_user, *map(str, cmd)], check=True,
+                                          capture_output=True, text=True)
     run(bindir / "initdb", "-D", data, "-U", "edgeag", "--pwfile", pwfile,
         "-A", "scram-sha-256", "--no-sync")
     pwfile.unlink()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Callable
-
-import torch
-from torch import Tensor, nn
-
+from collections.abc import Callable
 
 import numpy as np
+import torch
+from torch import Tensor, nn
 
 from edgeag.engine.init import LEAN_ORTHOGONAL_NUMEL
 from edgeag.memory import RUNTIME_BYTES, PlanItem
@@ -27,7 +25,8 @@ RUNTIME = PlanItem("torch runtime", RUNTIME_BYTES,
 
 def orthogonal_(weight: Tensor, gain: float) -> Tensor:
     """``nn.init.orthogonal_``, with the same values; a square weight above
-    `edgeag.engine.init.LEAN_ORTHOGONAL_NUMEL` values (the numpy engine's threshold too) goes through
+    `edgeag.engine.init.LEAN_ORTHOGONAL_NUMEL` values (the numpy engine's threshold too) goes
+    through
     `lean_orthogonal_`, which needs ~0.3x the matrix of extra memory where torch's QR
     takes ~3x (8192 x 8192: +67 MiB against +818 MiB) and would set a large policy's
     peak RSS."""

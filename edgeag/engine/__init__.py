@@ -27,7 +27,8 @@ them, so `edgeag.optim` may build on it.
 Running and planning:
 
 - `UpdatePath` (`edgeag.engine.update_path`): ``flat``, ``fused`` or ``factored``, chosen once
-  (`UpdatePath.for_optimizer`, `choose_path` by size); runs backward to the right destination and prices the
+  (`UpdatePath.for_optimizer`, `choose_path` by size); runs backward to the right
+  destination and prices the
   same choice (``memory_items``: params, grads, optimizer state, update temporaries,
   activations).
 - `segment_norms`, `clip_grad_norm_` (`edgeag.engine.layout`): per-segment norms, and
@@ -58,8 +59,13 @@ A PPO-style update on the engine (the output gradients come from the algorithm):
     (9155, 0)
 """
 
-from edgeag.engine.init import (LEAN_ORTHOGONAL_NUMEL, init_linear_default, init_orthogonal,
-                                lean_orthogonal_, orthogonal_)
+from edgeag.engine.init import (
+                                LEAN_ORTHOGONAL_NUMEL,
+                                init_linear_default,
+                                init_orthogonal,
+                                lean_orthogonal_,
+                                orthogonal_,
+)
 from edgeag.engine.layout import FlatBuffer, Layout, Segment, clip_grad_norm_, segment_norms
 from edgeag.engine.mlp import MLP, OUTER_NUMEL
 from edgeag.engine.threads import BlasThreads, blas_threads, set_blas_threads

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Layout:
 
     @classmethod
     def from_shapes(cls, shapes: Iterable[tuple[str, tuple[int, ...]]],
-                    dtype=np.float32, align: int = 1) -> "Layout":
+                    dtype=np.float32, align: int = 1) -> Layout:
         """A layout of ``(name, shape)`` pairs in the order given, each segment starting
         at a multiple of ``align`` values (the values between segments belong to none and
         stay 0: LAPACK works in place only on 8-byte aligned memory, SIMD likes 64)."""
@@ -110,11 +110,11 @@ class Layout:
             object.__setattr__(self, "_index", cached)
         return cached
 
-    def zeros(self) -> "FlatBuffer":
+    def zeros(self) -> FlatBuffer:
         """A new buffer of this layout, all zeros."""
         return FlatBuffer(self, np.zeros(self.size, self.dtype))
 
-    def wrap(self, data: np.ndarray) -> "FlatBuffer":
+    def wrap(self, data: np.ndarray) -> FlatBuffer:
         """``data`` (1-d, this layout's size and dtype) viewed through this layout."""
         return FlatBuffer(self, data)
 
@@ -141,7 +141,7 @@ class FlatBuffer:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.views[name]
 
-    def copy(self) -> "FlatBuffer":
+    def copy(self) -> FlatBuffer:
         return FlatBuffer(self.layout, self.data.copy())
 
     def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:

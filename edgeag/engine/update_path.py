@@ -56,7 +56,7 @@ class UpdatePath:
 
     @classmethod
     def for_optimizer(cls, optimizer: EngineOptimizer, *, flat: bool,
-                      outer_numel: int = OUTER_NUMEL) -> "UpdatePath":
+                      outer_numel: int = OUTER_NUMEL) -> UpdatePath:
         """``flat`` when asked or when the optimizer cannot be fused into backward (it
         clips the global norm); otherwise ``factored`` when the optimizer updates from
         factors, else ``fused``."""

@@ -22,7 +22,8 @@ it with the ``onnx`` package's graph API and verified with onnxruntime: no torch
 'edgeag[export]'``): a torch module is built from the same spec and lowered.
 
 Modules: `edgeag.export.formats` (the registry of formats: what each writes, builds,
-quantizes, runs and needs), `edgeag.export.spec` (the spec and its numpy forward), `edgeag.export.policy`
+quantizes, runs and needs), `edgeag.export.spec` (the spec and its numpy forward),
+`edgeag.export.policy`
 (reading a run, recorded observations), `edgeag.export.onnx`,
 `edgeag.export.executorch`, `edgeag.export.verify`, `edgeag.export.build` (``edgeag
 export``), and `edgeag.export.runner` (``edgeag run``: onnxruntime + numpy + gymnasium,

@@ -33,8 +33,7 @@ import numpy as np
 
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
 from edgeag.export import METADATA, PTE_MAX_BATCH
-from edgeag.export.formats import (FORMATS, QUANTIZE, ExportContext, artifact_formats,
-                                   artifact_names)
+from edgeag.export.formats import FORMATS, QUANTIZE, ExportContext, artifact_formats, artifact_names
 from edgeag.export.verify import TOLERANCES, VerificationFailed
 
 CALIBRATION_SEED = 30_000
@@ -62,8 +61,8 @@ def parse_formats(text: str | None) -> list[str] | None:
 
 def default_formats(run_path: Path, log) -> tuple[list[str], str]:
     """The export formats of the device profile the run was trained with, else onnx."""
-    from edgeag.profiles import load_profile
     from edgeag.io import tomllib
+    from edgeag.profiles import load_profile
 
     try:
         with open(run_path / "config.toml", "rb") as f:
@@ -79,7 +78,8 @@ def default_formats(run_path: Path, log) -> tuple[list[str], str]:
         return ["onnx"], f"profile {profile} unknown"
 
 
-def export_run(run_path: str | Path, formats: list[str] | None = None, out: str | Path | None = None,
+def export_run(run_path: str | Path, formats: list[str] | None = None,
+               out: str | Path | None = None,
                quantize: str | None = None, progress: bool = True, log=print) -> dict:
     """Export the run in ``run_path``; returns the metadata written to ``policy.json``.
     Raises EdgeagError (exit 2) for bad input and `VerificationFailed` (exit 4)."""
@@ -192,7 +192,8 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
             bar.update(1)
         artifacts[name] = {"format": fmt.name, "precision": precision, "bytes": path.stat().st_size,
                            "sha256": _sha256(path), **info, "verification": figures}
-        log(f"  {name:18s} {path.stat().st_size:>9,d} B  verified: {_summary(figures, spec.discrete)}")
+        log(f"  {name:18s} {path.stat().st_size:>9,d} B  "
+            f"verified: {_summary(figures, spec.discrete)}")
     bar.close()
     return _metadata(run, artifacts, recorded)
 
@@ -313,8 +314,9 @@ def _summary(figures: dict, discrete: bool) -> str:
     if discrete:
         return (f"same action on {min(b1['agreement'], bn['agreement']):.2%} of "
                 f"{figures['observations']} observations ({figures['runtime']})")
-    return (f"max error {max(b1['max_error_fraction_of_range'], bn['max_error_fraction_of_range']):.2g}"
-            f" of the action range on {figures['observations']} observations ({figures['runtime']})")
+    worst = max(b1["max_error_fraction_of_range"], bn["max_error_fraction_of_range"])
+    return (f"max error {worst:.2g} of the action range on {figures['observations']} "
+            f"observations ({figures['runtime']})")
 
 
 class _NoBar:

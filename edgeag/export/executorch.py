@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 from edgeag.export import PTE_MAX_BATCH
 from edgeag.export.runner import quiet_executorch_logs
-from edgeag.export.spec import PolicySpec
-from edgeag.export.spec import OBS_CLIP
+from edgeag.export.spec import OBS_CLIP, PolicySpec
 
 FIRST_LAYER = "mlp.0"
 """The first Linear, kept float by int8 quantization (as in
@@ -115,13 +114,16 @@ def export_pte(spec: PolicySpec, path: Path, ctx=None, *,
 
 
 def _quantize(program, calibration: np.ndarray, example, dynamic):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, \
-        get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
     first = get_module_name_filter(FIRST_LAYER)
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True))
     quantizer.set_filter_function(lambda node: not first(node))
     prepared = prepare_pt2e(program.module(), quantizer)
     with torch.no_grad():

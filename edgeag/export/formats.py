@@ -12,9 +12,9 @@ Importing this module imports nothing heavy.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["FORMATS", "QUANTIZE", "ExportContext", "Format", "artifact_formats",
            "artifact_names", "runtime_suffixes"]

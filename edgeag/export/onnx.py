@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeag.export.spec import PolicySpec
-from edgeag.export.spec import OBS_CLIP
+from edgeag.export.spec import OBS_CLIP, PolicySpec
 
 ONNX_OPSET = 18
 """The default opset of onnx 1.13, the oldest release onnxruntime 1.14 (and every later
@@ -67,7 +66,8 @@ def build_onnx(spec: PolicySpec):
         x = node("Gemm", [x, const(f"layer{i}.weight", weight), const(f"layer{i}.bias", bias)],
                  f"layer{i}", transB=1)
         if i < last:
-            x = node("Tanh" if spec.activation == "tanh" else "Relu", [x], f"layer{i}.{spec.activation}")
+            x = node("Tanh" if spec.activation == "tanh" else "Relu", [x],
+                     f"layer{i}.{spec.activation}")
     if spec.head == "argmax":
         node("ArgMax", [x], "action", axis=1, keepdims=0, select_last_index=0)
         out_type, out_shape = TensorProto.INT64, ["batch"]
@@ -135,8 +135,12 @@ def quantize_static_onnx(src: Path, dst: Path, calibration: np.ndarray) -> dict:
     the small ones most of their resolution (measured on a barely trained TD3 Pendulum
     policy: worst action error 3.9% of the range quantized, 1.1% float; on a CartPole
     PPO policy 98.8% and 99.4% the same actions)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -163,8 +167,10 @@ def convert_ort(spec: PolicySpec, dst: Path, ctx) -> dict:
     x86-only layout transforms)."""
     src = Path(ctx.staging) / "policy.onnx"
     with _torch_hidden():
-        from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, \
-            convert_onnx_models_to_ort
+        from onnxruntime.tools.convert_onnx_models_to_ort import (
+            OptimizationStyle,
+            convert_onnx_models_to_ort,
+        )
 
     with tempfile.TemporaryDirectory(dir=Path(dst).parent) as tmp:
         model = Path(tmp) / "model.onnx"

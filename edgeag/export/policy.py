@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeag.errors import EdgeagError
 from edgeag.algos import export_specs, supported_algos
+from edgeag.errors import EdgeagError
 from edgeag.export.spec import PolicySpec, SpecError, spec_from_checkpoint
 from edgeag.train.envs import check_spaces, make_env
 from edgeag.train.rundir import RunDir
@@ -79,7 +79,7 @@ def read_checkpoint(run: RunDir) -> dict:
     if run.checkpoint.suffix == ".safetensors":
         try:
             return checkpoint.load(run.checkpoint, numpy_only=True)
-        except Exception:  # noqa: BLE001: the message comes from load_checkpoint
+        except Exception:  # noqa: BLE001 (the message comes from load_checkpoint)
             pass
     return run.load_checkpoint(purpose="export")
 

@@ -202,7 +202,8 @@ ENV_IDS = ("a registered Gymnasium id such as CartPole-v1, or module:EnvId with 
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None):
-    """``gymnasium.make(env_id, **env_kwargs)``; for ``module:EnvId`` (a user's own env) the module is
+    """``gymnasium.make(env_id, **env_kwargs)``; for ``module:EnvId`` (a user's own env) the
+    module is
     imported first, which registers ``EnvId``, so it must be importable here too. The
     messages of `edgeag.train.envs.make_env` (without its list of the ids a module
     registers), written out so this file runs alone; a test keeps them alike."""
@@ -304,7 +305,8 @@ def run(args) -> int:
                   peak_rss_bytes=status.get("VmHWM"), rss_anon_bytes=status.get("RssAnon"),
                   rss_file_bytes=status.get("RssFile"))
     print(f"policy: {args.policy} ({policy.runtime}, {args.threads} thread(s))")
-    print(f"env: {env_id}{f' {env_kwargs}' if env_kwargs else ''}, {args.episodes} episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
+    print(f"env: {env_id}{f' {env_kwargs}' if env_kwargs else ''}, {args.episodes} "
+          f"episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"mean return: {result['mean_return']:.1f} +- {result['std_return']:.1f} "
           f"(min {min(result['returns']):.1f}, max {max(result['returns']):.1f})")
     print(f"per-action latency: median {result['median_latency_us']:.1f} us "

@@ -151,8 +151,8 @@ def spec_from_checkpoint(ckpt: dict, action_low=None, action_high=None) -> Polic
     kinds = {e.arch_kind: name for name, e in export_specs().items()}
     kind = arch.get("kind")
     if kind not in kinds:
-        raise SpecError(f"unknown arch kind {kind!r} (accepted: "
-                        f"{', '.join(f'none for {n}' if k is None else repr(k) for k, n in kinds.items())})")
+        accepted = [f"none for {n}" if k is None else repr(k) for k, n in kinds.items()]
+        raise SpecError(f"unknown arch kind {kind!r} (accepted: {', '.join(accepted)})")
     algorithm = kinds[kind]
     export = export_specs()[algorithm]
     try:
@@ -173,7 +173,8 @@ def spec_from_checkpoint(ckpt: dict, action_low=None, action_high=None) -> Polic
         mean = np.asarray(norm["mean"], np.float32)
         std = np.sqrt(np.asarray(norm["var"], np.float64) + NORM_EPS).astype(np.float32)
         if mean.shape != (obs_dim,) or std.shape != (obs_dim,):
-            raise SpecError(f"obs_norm of shape {list(mean.shape)}, the policy takes {obs_dim} values")
+            raise SpecError(f"obs_norm of shape {list(mean.shape)}, the policy takes {obs_dim} "
+                            "values")
     if export.bounds_in_arch:
         action_low, action_high = arch.get("low"), arch.get("high")
     if not discrete:

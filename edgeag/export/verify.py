@@ -65,19 +65,22 @@ def verify(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.ndar
     try:
         runtime = load_policy(path)
     except EdgeagError as e:
-        raise VerificationFailed(f"{name} failed verification: its runtime cannot load it ({e})") from None
+        raise VerificationFailed(f"{name} failed verification: its runtime cannot load it "
+                                 f"({e})") from None
     try:
         single = np.stack([np.asarray(runtime.act(o)) for o in obs])
         batched = np.concatenate([runtime(obs[i:i + PTE_MAX_BATCH])
                                   for i in range(0, len(obs), PTE_MAX_BATCH)])
     except Exception as e:
         raise VerificationFailed(f"{name} failed verification: running it raised "
-                                 f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}") from None
+                                 f"{type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0][:160]}") from None
     figures = {"runtime": runtime.runtime, "observations": len(obs), "tolerance": tolerance}
     for mode, actions in (("batch_1", single), ("batched", batched)):
         if actions.dtype != expected.dtype or actions.shape != expected.shape:
             raise VerificationFailed(
-                f"{name} failed verification ({mode}): output {actions.dtype} {list(actions.shape)}, "
+                f"{name} failed verification ({mode}): output {actions.dtype} "
+                f"{list(actions.shape)}, "
                 f"expected {expected.dtype} {list(expected.shape)}")
         if discrete:
             figures[mode] = _compare_discrete(name, mode, actions, expected, outputs, obs,

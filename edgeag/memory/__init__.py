@@ -11,11 +11,25 @@ The names most code needs are importable from here.
 """
 
 from edgeag.memory.guard import SAMPLE_INTERVAL, BudgetGuard
-from edgeag.memory.plan import (DYNAMO_IMPORT_BYTES, RUNTIME_BYTES, MemoryPlan, PlanItem,
-                                largest_fitting)
-from edgeag.memory.readings import (BUDGET_COUNTS, MMAP_THRESHOLD, Floor, MiB, Reading,
-                                    fix_mmap_threshold, measure_floor, peak_rss_bytes,
-                                    proc_status, read_memory)
+from edgeag.memory.plan import (
+                                DYNAMO_IMPORT_BYTES,
+                                RUNTIME_BYTES,
+                                MemoryPlan,
+                                PlanItem,
+                                largest_fitting,
+)
+from edgeag.memory.readings import (
+                                BUDGET_COUNTS,
+                                MMAP_THRESHOLD,
+                                Floor,
+                                MiB,
+                                Reading,
+                                fix_mmap_threshold,
+                                measure_floor,
+                                peak_rss_bytes,
+                                proc_status,
+                                read_memory,
+)
 
 __all__ = ["BUDGET_COUNTS", "DYNAMO_IMPORT_BYTES", "MMAP_THRESHOLD", "RUNTIME_BYTES",
            "SAMPLE_INTERVAL", "BudgetGuard", "Floor", "MemoryPlan", "MiB", "PlanItem",

@@ -98,7 +98,7 @@ class BudgetGuard:
         with self._lock:
             self.t_offset, self._csv = t_offset, f
 
-    def start(self) -> "BudgetGuard":
+    def start(self) -> BudgetGuard:
         self._t0 = time.monotonic()
         if self._csv_path is not None:
             self.stream_to(self._csv_path, self.t_offset)
@@ -121,7 +121,7 @@ class BudgetGuard:
                     self.write_error = self.write_error or e
                 self._csv = None
 
-    def __enter__(self) -> "BudgetGuard":
+    def __enter__(self) -> BudgetGuard:
         return self.start()
 
     def __exit__(self, *exc) -> None:

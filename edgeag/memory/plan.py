@@ -42,15 +42,17 @@ class MemoryPlan:
     def fits(self) -> bool:
         return self.total_bytes <= self.budget_bytes
 
-    def with_item(self, item: "PlanItem") -> "MemoryPlan":
+    def with_item(self, item: PlanItem) -> MemoryPlan:
         """This plan with ``item`` added before its last item (the runtime's)."""
         return dataclasses.replace(self, items=self.items[:-1] + (item,) + self.items[-1:])
 
     def table(self) -> str:
         """The breakdown as aligned text lines (MiB and bytes)."""
-        lines = [f"  {item.name:24s} {item.nbytes / MiB:9.2f} MiB {item.nbytes:>14,d} B  {item.note}"
+        lines = [f"  {item.name:24s} {item.nbytes / MiB:9.2f} MiB {item.nbytes:>14,d} B  "
+                 f"{item.note}"
                  for item in self.items]
-        lines.append(f"  {'total':24s} {self.total_bytes / MiB:9.2f} MiB {self.total_bytes:>14,d} B")
+        lines.append(f"  {'total':24s} {self.total_bytes / MiB:9.2f} MiB "
+                     f"{self.total_bytes:>14,d} B")
         lines.append(f"  {'budget':24s} {self.budget_bytes / MiB:9.2f} MiB "
                      f"{self.budget_bytes:>14,d} B  {'fits' if self.fits else 'DOES NOT FIT'}")
         return "\n".join(lines)

@@ -20,7 +20,6 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
 
-
 def _undecorated(name: str):
     method = getattr(Optimizer, name)
     return getattr(method, "__wrapped__", method)

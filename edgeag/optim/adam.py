@@ -8,7 +8,7 @@ what torch.optim's import costs (~70 MiB of `torch._dynamo`).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -22,7 +22,8 @@ __all__ = ["Adam"]
 class Adam(LeanOptimizer):
     """Adam (Kingma & Ba, 2015) with L2 ``weight_decay`` as in `torch.optim.Adam`."""
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, maximize: bool = False) -> None:
         validate_adam(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,

@@ -34,7 +34,7 @@ right-hand side. A zero gradient gives ``sigmoid(0) - 1/2 = 0``, an update of ex
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -262,7 +262,8 @@ def fuse_into_backward(params_or_module, optimizer: AlphaGrad) -> FusedBackward:
             continue
         group = group_of.get(id(p))
         if group is None:
-            raise ValueError("fuse_into_backward: a parameter of the module is not in the optimizer")
+            raise ValueError("fuse_into_backward: a parameter of the module is not in the "
+                             "optimizer")
         handles.append(p.register_post_accumulate_grad_hook(_make_hook(optimizer, group)))
     return FusedBackward(handles)
 

@@ -82,6 +82,7 @@ def _gram_parts(a: np.ndarray, chunk: int, scratch: np.ndarray, copy: np.ndarray
 
 
 def outer_temporary_bytes(itemsize: int = 4, block_numel: int = OUTER_BLOCK_NUMEL) -> int:
-    """The most `edgeag.optim.flat.alphagrad_outer_` allocates at once, whatever the layer and batch: one
+    """The most `edgeag.optim.flat.alphagrad_outer_` allocates at once, whatever the layer
+    and batch: one
     gradient block, or (the Gram path) three float64 arrays of ``block_numel / 4``."""
     return max(itemsize, 6) * block_numel

@@ -37,10 +37,16 @@ import numpy as np
 
 from edgeag.engine.layout import FlatBuffer, Layout, segment_norms
 from edgeag.optim import registry
-from edgeag.optim.factored import (OUTER_BLOCK_NUMEL, outer_norm, outer_temporary_bytes,
-                                   row_blocks)
-from edgeag.optim.rules import (ADAM_DEFAULTS, ALPHAGRAD_DEFAULTS, SGD_DEFAULTS, tensor_alpha,
-                                validate_adam, validate_alphagrad, validate_sgd)
+from edgeag.optim.factored import OUTER_BLOCK_NUMEL, outer_norm, outer_temporary_bytes, row_blocks
+from edgeag.optim.rules import (
+    ADAM_DEFAULTS,
+    ALPHAGRAD_DEFAULTS,
+    SGD_DEFAULTS,
+    tensor_alpha,
+    validate_adam,
+    validate_alphagrad,
+    validate_sgd,
+)
 
 __all__ = ["Adam", "AlphaGrad", "EngineOptimizer", "SGD", "alphagrad_", "alphagrad_outer_",
            "build", "layout_state_bytes"]

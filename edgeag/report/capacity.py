@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from edgeag.errors import EdgeagError
 from edgeag.report.compare import FORMAT, progress_bar, resolve_rows
-from edgeag.train.envs import env_dims
 from edgeag.report.runs import Row, device_info, run_child, train_command
+from edgeag.train.envs import env_dims
 
 DEFAULT_ROWS = "alphagrad,alphagrad:fuse_backward=false,adam,alphagrad:engine=torch,torch-adam"
 DEFAULT_BUDGETS = "256MB,512MB,1GB"
@@ -131,7 +131,8 @@ class Prober:
                           self.out / "probes" / f"{name}.log", kill_above=kill_above,
                           threads=self.threads)
         probe = Probe(self.row.label, width, "exceeded", killed_above_bytes=kill_above,
-                      max_seen_anon_bytes=child.max_seen_anon_bytes, seconds=round(child.seconds, 2),
+                      max_seen_anon_bytes=child.max_seen_anon_bytes,
+                      seconds=round(child.seconds, 2),
                       parameter_count=parameter_count(self.dims, [width] * len(self.cfg.hidden)))
         summary_path = run_dir / "summary.json"
         if child.exit_code == 0 and summary_path.exists():
@@ -187,7 +188,9 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
         for budget in sorted(budgets, reverse=True):
             for row, cfg, _ in resolved:
                 bar.set_description_str(f"{budget / 2**20:.0f} MiB {row.label}")
-                width = widest_fitting(lambda w: probers[row].fits(w, budget))
+                prober = probers[row]
+                width = widest_fitting(
+                    lambda w, prober=prober, budget=budget: prober.fits(w, budget))
                 probe = probers[row].probes.get(width) if width else None
                 results.append({
                     "budget_bytes": budget, "row": row.label, "width": width,

@@ -136,7 +136,8 @@ def _postfix(row: Row, r: dict) -> str:
     return f"{row.label}: {r['status']}"
 
 
-SUMMARY_KEYS = ("peak_anon_bytes", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "max_sampled_rss_bytes",
+SUMMARY_KEYS = ("peak_anon_bytes", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes",
+                "max_sampled_rss_bytes",
                 "setup_peak_rss_bytes",
                 "floor_bytes", "floor_anon_bytes", "floor_file_bytes", "plan_total_bytes",
                 "optimizer_state_bytes", "parameter_count", "steps", "wall_seconds",
@@ -166,7 +167,8 @@ def _result(child, run_dir: Path, rel: Path, seed: int) -> dict:
 
 def _row_summary(row: Row, cfg, origin: str, runs: list[dict], plan: dict) -> dict:
     measured = [r for r in runs if r["status"] in ("done", "budget")]
-    get = lambda key: [r[key] for r in measured if r.get(key) is not None]
+    def get(key):
+        return [r[key] for r in measured if r.get(key) is not None]
     above = [r["peak_rss_bytes"] - r["floor_bytes"] for r in measured]
     statuses = {}
     for r in runs:

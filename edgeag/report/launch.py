@@ -134,7 +134,8 @@ def _outcome(report: dict, capacity: bool) -> int:
         return 130
     if capacity:
         for x in report["results"]:
-            ratio = f", {x['parameter_ratio']:.2f}x {x['reference']}" if x["parameter_ratio"] else ""
+            ratio = (f", {x['parameter_ratio']:.2f}x {x['reference']}"
+                     if x["parameter_ratio"] else "")
             print(f"{x['budget_bytes'] / 2**20:6.0f} MiB  {x['row']:32s} "
                   + (f"W={x['width']} ({x['parameter_count']:,} parameters{ratio})"
                      if x["width"] else "none fits"))
@@ -167,8 +168,8 @@ def default_out(prof, capacity: bool) -> Path:
 
 def launch_report(paths: list[str], out: str | None) -> int:
     """Merge report.json files into one Markdown comparison (stdout, or ``out``)."""
-    from edgeag.report.merge import merge_markdown
     from edgeag.io import write_text
+    from edgeag.report.merge import merge_markdown
 
     if out and Path(out).is_dir():
         raise EdgeagError(f"invalid --out {out!r}: a directory (expected a file such as "

@@ -21,7 +21,8 @@ def load_report(path: str) -> dict:
     except FileNotFoundError:
         raise EdgeagError(f"cannot read report {path!r}: no such file") from None
     except IsADirectoryError:
-        raise EdgeagError(f"cannot read report {path!r}: a directory (pass its report.json)") from None
+        raise EdgeagError(f"cannot read report {path!r}: a directory (pass its "
+                          "report.json)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise EdgeagError(f"cannot read report {path!r}: {e}") from None
     except json.JSONDecodeError as e:
@@ -65,7 +66,8 @@ def merge_markdown(paths: list[str]) -> str:
         lines += ["", "## Against AlphaGrad: Δ peak RSS of medians, MiB (run-to-run spread)", ""]
         diff_rows = _union(d["row"] for _, r in compares for d in r["differences"])
         lines += table(["row", *(f"`{label}`" for label, _ in compares)],
-                       [[f"`{row}`", *(_diff_cell(r, row) for _, r in compares)] for row in diff_rows])
+                       [[f"`{row}`", *(_diff_cell(r, row) for _, r in compares)]
+                        for row in diff_rows])
         lines.append("")
 
     capacities = [(label, r) for label, r in zip(labels, reports) if r["kind"] == "capacity"]
@@ -106,7 +108,8 @@ def _diff_cell(report: dict, label: str) -> str:
 
 
 def _capacity_cell(report: dict, budget: int, label: str) -> str:
-    x = next((x for x in report["results"] if x["budget_bytes"] == budget and x["row"] == label), None)
+    x = next((x for x in report["results"]
+              if x["budget_bytes"] == budget and x["row"] == label), None)
     if x is None:
         return "not run"
     if not x["width"]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeag.io import write_json, write_text
 from edgeag.report.capacity import reference_row
 from edgeag.report.compare import baseline
-from edgeag.io import write_json, write_text
 
 MiB = 2**20
 PLAN_COLUMNS = ("parameters", "gradients", "optimizer state", "update temporaries",
@@ -105,34 +105,52 @@ def headline(diff: dict) -> str:
             f"{mib(diff['spread_bytes'], 2)} MiB), against an analytic "
             f"{signed_mib(diff['plan_delta_bytes'])} MiB in the plan "
             f"({diff['optimizer_state_delta_bytes']:+,d} bytes of optimizer state): {verdict}."
-            + (f" At the end of the runs the difference was {signed_mib(diff['anon_at_end_delta_bytes'])} "
+            + (f" At the end of the runs the difference was "
+               f"{signed_mib(diff['anon_at_end_delta_bytes'])} "
                f"MiB of anonymous memory and {signed_mib(diff['file_at_end_delta_bytes'])} MiB of "
                f"file-backed pages (mapped library code)."
                if diff.get("anon_at_end_delta_bytes") is not None else ""))
 
 
 def compare_markdown(r: dict) -> str:
+    """The comparison report: its settings, the headline, peak memory, the plan beside
+    the measurement, the curves, how to read it, and every run."""
+    lines = _compare_intro(r)
+    lines += _compare_peaks(r)
+    lines += _compare_plan(r)
+    lines += _compare_curves(r)
+    lines += HOW_TO_READ_COMPARE
+    lines += _compare_runs(r)
+    return "\n".join(lines) + "\n"
+
+
+def _compare_intro(r: dict) -> list[str]:
     s, rows = r["settings"], r["rows"]
     budget = s["budget_bytes"]
-    base = baseline(rows)
+    seeds = ", ".join(map(str, s["seeds"]))
+    sets = ", ".join(f"`{k}={v}`" for k, v in s["sets"].items())
     lines = [f"# Memory comparison: {s['env']} inside {mib(budget)} MiB", "",
              device_line(r["device"]), "",
              f"Budget: {mib(budget)} MiB ({budget:,} bytes), on the process's anonymous memory "
              f"(RssAnon + RssShmem), what a cgroup limit cannot reclaim. "
-             f"Each of {len(rows)} rows × {len(s['seeds'])} seed(s) ({', '.join(map(str, s['seeds']))}) "
+             f"Each of {len(rows)} rows × {len(s['seeds'])} seed(s) ({seeds}) "
              f"trained alone in a fresh `edgeag train` process with {s['threads']} thread(s), "
              f"{s['total_steps']:,} environment steps each"
-             + (f", with {', '.join(f'`{k}={v}`' for k, v in s['sets'].items())}" if s["sets"] else "")
+             + (f", with {sets}" if s["sets"] else "")
              + f". Wall time of the comparison: {r['seconds']:.0f} s.", ""]
     if r.get("interrupted"):
         lines += ["**Interrupted** with Ctrl-C: this report holds the runs that finished.", ""]
     heads = [d for d in r["differences"] if d["row"] in ("adam", "torch-adam")]
     if heads:
         lines += [f"- {headline(d)}" for d in heads] + [""]
+    return lines
 
-    lines += ["## Peak RSS", ""]
+
+def _compare_peaks(r: dict) -> list[str]:
+    """Peak memory per row, and each row against the baseline."""
+    lines = ["## Peak RSS", ""]
     body = []
-    for row in rows:
+    for row in r["rows"]:
         refused = row["refusals"][0] if row["refusals"] else None
         body.append([f"`{row['label']}`", _status(row), stat_mib(row.get("peak_anon_bytes")),
                      stat_mib(row["peak_rss_bytes"]),
@@ -145,32 +163,38 @@ def compare_markdown(r: dict) -> str:
                     "peak RSS, MiB: median [min–max]", "spread, MiB",
                     "floor, MiB", "peak − floor, MiB", "final eval return", "note"], body)
     lines += ["", "![Peak RSS per optimizer](peak_rss.png)", ""]
+    if not r["differences"]:
+        return lines
+    lines += [f"### Against `{baseline(r['rows'])['label']}`", ""]
+    lines += table(["row", "Δ peak RSS (medians), MiB", "Δ over the runs, MiB",
+                    "run-to-run spread, MiB", "reading", "Δ plan, MiB",
+                    "Δ optimizer state, bytes", "Δ anon at end, MiB", "Δ file at end, MiB"],
+                   [_difference_cells(d) for d in r["differences"]])
+    return lines + ["", "Δ anon / Δ file: the difference of the runs' RSS at their end, split "
+                    "into anonymous memory (tensors, allocator) and file-backed pages (mostly "
+                    "the code of the torch kernels a row uses, which the kernel can drop under "
+                    "pressure).", ""]
 
-    if r["differences"]:
-        lines += [f"### Against `{base['label']}`", ""]
-        lines += table(["row", "Δ peak RSS (medians), MiB", "Δ over the runs, MiB",
-                        "run-to-run spread, MiB", "reading", "Δ plan, MiB",
-                        "Δ optimizer state, bytes", "Δ anon at end, MiB", "Δ file at end, MiB"],
-                       [[f"`{d['row']}`", signed_mib(d["peak_median_delta_bytes"]),
-                         f"{signed_mib(d['peak_delta_low_bytes'])} to "
-                         f"{signed_mib(d['peak_delta_high_bytes'])}", mib(d["spread_bytes"], 2),
-                         "beyond the spread" if d["beyond_spread"] else "within the spread",
-                         signed_mib(d["plan_delta_bytes"]), f"{d['optimizer_state_delta_bytes']:+,d}",
-                         signed_mib(d.get("anon_at_end_delta_bytes")),
-                         signed_mib(d.get("file_at_end_delta_bytes"))]
-                        for d in r["differences"]])
-        lines += ["", "Δ anon / Δ file: the difference of the runs' RSS at their end, split "
-                  "into anonymous memory (tensors, allocator) and file-backed pages (mostly "
-                  "the code of the torch kernels a row uses, which the kernel can drop under "
-                  "pressure).", ""]
 
-    lines += ["## Where the memory goes: the plan beside the measurement", "",
-              "Analytic bytes are the memory plan's items (`edgeag.algos.ppo.algorithm.plan_ppo`, the plan "
-              "`edgeag train` checks before it starts); the floor and the peak are measured in "
-              "each run (medians over its runs). Only their sum shows in RSS: gradients, "
-              "buffers and activations are not separately visible to the kernel.", ""]
+def _difference_cells(d: dict) -> list:
+    return [f"`{d['row']}`", signed_mib(d["peak_median_delta_bytes"]),
+            f"{signed_mib(d['peak_delta_low_bytes'])} to "
+            f"{signed_mib(d['peak_delta_high_bytes'])}", mib(d["spread_bytes"], 2),
+            "beyond the spread" if d["beyond_spread"] else "within the spread",
+            signed_mib(d["plan_delta_bytes"]), f"{d['optimizer_state_delta_bytes']:+,d}",
+            signed_mib(d.get("anon_at_end_delta_bytes")),
+            signed_mib(d.get("file_at_end_delta_bytes"))]
+
+
+def _compare_plan(r: dict) -> list[str]:
+    """The plan's items beside the measured floor and peak; optimizer state, exactly."""
+    lines = ["## Where the memory goes: the plan beside the measurement", "",
+             "Analytic bytes are the memory plan's items (the algorithm's `plan`, what "
+             "`edgeag train` checks before it starts); the floor and the peak are measured in "
+             "each run (medians over its runs). Only their sum shows in RSS: gradients, "
+             "buffers and activations are not separately visible to the kernel.", ""]
     body = []
-    for row in rows:
+    for row in r["rows"]:
         plan, floor, peak = row["plan"], row.get("floor_anon_bytes"), row.get("peak_anon_bytes")
         total = floor["median"] + row["plan_above_floor_bytes"] if floor else None
         body.append([f"`{row['label']}`", mib(floor and floor["median"]),
@@ -178,53 +202,67 @@ def compare_markdown(r: dict) -> str:
                      mib(peak and peak["median"]),
                      signed_mib(peak["median"] - total, 1) if peak and total else "—"])
     lines += table(["row", "floor, anonymous (measured)", *PLAN_COLUMNS, "plan total",
-                    "peak anonymous (measured)",
-                    "measured − plan"], body)
+                    "peak anonymous (measured)", "measured − plan"], body)
     lines += ["", "Optimizer state, exact bytes: the plan's rule against the bytes held in the "
               "real `optimizer.state` after training.", ""]
-    lines += table(["row", "parameters", "analytic, bytes", "measured, bytes", "equal"],
-                   [[f"`{row['label']}`", f"{row['parameter_count']:,}" if row["parameter_count"] else "—",
-                     f"{row['optimizer_state_bytes']['analytic']:,}",
-                     ", ".join(f"{m:,}" for m in row["optimizer_state_bytes"]["measured"]) or "— (no run trained)",
-                     ("yes" if row["optimizer_state_bytes"]["measured"] == [row["optimizer_state_bytes"]["analytic"]]
-                      else "NO") if row["optimizer_state_bytes"]["measured"] else "—"]
-                    for row in rows])
-    lines += ["", "## RSS over time", "", "![RSS over time](rss_over_time.png)", "",
-              "## Return curves", "", "![Return curves](returns.png)", "",
-              "Each row ran with its preset where one exists (`edgeag/algos/ppo/presets.toml`), "
-              "else the PPO defaults: " + "; ".join(
-                  f"`{row['label']}`: lr {row['config']['lr']:g}, {row['config_origin']}"
-                  for row in rows) + ".", ""]
-    lines += ["## How to read this report", "",
-              "- **Peak anonymous** memory (RssAnon + RssShmem) is what a budget counts: "
-              "the memory the kernel cannot take back, on which a cgroup's `memory.max` "
-              "OOM-kills; the plan estimates it. **Peak RSS** is each child's own kernel "
-              "high-water mark (VmHWM) of the whole process, mapped library files included: "
-              "the comparison users read. The spread is max − min over the seeds: two rows whose "
-              "difference lies within it are not told apart by this measurement.",
-              "- **Floor**: RSS after Python, torch and gymnasium are loaded and warmed up, "
-              "measured in each run before training. For a small policy it is almost all of "
-              "the peak, and an optimizer's state (see the exact table) is tiny beside it; "
-              "rows then differ mostly by the library code their kernels map (the Δ file "
-              "column), not by their state. Where the optimizer decides what fits is the "
-              "capacity sweep: `edgeag compare --capacity`.",
-              "- **Refused** runs never trained: the plan (floor + the items above) was over "
-              "the budget, as for optimizers built on `torch.optim.Optimizer`, whose first "
-              "use imports `torch._dynamo` (~70 MiB).",
-              "- **Budget** runs trained until the guard saw anonymous memory above the budget, then "
-              "stopped with a checkpoint (their peak is just above the budget).", ""]
-    lines += ["## Runs", ""]
-    lines += table(["row", "seed", "status", "peak RSS, MiB", "floor, MiB", "anon / file at end, MiB",
-                    "train s", "eval return", "run directory"],
-                   [[f"`{row['label']}`", run["seed"], run["status"], mib(run.get("peak_rss_bytes")),
-                     mib(run.get("floor_bytes")),
-                     f"{mib(run.get('rss_anon_bytes'))} / {mib(run.get('rss_file_bytes'))}"
-                     if run.get("rss_anon_bytes") else "—",
-                     f"{run['wall_seconds']:.1f}" if run.get("wall_seconds") else "—",
-                     f"{run['final_eval_return']:.1f}" if run.get("final_eval_return") is not None else "—",
-                     f"`{run['run_dir']}`"]
-                    for row in rows for run in row["runs"]])
-    return "\n".join(lines) + "\n"
+    return lines + table(["row", "parameters", "analytic, bytes", "measured, bytes", "equal"],
+                         [_state_cells(row) for row in r["rows"]])
+
+
+def _state_cells(row: dict) -> list:
+    state = row["optimizer_state_bytes"]
+    measured = state["measured"]
+    equal = ("yes" if measured == [state["analytic"]] else "NO") if measured else "—"
+    return [f"`{row['label']}`",
+            f"{row['parameter_count']:,}" if row["parameter_count"] else "—",
+            f"{state['analytic']:,}",
+            ", ".join(f"{m:,}" for m in measured) or "— (no run trained)", equal]
+
+
+def _compare_curves(r: dict) -> list[str]:
+    settings = "; ".join(f"`{row['label']}`: lr {row['config']['lr']:g}, "
+                         f"{row['config_origin']}" for row in r["rows"])
+    return ["", "## RSS over time", "", "![RSS over time](rss_over_time.png)", "",
+            "## Return curves", "", "![Return curves](returns.png)", "",
+            "Each row ran with its preset where one exists (`edgeag/algos/ppo/presets.toml`), "
+            f"else the PPO defaults: {settings}.", ""]
+
+
+HOW_TO_READ_COMPARE = [
+    "## How to read this report", "",
+    "- **Peak anonymous** memory (RssAnon + RssShmem) is what a budget counts: "
+    "the memory the kernel cannot take back, on which a cgroup's `memory.max` "
+    "OOM-kills; the plan estimates it. **Peak RSS** is each child's own kernel "
+    "high-water mark (VmHWM) of the whole process, mapped library files included: "
+    "the comparison users read. The spread is max − min over the seeds: two rows whose "
+    "difference lies within it are not told apart by this measurement.",
+    "- **Floor**: RSS after Python, torch and gymnasium are loaded and warmed up, "
+    "measured in each run before training. For a small policy it is almost all of "
+    "the peak, and an optimizer's state (see the exact table) is tiny beside it; "
+    "rows then differ mostly by the library code their kernels map (the Δ file "
+    "column), not by their state. Where the optimizer decides what fits is the "
+    "capacity sweep: `edgeag compare --capacity`.",
+    "- **Refused** runs never trained: the plan (floor + the items above) was over "
+    "the budget, as for optimizers built on `torch.optim.Optimizer`, whose first "
+    "use imports `torch._dynamo` (~70 MiB).",
+    "- **Budget** runs trained until the guard saw anonymous memory above the budget, "
+    "then stopped with a checkpoint (their peak is just above the budget).", ""]
+
+
+def _compare_runs(r: dict) -> list[str]:
+    def cells(row, run):
+        at_end = (f"{mib(run.get('rss_anon_bytes'))} / {mib(run.get('rss_file_bytes'))}"
+                  if run.get("rss_anon_bytes") else "—")
+        ret = run.get("final_eval_return")
+        return [f"`{row['label']}`", run["seed"], run["status"], mib(run.get("peak_rss_bytes")),
+                mib(run.get("floor_bytes")), at_end,
+                f"{run['wall_seconds']:.1f}" if run.get("wall_seconds") else "—",
+                f"{ret:.1f}" if ret is not None else "—", f"`{run['run_dir']}`"]
+
+    return ["## Runs", ""] + table(
+        ["row", "seed", "status", "peak RSS, MiB", "floor, MiB", "anon / file at end, MiB",
+         "train s", "eval return", "run directory"],
+        [cells(row, run) for row in r["rows"] for run in row["runs"]])
 
 
 # --- capacity -----------------------------------------------------------------------
@@ -243,7 +281,8 @@ def capacity_markdown(r: dict) -> str:
     probe = s["probe"]
     lines = ["# Capacity: the widest policy that trains inside each budget", "",
              device_line(r["device"]), "",
-             f"Rows: {', '.join(f'`{x}`' for x in labels)} on {s['env']}, {s['threads']} thread(s). "
+             f"Rows: {', '.join(f'`{x}`' for x in labels)} on {s['env']}, "
+             f"{s['threads']} thread(s). "
              f"For each budget and row, the widest hidden width W (`hidden=[W, W]`, for the actor "
              f"and for the critic) whose training run peaked inside the budget, **measured by "
              f"running it**: a probe is an `edgeag train` run of {probe['iterations']} PPO "
@@ -277,7 +316,8 @@ def capacity_markdown(r: dict) -> str:
               "- `alphagrad` updates each parameter inside the backward pass as soon as its "
               "gradient is complete, so one gradient is alive at a time, and a weight above "
               "1M values never has a gradient of its size (it is updated from the gradient's "
-              "factors, 4 MiB at a time); `alphagrad fuse_backward=false` keeps every gradient until "
+              "factors, 4 MiB at a time); `alphagrad fuse_backward=false` keeps every gradient "
+              "until "
               "`step()`; `adam` keeps gradients and two moment buffers; `torch-adam` adds "
               "the `torch._dynamo` import (~70 MiB) to that.",
               "- **before training** is the child's VmHWM just before its first iteration "
@@ -299,6 +339,7 @@ def capacity_markdown(r: dict) -> str:
                      mib(p["peak_anon_bytes"]) if p["status"] == "measured" else
                      f"> {mib(p['max_seen_anon_bytes'])} (seen)", mib(p.get("peak_rss_bytes")),
                      mib(p.get("setup_peak_rss_bytes")), mib(p.get("training_rss_bytes")),
-                     mib(p.get("floor_anon_bytes")), mib(p["plan_total_bytes"]), f"{p['seconds']:.1f}"]
+                     mib(p.get("floor_anon_bytes")), mib(p["plan_total_bytes"]),
+                     f"{p['seconds']:.1f}"]
                     for p in r["probes"]])
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 A run's configuration is resolved in this order, later winning: the algorithm's
 dataclass defaults (each algorithm's ``config.py``: `edgeag.algos.ppo.config.PPOConfig`,
-...), the preset table for the environment (``edgeag/algos/<algo>/presets.toml``), the preset table for the environment and
+...), the preset table for the environment (``edgeag/algos/<algo>/presets.toml``), the
+preset table for the environment and
 optimizer family, then command-line overrides. The resolved configuration is written
 to ``<run>/config.toml`` under ``[<algo>]``.
 """
@@ -16,9 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import ClassVar
 
-from edgeag.io import tomllib
-
 from edgeag.errors import EdgeagError
+from edgeag.io import tomllib
 from edgeag.optim.rules import ALPHA_SCALES
 
 

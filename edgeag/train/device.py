@@ -47,7 +47,7 @@ class Device:
                 "budget_bytes": self.budget_bytes or 0, "hard_cap": self.hard_cap or ""}
 
     @classmethod
-    def from_run_table(cls, table: dict) -> "Device":
+    def from_run_table(cls, table: dict) -> Device:
         """The settings config.toml recorded (a run written before they were all recorded
         gets the defaults for the missing ones: 1 thread, no budget, no hard cap)."""
         threads = table.get("threads", 1)
@@ -72,7 +72,8 @@ def resolve_device(profile: str | None, budget: str | int | None, threads: int |
     if hard_cap is True:
         hard_cap = "auto"
     if hard_cap not in (None, False, *HARD_CAPS):
-        raise EdgeagError(f"invalid --hard-cap {hard_cap!r}: expected one of {', '.join(HARD_CAPS)}")
+        raise EdgeagError(f"invalid --hard-cap {hard_cap!r}: expected one of "
+                          f"{', '.join(HARD_CAPS)}")
     hard_cap = hard_cap or None
     prof = load_profile(profile) if profile else None
     if isinstance(budget, int) and not isinstance(budget, bool):
@@ -114,7 +115,8 @@ class Change:
                 "to": _plain(self.new)}
 
     def describe(self) -> str:
-        return f"{self.setting} {_shown(self.setting, self.old)} -> {_shown(self.setting, self.new)}"
+        old, new = _shown(self.setting, self.old), _shown(self.setting, self.new)
+        return f"{self.setting} {old} -> {new}"
 
 
 def device_changes(old: Device, new: Device, step: int) -> list[Change]:

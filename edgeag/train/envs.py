@@ -3,8 +3,8 @@ statistics, saving and restoring their exact state, deterministic evaluation."""
 
 from __future__ import annotations
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers.utils import RunningMeanStd
 

@@ -6,19 +6,18 @@ planner, before anything is written. Also the kernel's hard cap (a cgroup child)
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeag.algos import ALGORITHMS, supported_algos
 from edgeag.errors import EdgeagError
 from edgeag.memory.hardcap import inherited_cgroup
-from edgeag.algos import ALGORITHMS, supported_algos
 from edgeag.train.device import HARD_CAPS  # noqa: F401 (the --hard-cap values, re-exported)
 from edgeag.train.rundir import RunDir
-
 
 EXPERIMENTAL = {("dqn", "alphagrad"): "AlphaGrad on DQN is experimental: the AlphaGrad paper "
                 "reports it unstable against Adam"}
@@ -250,7 +249,8 @@ def _coerced_total(overrides: dict, cfg) -> int | None:
         return None
     from edgeag.train.config import coerce_setting, config_class
 
-    total = coerce_setting("total_steps", overrides["total_steps"], "override", config_class(cfg.algo))
+    total = coerce_setting("total_steps", overrides["total_steps"], "override",
+                           config_class(cfg.algo))
     return dataclasses.replace(cfg, total_steps=total).validate().total_steps
 
 
@@ -312,11 +312,11 @@ def _train_in_cgroup(group, argv: list[str], run, has_dir: bool, budget_bytes: i
     wrote is complete (every file is written to a temporary name first)."""
     import signal
 
-    from edgeag.memory.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
+    from edgeag.io import write_json
     from edgeag.memory import BUDGET_COUNTS
+    from edgeag.memory.hardcap import BUDGET_KILLED, IN_CGROUP_ENV
     from edgeag.train import children
     from edgeag.train.run import BudgetRefused
-    from edgeag.io import write_json
 
     cmd = [sys.executable, "-m", "edgeag.cli", *argv]
     if not has_dir:

@@ -32,19 +32,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
-from edgeag.memory.hardcap import apply_rlimit, cgroup_memory_limit, inherited_cgroup
-from edgeag.memory import (BUDGET_COUNTS, MiB, BudgetGuard, measure_floor, peak_rss_bytes,
-                           proc_status, read_memory)
 from edgeag.algos import get_algorithm
 from edgeag.algos.base import PlanInputs
+from edgeag.algos.offpolicy.loop import due
+from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
+from edgeag.io import atomic_write, toml_dumps, write_json, write_text
+from edgeag.memory import (
+    BUDGET_COUNTS,
+    BudgetGuard,
+    MiB,
+    measure_floor,
+    peak_rss_bytes,
+    proc_status,
+    read_memory,
+)
+from edgeag.memory.hardcap import apply_rlimit, cgroup_memory_limit, inherited_cgroup
 from edgeag.train.config import TrainConfig
-from edgeag.io import toml_dumps
 from edgeag.train.device import Change, Device
 from edgeag.train.envs import EVAL_SEED_OFFSET, EnvMaker, check_spaces, evaluate, make_vector_env
-from edgeag.algos.offpolicy.loop import due
 from edgeag.train.rundir import RunDir
-from edgeag.io import atomic_write, write_json, write_text
 
 EXIT_OK, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 3, 130
 TIME_KEYS = ("time/fps", "time/elapsed_seconds", "memory/rss_bytes", "memory/anon_bytes",
@@ -234,9 +240,10 @@ class Trainer:
                 return
             if init is not None:  # before anything is written: a refusal leaves no trace
                 take_weights(state, init, opts.init_from)
-                self.log(f"initialised from {opts.init_from} (step {init.get('global_step', 0):,}): "
-                         f"its weights{' and observation normaliser' if 'obs_norm' in init else ''};"
-                         f" the optimizer starts fresh")
+                normaliser = " and observation normaliser" if "obs_norm" in init else ""
+                self.log(f"initialised from {opts.init_from} (step "
+                         f"{init.get('global_step', 0):,}): its weights{normaliser}; the "
+                         "optimizer starts fresh")
                 init.clear()  # the caller's reference too: its arrays are free from here
             if opts.resume:  # stopped before its first checkpoint: start it again
                 self.log(f"no checkpoint in {run.path} yet: training from step 0 with its config")
@@ -398,7 +405,7 @@ class Trainer:
             raise self._rollback("write_failed") from None
         self._saved = (self.state.global_step, self.state.iteration)
 
-    def _rollback(self, reason: str, message: str | None = None) -> "_RolledBack":
+    def _rollback(self, reason: str, message: str | None = None) -> _RolledBack:
         if message:
             self.log(f"{message}; the last checkpoint is at step {self._saved[0]:,}")
         return _RolledBack(reason)

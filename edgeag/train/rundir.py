@@ -120,7 +120,7 @@ def load_checkpoint(path: Path, purpose: str = "resume") -> dict:
                           f"torch), and torch is not installed; install it (pip install torch), "
                           f"or read the arrays as numpy arrays with "
                           f"edgeag.train.checkpoint.load(path, numpy_only=True)") from None
-    except Exception as e:  # noqa: BLE001: whatever the file holds, a one-line refusal
+    except Exception as e:  # noqa: BLE001 (whatever the file holds, a one-line refusal)
         detail = str(e).splitlines()[0][:120] if str(e) else ""
         raise EdgeagError(f"cannot {purpose}: {path} is not a readable edgeag checkpoint "
                           f"({type(e).__name__}: {detail}; accepted: a safetensors file whose "

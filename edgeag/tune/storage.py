@@ -23,7 +23,6 @@ from pathlib import Path
 from edgeag.errors import EdgeagError
 from edgeag.train.children import SECRET_ENV
 
-
 PASSWORD_ENV = SECRET_ENV[0]
 """Environment variable holding the database password (no training child inherits it)."""
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -79,7 +78,8 @@ def resolve_storage(text: str, password_file: str | None = None) -> Storage:
                               f"{text!r} is a journal file")
         path = Path(text)
         if path.is_dir():
-            raise EdgeagError(f"invalid --storage {text!r}: a directory (expected {STORAGE_SYNTAX})")
+            raise EdgeagError(f"invalid --storage {text!r}: a directory (expected "
+                              f"{STORAGE_SYNTAX})")
         return Storage("journal", str(path), path=path)
 
     from sqlalchemy.engine import make_url
@@ -108,8 +108,9 @@ def resolve_storage(text: str, password_file: str | None = None) -> Storage:
         password = os.environ[PASSWORD_ENV]
     if password is not None:
         if scheme == "sqlite":
-            raise EdgeagError(f"a password ({'--storage-password-file' if password_file else PASSWORD_ENV}) "
-                              f"is for a database server; {shown!r} is a SQLite file")
+            source = "--storage-password-file" if password_file else PASSWORD_ENV
+            raise EdgeagError(f"a password ({source}) is for a database server; {shown!r} is a "
+                              "SQLite file")
         if url.password:
             raise EdgeagError(f"--storage {shown!r} holds a password and one is also given "
                               f"({'--storage-password-file' if password_file else PASSWORD_ENV}): "
@@ -176,7 +177,8 @@ def open_storage(storage: Storage, heartbeat: int | None = None):
             storage.path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage.path)))
         except OSError as e:
-            raise EdgeagError(f"cannot open --storage {storage.display!r}: {e.strerror or e}") from None
+            raise EdgeagError(f"cannot open --storage {storage.display!r}: "
+                              f"{e.strerror or e}") from None
     kwargs = {"connect_args": {"timeout": 60}} if storage.url.startswith("sqlite") else \
         {"pool_pre_ping": True}
     if storage.url.startswith("postgresql"):

@@ -194,7 +194,8 @@ def load_or_create_study(s: TuneSettings, steps_per_seed: int):
                           f"{s.storage.display!r}: "
                           f"{s.storage.scrub(' '.join(str(e).split()))[:300]}") from None
     if theirs is not None and theirs != mine:
-        diff = [f"{k} {theirs.get(k)!r} (here {mine[k]!r})" for k in mine if theirs.get(k) != mine[k]]
+        diff = [f"{k} {theirs.get(k)!r} (here {mine[k]!r})" for k in mine
+                if theirs.get(k) != mine[k]]
         raise EdgeagError(f"study {s.study_name!r} in {s.storage.display} was started with "
                           f"other settings: {'; '.join(diff)}; join it with the same "
                           "--env/--algo/--optimizer/--seeds/--total-steps/--set/--space, or "
@@ -439,8 +440,8 @@ def best_preset(s: TuneSettings, best) -> str:
     """The best trial's configuration as a preset file: the env table holds every
     resolved setting the optimizers share, the optimizer's sub-table its own settings
     and the tuned ones; ``edgeag train --preset`` reproduces the trial exactly."""
-    from edgeag.train.config import optimizer_family
     from edgeag.io import toml_dumps
+    from edgeag.train.config import optimizer_family
 
     cfg = s.resolve(best.user_attrs.get("overrides") or s.overrides(best.params))
     values = cfg.as_dict()

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.algos.dqn import EXPORT
 from edgeag.algos.base import Algorithm, PlanInputs, engine_class
-from edgeag.algos.offpolicy import loop as offpolicy
+from edgeag.algos.dqn import EXPORT
 from edgeag.algos.dqn.config import DQNConfig
-from edgeag.train.envs import check_spaces
+from edgeag.algos.offpolicy import loop as offpolicy
 from edgeag.algos.offpolicy.loop import OffPolicyState, due
+from edgeag.train.envs import check_spaces
 
 CLASSES = {"numpy": "edgeag.algos.dqn.numpy_engine:NumpyQNetworks",
            "torch": "edgeag.algos.dqn.torch_engine:TorchQNetworks"}

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.engine import MLP, init_linear_default
-from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.dqn.algorithm import activation_bytes, td_loss
-from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
+from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.numpy_runtime import RUNTIME, prepare
+from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
+from edgeag.engine import MLP, init_linear_default
 
 
 class NumpyQNetworks:

@@ -13,12 +13,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.dqn.algorithm import activation_bytes
+from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.offpolicy.torch_engine import (
+    DTYPES,
+    RUNTIME,
+    as_tensor,
+    make_optimizer,
+    optimize,
+    optimizer_state_bytes,
+    prepare,
+    soft_update,
+    target_copy,
+    torch_items,
+)
 from edgeag.algos.torch_runtime import relu_mlp
-from edgeag.algos.offpolicy.torch_engine import (DTYPES, RUNTIME, as_tensor, make_optimizer,
-                                          optimize, optimizer_state_bytes, prepare,
-                                          soft_update, target_copy, torch_items)
 
 
 class QNetwork(nn.Module):
@@ -32,7 +41,7 @@ class QNetwork(nn.Module):
         self.net = relu_mlp([obs_dim, *hidden, action_dim])
 
     @classmethod
-    def from_arch(cls, arch: dict) -> "QNetwork":
+    def from_arch(cls, arch: dict) -> QNetwork:
         return cls(arch["obs_dim"], arch["action_dim"], tuple(arch["hidden"]))
 
     def forward(self, obs: Tensor) -> Tensor:

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
-from edgeag.algos.offpolicy.buffers import ReplayBuffer
-from edgeag.algos.offpolicy.config import OffPolicyConfig
 from edgeag.algos.base import PlanInputs
 from edgeag.algos.loop_state import LoopState
+from edgeag.algos.offpolicy.buffers import ReplayBuffer
+from edgeag.algos.offpolicy.config import OffPolicyConfig
+from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.train.envs import ObsNormalizer, check_spaces
 
 

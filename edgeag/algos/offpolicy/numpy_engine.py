@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeag.engine import MLP, Layout, choose_path
-from edgeag.optim import flat, registry
 from edgeag.memory import PlanItem
+from edgeag.optim import flat, registry
 
 
 class NetGroup:

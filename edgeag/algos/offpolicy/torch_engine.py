@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeag.algos.torch_runtime import DTYPES, RUNTIME, prepare  # noqa: F401  (re-exported to DQN and TD3)
 from edgeag.memory import DYNAMO_IMPORT_BYTES, PlanItem
 from edgeag.optim import build_optimizer, fuse_into_backward, state_bytes
 from edgeag.optim.registry import get as get_spec
 from edgeag.train.config import uses_fused_backward
-from edgeag.algos.torch_runtime import DTYPES, RUNTIME, prepare  # noqa: F401  (re-exported to DQN and TD3)
+
 
 def as_tensor(x: np.ndarray, dtype) -> torch.Tensor:
     """A numpy array as a torch tensor of the networks' dtype (float arrays), sharing
@@ -90,7 +91,8 @@ def torch_items(cfg, trained: list[list[int]], targets: list[list[int]], itemsiz
         PlanItem("parameters", count * itemsize, f"{count:,} values"),
         PlanItem("gradients", largest if fused else count * itemsize,
                  "one tensor (fused into backward)" if fused else "one per parameter"),
-        PlanItem("optimizer state", spec.state_bytes(shapes, itemsize, cfg.momentum), cfg.optimizer +
+        PlanItem("optimizer state", spec.state_bytes(shapes, itemsize, cfg.momentum),
+                 cfg.optimizer +
                  (f", momentum {cfg.momentum}" if cfg.momentum else "")),
         PlanItem("update temporaries", largest * spec.temporaries,
                  f"{spec.temporaries} x largest tensor"),

@@ -31,10 +31,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.algos.base import PlanInputs, engine_class
-from edgeag.algos.ppo.config import PPOConfig
 from edgeag.algos.loop_state import LoopState
+from edgeag.algos.ppo.config import PPOConfig
+from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces
 
 LOG_2PI = math.log(2 * math.pi)

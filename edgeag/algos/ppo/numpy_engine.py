@@ -11,7 +11,8 @@ forward both networks, the loss's gradient with respect to their outputs by hand
 - ``flat``: every gradient into one buffer, then the optimizer's flat step over all
   segments (a few vectorised ops), clipped first for optimizers that clip; small
   policies, optimizers that need every gradient (Adam, SGD), ``fuse_backward=false``;
-- ``factored``: AlphaGrad on a policy above `edgeag.engine.FLAT_MAX_BYTES`: each layer updated as soon
+- ``factored``: AlphaGrad on a policy above `edgeag.engine.FLAT_MAX_BYTES`: each layer
+  updated as soon
   as its gradient is complete, weights above 1M values straight from their gradient's
   factors (no gradient of their size ever exists).
 
@@ -23,12 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from edgeag.algos.numpy_runtime import RUNTIME, prepare
+from edgeag.algos.ppo.algorithm import deterministic, output_grads
+from edgeag.algos.ppo.config import PPOConfig
 from edgeag.engine import MLP, Layout, choose_path, init_orthogonal
 from edgeag.engine.init import SCIPY_LAPACK_IMPORT_BYTES, init_bytes
-from edgeag.optim import flat, registry
 from edgeag.memory import PlanItem
-from edgeag.algos.ppo.config import PPOConfig
-from edgeag.algos.ppo.algorithm import deterministic, output_grads
+from edgeag.optim import flat, registry
 
 ALIGN = 16
 """In a policy with a weight initialised in place (`edgeag.engine.lean_orthogonal_`),

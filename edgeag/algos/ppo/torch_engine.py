@@ -18,14 +18,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from edgeag.algos.ppo.algorithm import Minibatch, normalised_advantages, parameter_count
+from edgeag.algos.ppo.config import PPOConfig
+from edgeag.algos.torch_runtime import DTYPES, RUNTIME, mlp, prepare
 from edgeag.memory import DYNAMO_IMPORT_BYTES, PlanItem
 from edgeag.optim import build_optimizer, fuse_into_backward, state_bytes
 from edgeag.optim.registry import get as get_spec
 from edgeag.train.config import uses_fused_backward
-from edgeag.algos.ppo.config import PPOConfig
-from edgeag.algos.torch_runtime import DTYPES, RUNTIME, mlp, prepare
-from edgeag.algos.ppo.algorithm import Minibatch, normalised_advantages, parameter_count
-
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -61,7 +60,7 @@ class ActorCritic(nn.Module):
         return F.linear(x, linears[-1].weight, linears[-1].bias)
 
     @classmethod
-    def from_arch(cls, arch: dict) -> "ActorCritic":
+    def from_arch(cls, arch: dict) -> ActorCritic:
         return cls(arch["obs_dim"], arch["action_dim"], arch["discrete"],
                    tuple(arch["hidden"]), arch["log_std_init"])
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.algos.td3 import EXPORT
 from edgeag.algos.base import Algorithm, PlanInputs, engine_class
 from edgeag.algos.offpolicy import loop as offpolicy
+from edgeag.algos.offpolicy.loop import OffPolicyState
+from edgeag.algos.td3 import EXPORT
 from edgeag.algos.td3.config import TD3Config
 from edgeag.train.envs import check_spaces
-from edgeag.algos.offpolicy.loop import OffPolicyState
 
 CLASSES = {"numpy": "edgeag.algos.td3.numpy_engine:NumpyTD3Networks",
            "torch": "edgeag.algos.td3.torch_engine:TorchTD3Networks"}

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeag.engine import MLP, init_linear_default
-from edgeag.algos.td3.config import TD3Config
-from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
 from edgeag.algos.numpy_runtime import RUNTIME, prepare
+from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
 from edgeag.algos.td3.algorithm import TD3Shapes, activation_bytes
+from edgeag.algos.td3.config import TD3Config
+from edgeag.engine import MLP, init_linear_default
 
 
 class NumpyTD3Networks(TD3Shapes):

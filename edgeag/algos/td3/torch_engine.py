@@ -15,12 +15,22 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from edgeag.algos.offpolicy.torch_engine import (
+    DTYPES,
+    RUNTIME,
+    as_tensor,
+    make_optimizer,
+    optimize,
+    optimizer_state_bytes,
+    prepare,
+    soft_update,
+    target_copy,
+    torch_items,
+)
+from edgeag.algos.td3.algorithm import TD3Shapes, activation_bytes
 from edgeag.algos.td3.config import TD3Config
 from edgeag.algos.torch_runtime import relu_mlp
-from edgeag.algos.offpolicy.torch_engine import (DTYPES, RUNTIME, as_tensor, make_optimizer,
-                                          optimize, optimizer_state_bytes, prepare,
-                                          soft_update, target_copy, torch_items)
-from edgeag.algos.td3.algorithm import TD3Shapes, activation_bytes
+
 
 class DeterministicActor(nn.Module):
     """``low + (high - low) * (tanh(mlp(obs)) + 1) / 2``: a deterministic policy inside
@@ -39,7 +49,7 @@ class DeterministicActor(nn.Module):
         self.register_buffer("action_bias", (high + low) / 2)
 
     @classmethod
-    def from_arch(cls, arch: dict) -> "DeterministicActor":
+    def from_arch(cls, arch: dict) -> DeterministicActor:
         return cls(arch["obs_dim"], arch["action_dim"], tuple(arch["hidden"]), arch["low"],
                    arch["high"])
 
