@@ -113,7 +113,7 @@ examples:
                                   print the floor and the memory plan, train nothing
   edgeag train --set num_steps=64 --set hidden=128,128
                                   any field of PPOConfig, DQNConfig or TD3Config
-                                  (edgeag/train/config.py)
+                                  (each algorithm's edgeag/algos/<algo>/config.py)
   edgeag train --resume runs/pendulum --budget 512MB
                                   continue a stopped run with its own profile and threads,
                                   and a larger budget (validated, printed, recorded)

@@ -283,7 +283,7 @@ def test_a_resumed_run_keeps_its_profile_budget_and_threads_after_sigint(tmp_pat
     assert f"{threads} thread(s); profile rpi4; budget 128.0 MiB (134,217,728 bytes)" in header
     assert re.search(r"(?m)^  budget +128\.00 MiB +134,217,728 B  fits$", resumed.stderr)
     summary = json.loads((run / "summary.json").read_text())
-    assert (summary["budget_bytes"], summary["profile"], summary["threads"]) == \
+    assert (summary["budget_bytes"], summary["profile"], summary["threads_allowed"]) == \
         (128 * 2**20, "rpi4", threads)
     assert summary["stopped"] == "done"
     # the run resumes at a larger budget when asked: validated, printed, recorded

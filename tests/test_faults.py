@@ -136,5 +136,5 @@ def test_killed_api_runs_on_a_profile_end_as_the_uninterrupted_cli_run(tmp_path)
     assert ref.wait() == 0, ref.stderr.read()
     assert kill_resume.same_policy(tmp_path / "killed", tmp_path / "ref")
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
-    assert (summary["profile"], summary["budget_bytes"], summary["threads"]) == \
+    assert (summary["profile"], summary["budget_bytes"], summary["threads_allowed"]) == \
         ("rpi4", 256 * 2**20, min(4, os.cpu_count() or 1))

@@ -11,7 +11,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BlasThreads", "blas_threads", "set_blas_threads"]
+__all__ = ["THREADS_CROSSOVER_MACS", "BlasThreads", "blas_threads", "set_blas_threads",
+           "workload_threads"]
+
+THREADS_CROSSOVER_MACS = 1 << 25
+"""Below this many multiply-adds in an update's largest matmul, a run uses one thread.
+
+Measured on a 2-core x86-64 machine, whole ``edgeag train`` PPO CartPole runs with 2
+BLAS threads against 1 (medians of paired runs): hidden 64-64 (2^20 multiply-adds at
+batch 256) took 1.21x the time, 256-256 (2^24) 1.03x, 512-512 (2^26) 0.78x; the
+crossover is set between the last two. The update alone gains earlier
+(``scripts/bench_threads.py``: 1.15x faster from 2^22), but a run also does many small
+matmuls (the rollout's batch is the number of envs), and with the other core busy a
+second thread made every matmul from 2^20 to 2^32 multiply-adds 5-20% slower."""
+
+
+def workload_threads(allowed: int, macs: int) -> tuple[int, str]:
+    """The threads a run uses: one when its largest matmul (``macs`` multiply-adds) is
+    below `THREADS_CROSSOVER_MACS`, else ``allowed`` (the profile's cores or
+    ``--threads``: an upper bound, never a floor); and why, in words."""
+    if allowed <= 1:
+        return 1, "1 thread allowed"
+    if macs < THREADS_CROSSOVER_MACS:
+        return 1, (f"largest matmul {macs:,} multiply-adds, below the "
+                   f"{THREADS_CROSSOVER_MACS:,} where a second thread pays: 1 of "
+                   f"{allowed} allowed")
+    return allowed, (f"largest matmul {macs:,} multiply-adds, at least "
+                     f"{THREADS_CROSSOVER_MACS:,}: {allowed} allowed, {allowed} used")
 
 _LIMITS: list = []
 """The live threadpoolctl limiter (kept so the limit lasts the run)."""

@@ -110,6 +110,15 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 1, "a positive integer"),
         ]
 
+    @property
+    def update_macs(self) -> int:
+        """Multiply-adds of one update's largest matmul: a minibatch through the widest
+        pair of consecutive hidden layers (the one layer's square when there is one),
+        what decides the threads (`edgeag.engine.threads.workload_threads`)."""
+        h = self.hidden
+        widest = max((a * b for a, b in zip(h[:-1], h[1:])), default=h[0] * h[0])
+        return self.batch_size * widest
+
     def validate(self):
         for name, ok, accepted in self.checks():
             if not ok:

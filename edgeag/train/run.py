@@ -35,6 +35,7 @@ import numpy as np
 from edgeag.algos import get_algorithm
 from edgeag.algos.base import PlanInputs
 from edgeag.algos.offpolicy.loop import due
+from edgeag.engine.threads import workload_threads
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
 from edgeag.io import atomic_write, toml_dumps, write_json, write_text
 from edgeag.memory import (
@@ -149,7 +150,8 @@ class Trainer:
     # --- 1. threads, envs, floor, plan ----------------------------------------------
     def setup(self):
         cfg, opts, algo, log = self.cfg, self.opts, self.algo, self.log
-        self.runtime = algo.prepare(cfg, opts.threads)
+        self.threads, self.threads_reason = workload_threads(opts.threads, cfg.update_macs)
+        self.runtime = algo.prepare(cfg, self.threads)
         if opts.tensorboard:
             from edgeag.train import tblog
             tblog.prepare()  # its imports belong to the floor
@@ -169,7 +171,7 @@ class Trainer:
                 self.shrunk_from = cfg.buffer_size
                 self.cfg = cfg = dataclasses.replace(cfg, buffer_size=size)
                 plan = self._plan(budget)
-        log(f"runtime: {self.runtime}")
+        log(f"runtime: {self.runtime} ({self.threads_reason})")
         log(f"floor {floor.anon_bytes / MiB:.1f} MiB anonymous ({floor.anon_bytes:,} bytes, "
             f"{BUDGET_COUNTS}: what the budget counts); RSS {floor.rss_bytes / MiB:.1f} MiB with "
             f"{floor.file_bytes / MiB:.1f} MiB of mapped files")
@@ -480,7 +482,8 @@ class Trainer:
             "setup_peak_rss_bytes": self.setup_peak, "setup_peak_anon_bytes": self.setup_peak_anon,
             "floor_bytes": floor.rss_bytes, "floor_anon_bytes": floor.anon_bytes,
             "floor_file_bytes": floor.file_bytes,
-            "profile": opts.profile, "threads": opts.threads, "hard_cap_mode": opts.device.hard_cap,
+            "profile": opts.profile, "threads": self.threads, "threads_allowed": opts.threads,
+            "threads_reason": self.threads_reason, "hard_cap_mode": opts.device.hard_cap,
             "plan_total_bytes": plan.total_bytes, "plan": plan.as_dict()["items"],
             "engine": self.cfg.engine, "runtime": self.runtime,
             "optimizer_state_bytes": algo.optimizer_state_bytes(state),
