@@ -3,9 +3,10 @@ whose training run stays inside the budget, **measured by running it**.
 
 A probe is a short `edgeag train` run (two PPO iterations of the env's preset, one
 epoch each, no evaluation) with ``hidden=[W, W]``, in a fresh process with no budget,
-so the plan refuses nothing; its peak is the child's own VmHWM. The parent reads the
-child's RSS every 20 ms and kills it once it is above the budget being searched (it
-does not fit; waiting would only cost time and memory). The width search is a pure
+so the plan refuses nothing; it is judged by its own peak anonymous memory (RssAnon +
+RssShmem, what a budget counts; its VmHWM is kept too). The parent reads the child's
+anonymous memory every 20 ms and kills it once it is above the budget being searched
+(it does not fit; waiting would only cost time and memory). The width search is a pure
 function of a ``fits(width) -> bool`` callable: `widest_fitting`.
 
 Budgets are searched from the largest down, and every probe is kept: a width measured

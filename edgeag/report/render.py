@@ -17,7 +17,7 @@ COMPARE_FIGURES = {"peak_rss.png": "Peak RSS per optimizer",
                    "rss_over_time.png": "RSS over time",
                    "returns.png": "Return curves"}
 CAPACITY_FIGURES = {"capacity.png": "Largest policy per budget",
-                    "capacity_probes.png": "Peak RSS by width (every probe)"}
+                    "capacity_probes.png": "Peak memory by width (every probe)"}
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
@@ -308,7 +308,7 @@ def capacity_markdown(r: dict) -> str:
                      mib(x.get("training_rss_bytes")), _phase(x), mib(x["plan_total_bytes"])]
                     for x in r["results"]])
     lines += ["", "![Largest policy per budget](capacity.png)", "",
-              "![Peak RSS by width](capacity_probes.png)", "",
+              "![Peak memory by width](capacity_probes.png)", "",
               "## How to read this report", "",
               "- The floor (Python, torch, gymnasium) is paid by every row; what remains of "
               "the budget above it holds parameters, gradients, optimizer state, update "
