@@ -1,4 +1,4 @@
-"""Where torch is not installed (``pip install edgeag``, no extras), the tests that need it
+"""Where torch is not installed (edgeag without extras), the tests that need it
 are skipped with the reason, and everything else runs: whole modules in `NEEDS_TORCH`
 are not even imported (their top-level ``import torch`` would fail), single tests are
 marked skipped. Tests that only compare against torch inside an otherwise torch-free
