@@ -1,11 +1,12 @@
 """The training loop's state, and the checkpointing every algorithm shares.
 
-`LoopState` holds what any algorithm's loop carries between iterations (the config,
-envs, networks, the run's generator, the current observations, episode statistics,
-counters, the observation normaliser) and writes and restores it. An algorithm's state
-subclasses it and adds its own fields through ``_checkpoint_extra`` and
-``_restore_extra`` (PPO's reward scaler and learning-rate anchor; the off-policy replay
-buffer).
+`due` counts the steps of a cadence (updates, target updates, evaluations) that a block
+of env steps crossed. `LoopState` holds what any algorithm's loop carries between
+iterations (the config, envs, networks, the run's generator, the current observations,
+episode statistics, counters, the observation normaliser) and writes and restores it.
+An algorithm's state subclasses it and adds its own fields through ``_checkpoint_extra``
+and ``_restore_extra`` (PPO's reward scaler and learning-rate anchor; the off-policy
+replay buffer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import numpy as np
 
 from edgeag.train.envs import ObsNormalizer, env_state, set_env_state
 
-__all__ = ["LoopState"]
+__all__ = ["LoopState", "due"]
+
+
+def due(before: int, after: int, start: int, every: int) -> int:
+    """How many multiples of ``every`` past ``start`` the step count crossed going from
+    ``before`` to ``after``: rounds of updates (or target updates) now due."""
+    return max(0, after - start) // every - max(0, before - start) // every
 
 
 @dataclass(kw_only=True)

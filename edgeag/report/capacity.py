@@ -25,7 +25,6 @@ from pathlib import Path
 from edgeag.errors import EdgeagError
 from edgeag.report.compare import FORMAT, progress_bar, resolve_rows
 from edgeag.report.runs import Row, device_info, run_child, train_command
-from edgeag.train.envs import env_dims
 
 DEFAULT_ROWS = "alphagrad,alphagrad:fuse_backward=false,adam,alphagrad:engine=torch,torch-adam"
 DEFAULT_BUDGETS = "256MB,512MB,1GB"
@@ -175,6 +174,8 @@ def run_capacity(env: str, rows: list[Row], budgets: list[int], threads: int, ou
                  profile=None, sets: dict | None = None, progress: bool = True) -> dict:
     """The widest width per (budget, row); returns the report. Ctrl-C stops at once:
     the report then holds the searches that finished (marked ``interrupted``)."""
+    from edgeag.train.envs import env_dims
+
     sets = sets or {}
     check_rows(rows, sets)
     resolved = resolve_rows(env, rows, sets)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from edgeag.errors import EdgeagError
 from edgeag.report.runs import Row, device_info, run_child, spread, train_command
-from edgeag.train.envs import env_dims
 
 FORMAT = "edgeag-report/1"
 DEFAULT_ROWS = ("alphagrad,adam,alphagrad:engine=torch,adam:engine=torch,torch-adam,sgd,"
@@ -76,6 +75,8 @@ def run_compare(s: CompareSettings) -> dict:
     """Train every (row, seed); returns the report (the caller writes it). Ctrl-C
     stops at once and returns the report of the runs that finished, marked
     ``interrupted``."""
+    from edgeag.train.envs import env_dims
+
     steps = {"total_steps": s.total_steps} if s.total_steps else {}
     resolved = resolve_rows(s.env, s.rows, {**s.sets, **steps})
     dims = env_dims(s.env)

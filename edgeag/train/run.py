@@ -34,7 +34,7 @@ import numpy as np
 
 from edgeag.algos import get_algorithm
 from edgeag.algos.base import PlanInputs
-from edgeag.algos.offpolicy.loop import due
+from edgeag.algos.loop_state import due
 from edgeag.engine.threads import workload_threads
 from edgeag.errors import WRITE_ERRNOS, EdgeagError, WriteFailed, describe_write_error
 from edgeag.io import atomic_write, toml_dumps, write_json, write_text

@@ -20,8 +20,9 @@ import numpy as np
 from edgeag.algos.base import Algorithm, PlanInputs, engine_class
 from edgeag.algos.dqn import EXPORT
 from edgeag.algos.dqn.config import DQNConfig
+from edgeag.algos.loop_state import due
 from edgeag.algos.offpolicy import loop as offpolicy
-from edgeag.algos.offpolicy.loop import OffPolicyState, due
+from edgeag.algos.offpolicy.loop import OffPolicyState
 from edgeag.train.envs import check_spaces
 
 CLASSES = {"numpy": "edgeag.algos.dqn.numpy_engine:NumpyQNetworks",

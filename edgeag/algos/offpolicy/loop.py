@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeag.algos.base import PlanInputs
-from edgeag.algos.loop_state import LoopState
+from edgeag.algos.loop_state import LoopState, due
 from edgeag.algos.offpolicy.buffers import ReplayBuffer
 from edgeag.algos.offpolicy.config import OffPolicyConfig
 from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
@@ -79,12 +79,6 @@ def build_state(cfg: OffPolicyConfig, envs, nets) -> OffPolicyState:
         episode_length=np.zeros(cfg.num_envs, dtype=np.int64),
         obs_norm=ObsNormalizer((obs_dim,), enabled=False), recent=collections.deque(maxlen=100),
         buffer=ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, discrete))
-
-
-def due(before: int, after: int, start: int, every: int) -> int:
-    """How many multiples of ``every`` past ``start`` the step count crossed going from
-    ``before`` to ``after``: rounds of updates (or target updates) now due."""
-    return max(0, after - start) // every - max(0, before - start) // every
 
 
 def random_actions(state: OffPolicyState) -> np.ndarray:
