@@ -136,3 +136,14 @@ def test_the_child_dies_with_its_parent(tmp_path):
         proc.kill()
         proc.wait()
     assert gone(grandchild), "the grandchild outlived its parent"
+
+
+def test_a_ctrl_c_while_a_child_is_forked_is_held_then_raised():
+    """Python's at-fork handlers drop a KeyboardInterrupt raised inside them; while
+    `start` forks, SIGINT is held, and raised once the child is started."""
+    held = children._HeldInterrupt()
+    with held:
+        signal.raise_signal(signal.SIGINT)  # not raised here
+    assert held.seen
+    with pytest.raises(KeyboardInterrupt):
+        held.deliver()

@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,18 +179,53 @@ class Child:
 
 
 def start(spec: ChildSpec) -> Child:
-    """Start ``spec``'s child: its environment, log and parent-death signal set."""
+    """Start ``spec``'s child: its environment, log and parent-death signal set. A Ctrl-C
+    that arrives while it starts is raised once it has started (and has been stopped)."""
     log = _open_log(spec.log)
+    held = _HeldInterrupt()
     try:
         started = time.monotonic()
-        proc = subprocess.Popen(list(spec.cmd), stdout=log,
-                                stderr=None if log is None else subprocess.STDOUT,
-                                env=environment(spec.threads, spec.env),
-                                preexec_fn=_preexec(os.getpid(), spec.preexec))  # noqa: PLW1509
+        with held:
+            proc = subprocess.Popen(list(spec.cmd), stdout=log,
+                                    stderr=None if log is None else subprocess.STDOUT,
+                                    env=environment(spec.threads, spec.env),
+                                    preexec_fn=_preexec(os.getpid(), spec.preexec))  # noqa: PLW1509
     finally:
         if log is not None:
             log.close()  # the child holds its own copy
-    return Child(spec, proc, started)
+    child = Child(spec, proc, started)
+    if held.seen:
+        child.stop()
+        held.deliver()
+    return child
+
+
+class _HeldInterrupt:
+    """Holds SIGINT while a child is forked, to deliver it afterwards. The fork runs
+    Python's at-fork handlers (logging's among them) in this process, and a
+    KeyboardInterrupt raised inside one is printed and dropped: the Ctrl-C would be lost.
+    Only the main thread receives Python signals, so elsewhere nothing is held."""
+
+    def __init__(self) -> None:
+        self.seen, self.old = False, None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._hold)
+
+    def __exit__(self, *exc) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+    def _hold(self, signum, frame) -> None:
+        self.seen = True
+
+    def deliver(self) -> None:
+        """Handle the held SIGINT as the handler in place before would have."""
+        if callable(self.old):
+            self.old(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
+        elif self.old == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def run(spec: ChildSpec, on_poll: Callable[[Child], bool] | None = None) -> Outcome:
