@@ -12,7 +12,7 @@ and the numpy engine never imports torch. Import ``edgeag.optim`` for the torch 
 
 __version__ = "0.1.0"
 
-_API = ("PPO", "DQN", "TD3", "BaseAlgorithm", "load", "evaluate_policy", "EvalCallback",
+_API = ("PPO", "DQN", "TD3", "SAC", "BaseAlgorithm", "load", "evaluate_policy", "EvalCallback",
         "StopTrainingOnRewardThreshold")
 __all__ = ["__version__", *_API, "EdgeagError", "BudgetRefused"]
 

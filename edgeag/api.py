@@ -284,8 +284,9 @@ class BaseAlgorithm:
         """``(action, None)`` for one observation (``[obs_dim]``) or a batch
         (``[n, obs_dim]``), as SB3 returns it: the policy's deterministic action (argmax,
         or the Gaussian mean / actor output clipped to the action bounds); with
-        ``deterministic=False``, PPO samples its distribution and DQN is epsilon-greedy at
-        its final epsilon (TD3's action is deterministic either way, as in SB3). numpy only."""
+        ``deterministic=False``, PPO and SAC sample their distributions and DQN is
+        epsilon-greedy at its final epsilon (TD3's action is deterministic either way, as in
+        SB3). numpy only."""
         policy = self._policy()
         obs = np.asarray(observation, dtype=np.float64)
         single = obs.ndim == 1
@@ -449,6 +450,28 @@ class TD3(BaseAlgorithm):
     algo = "td3"
 
 
+class SAC(BaseAlgorithm):
+    """Soft Actor-Critic (continuous actions; learned temperature). ``target_entropy`` is
+    ``"auto"`` or a number, as in SB3 (the config keeps it as text: ``--set
+    target_entropy=-0.5``)."""
+    algo = "sac"
+
+    def __init__(self, policy="MlpPolicy", env=None, **kwargs):
+        super().__init__(policy, env, **_entropy_as_text(kwargs))
+
+    @classmethod
+    def load(cls, path, env=None, **kwargs):
+        return super().load(path, env, **_entropy_as_text(kwargs))
+
+
+def _entropy_as_text(kwargs: dict) -> dict:
+    """SAC's ``target_entropy`` given as a number, as the config's text."""
+    value = kwargs.get("target_entropy")
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        kwargs = {**kwargs, "target_entropy": repr(float(value))}
+    return kwargs
+
+
 class _Models(dict):
     """``{algo: model class}``: the classes above, and for any other registered algorithm
     (`edgeag.algos.ALGORITHMS`) a `BaseAlgorithm` subclass named after it, made on first
@@ -470,7 +493,7 @@ class _Models(dict):
         return algo in ALGORITHMS
 
 
-MODELS = _Models({cls.algo: cls for cls in (PPO, DQN, TD3)})
+MODELS = _Models({cls.algo: cls for cls in (PPO, DQN, TD3, SAC)})
 
 
 def load(path, env=None, **kwargs) -> BaseAlgorithm:
@@ -640,7 +663,7 @@ def evaluate_policy(model: BaseAlgorithm, env=None, n_eval_episodes: int = 10,
                           "integer")
     if not isinstance(model, BaseAlgorithm):
         raise EdgeagError(f"invalid model {type(model).__name__}: expected an edgeag model "
-                          "(edgeag.PPO, DQN, TD3 or edgeag.load(path))")
+                          "(edgeag.PPO, DQN, TD3, SAC or edgeag.load(path))")
     policy = model._policy()
     if env is None:
         env = model.env_maker
@@ -795,8 +818,9 @@ class _Policy:
 
 
 def _sampler(cfg, nets, discrete: bool):
-    """``deterministic=False``: PPO samples its distribution, DQN is epsilon-greedy at its
-    final epsilon; both from a generator of their own (the run's is not touched)."""
+    """``deterministic=False``: PPO and SAC sample their distributions, DQN is
+    epsilon-greedy at its final epsilon; each from a generator of its own (the run's is
+    not touched). TD3's policy is deterministic (as SB3's)."""
     rng = np.random.default_rng()
     if cfg.algo == "ppo":
         from edgeag.algos.ppo.algorithm import sample
@@ -809,6 +833,9 @@ def _sampler(cfg, nets, discrete: bool):
             return np.where(explore, rng.integers(nets.arch["action_dim"], size=len(greedy)),
                             greedy)
         return epsilon_greedy
+    if cfg.algo == "sac":
+        return lambda x: nets.sample_action(
+            x, rng.standard_normal((len(x), nets.action_dim), dtype=np.float32))
     return None
 
 

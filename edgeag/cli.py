@@ -151,9 +151,9 @@ def add_train_parser(sub) -> None:
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", help="Gymnasium env id, or module:EnvId for an env that module "
                    "registers when imported (on PYTHONPATH) (default CartPole-v1; Pendulum-v1 "
-                   "for td3)")
+                   "for td3 and sac)")
     p.add_argument("--algo", help="algorithm: " + ", ".join(ALGORITHMS) +
-                   " (default ppo; dqn: discrete actions, td3: bounded continuous ones)")
+                   " (default ppo; dqn: discrete actions, td3 and sac: bounded continuous ones)")
     p.add_argument("--optimizer", help=OPTIMIZER_HELP)
     p.add_argument("--engine", choices=["numpy", "torch"], help="numpy: edgeag's own engine, "
                    "no torch on the training path (the default for alphagrad, adam and sgd, "
@@ -207,7 +207,7 @@ def add_train_parser(sub) -> None:
                    "beyond the budget's headroom fails at once and the run stops at its last "
                    "checkpoint; auto (the default) is cgroup where one can be made, else "
                    "rlimit. The run says which applied"),
-    p.add_argument("--shrink-buffer", action="store_true", help="dqn, td3: when the replay "
+    p.add_argument("--shrink-buffer", action="store_true", help="dqn, td3, sac: when the replay "
                    "buffer does not fit the budget, shrink it to the largest that does "
                    "(reported) instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="print the floor and the memory plan, "
@@ -365,6 +365,8 @@ Docs: docs/tune.md
 
 
 def add_tune_parser(sub) -> None:
+    from edgeag.algos import ALGORITHMS
+
     p = sub.add_parser("tune", help="Optuna study of isolated `edgeag train` runs; "
                        "several workers join one study",
                        description="Tune settings (AlphaGrad's alpha, the learning rate, ...) "
@@ -373,8 +375,9 @@ def add_tune_parser(sub) -> None:
                        "the same study through its storage.",
                        epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", help="Gymnasium env id, or module:EnvId (default CartPole-v1; "
-                   "Pendulum-v1 for td3)")
-    p.add_argument("--algo", default="ppo", help="ppo, dqn or td3 (default ppo)")
+                   "Pendulum-v1 for td3 and sac)")
+    p.add_argument("--algo", default="ppo", help="algorithm: " + ", ".join(ALGORITHMS) +
+                   " (default ppo)")
     p.add_argument("--optimizer", help="optimizer of every trial (default: the algorithm's)")
     p.add_argument("--trials", type=int, metavar="N", help="trials this worker runs (default "
                    "20; with --sampler grid, until the grid is done)")
@@ -455,9 +458,11 @@ Docs: docs/export.md
 
 
 def add_export_parser(sub) -> None:
+    from edgeag.algos import ALGORITHMS
+
     p = sub.add_parser("export", help="export a trained policy as verified ONNX / ExecuTorch files",
-                       description="Export a run's policy (ppo, dqn, td3) for inference on a "
-                       "device, verified against the checkpoint's policy.",
+                       description="Export a run's policy (" + ", ".join(ALGORITHMS) + ") for "
+                       "inference on a device, verified against the checkpoint's policy.",
                        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN_DIR", help="run directory written by edgeag train")
     p.add_argument("--format", help="comma-separated list of onnx, ort, pte (default: the run's "

@@ -135,7 +135,7 @@ def test_the_runners_own_suffix_table_is_the_registrys(tmp_path):
 @pytest.mark.parametrize("registry,names", [
     ("edgeag.optim.registry:OPTIMIZERS", ["alphagrad", "adam", "torch-adam", "sgd",
                                          "torch-adafactor", "lion"]),
-    ("edgeag.algos:ALGORITHMS", ["ppo", "dqn", "td3"]),
+    ("edgeag.algos:ALGORITHMS", ["ppo", "dqn", "td3", "sac"]),
     ("edgeag.export.formats:FORMATS", ["onnx", "ort", "pte"]),
 ])
 def test_each_registry_is_what_the_cli_offers(registry, names):
@@ -152,7 +152,7 @@ def test_each_registry_is_what_the_cli_offers(registry, names):
 
 
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
-@pytest.mark.parametrize("algo", ["ppo", "dqn", "td3"])
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "td3", "sac"])
 def test_every_engines_networks_are_the_declared_interface(algo, engine):
     """Each algorithm's networks, on each engine, provide what `Networks` declares; the
     driver, the plan, checkpoints and evaluation use nothing else."""
@@ -170,8 +170,11 @@ def test_every_engines_networks_are_the_declared_interface(algo, engine):
     elif algo == "dqn":
         from edgeag.algos.dqn.algorithm import build_nets
         nets = build_nets(cfg, 4, 2)
-    else:
+    elif algo == "td3":
         from edgeag.algos.td3.algorithm import build_nets
+        nets = build_nets(cfg, 3, 1, -np.ones(1), np.ones(1))
+    else:
+        from edgeag.algos.sac.algorithm import build_nets
         nets = build_nets(cfg, 3, 1, -np.ones(1), np.ones(1))
     assert isinstance(nets, Networks)
     assert {"obs_dim", "action_dim", "discrete", "hidden"} <= set(nets.arch)

@@ -336,4 +336,5 @@ def test_unknown_arch_error_names_what_is_exported(world):
     accepts, not an internal key."""
     out = _edgeag(["export", str(world / "unknown-arch")], world)
     assert out.returncode == 2 and "KeyError" not in out.stderr
-    assert "(accepted: none for ppo, 'q', 'deterministic_actor')" in out.stderr
+    assert ("(accepted: none for ppo, 'q', 'deterministic_actor', 'squashed_gaussian_actor')"
+            in out.stderr)

@@ -17,7 +17,7 @@ toy_envs.register()
     (["--env", "Nope-v0"], r"unknown env 'Nope-v0'"),
     (["--optimizer", "rmsprop"], r"unknown optimizer 'rmsprop' \(accepted: alphagrad, adam, "
                                  r"torch-adam, sgd, torch-adafactor, lion\)"),
-    (["--algo", "sac"], r"unknown algo 'sac' \(accepted: ppo"),
+    (["--algo", "a2c"], r"unknown algo 'a2c' \(accepted: ppo, dqn, td3, sac\)"),
     (["--env", "FrozenLake-v1"], r"observation space Discrete\(16\): ppo accepts a flat 1-D Box.*FlattenObservation"),
     (["--env", "edgeag-test/MultiBinaryAction-v0"], r"action space MultiBinary\(3\).*accepts Discrete"),
     (["--total-steps", "0"], r"invalid total_steps 0: expected a positive integer"),

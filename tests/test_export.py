@@ -526,7 +526,7 @@ DAMAGE = [
      r"actor\.\*\.weight arrays\)$"),
     ("unknown-kind", lambda s: s["arch"].update(kind="rnn"),
      r"lacks the policy \(unknown arch kind 'rnn' \(accepted: none for ppo, 'q', "
-     r"'deterministic_actor'\)\)$"),
+     r"'deterministic_actor', 'squashed_gaussian_actor'\)\)$"),
     ("missing-layer", lambda s: s["policy"].pop("actor.2.weight"),
      r"lacks the policy \(layers actor\.0, actor\.4; the arch \[4, 64, 64, 2\] needs "
      r"actor\.0, actor\.2, actor\.4\)$"),

@@ -69,7 +69,8 @@ def test_help_and_profiles_work_without_torch(args, tmp_path):
     assert proc.stdout and not proc.stderr
 
 
-@pytest.mark.parametrize("algo,env", [("dqn", "CartPole-v1"), ("td3", "Pendulum-v1")])
+@pytest.mark.parametrize("algo,env", [("dqn", "CartPole-v1"), ("td3", "Pendulum-v1"),
+                                      ("sac", "Pendulum-v1")])
 def test_dqn_and_td3_train_and_resume_without_torch(algo, env, tmp_path):
     """Off-policy runs on the numpy engine: trained, checkpointed with their replay
     buffer, resumed, with torch blocked."""
@@ -87,8 +88,9 @@ def test_dqn_and_td3_train_and_resume_without_torch(algo, env, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["algo"] == algo and summary["steps"] == 900 and summary["stopped"] == "done"
     # Adam: two moments of every value and a step count per tensor (as torch's Adam):
-    # 3 layers of 2 tensors per network, DQN's one network, TD3's actor and two critics
-    tensors = {"dqn": 6, "td3": 18}[algo]
+    # 3 layers of 2 tensors per network, DQN's one network, TD3's actor and two critics,
+    # SAC's too and its log_alpha
+    tensors = {"dqn": 6, "td3": 18, "sac": 19}[algo]
     assert summary["optimizer_state_bytes"] == 2 * 4 * summary["parameter_count"] + 4 * tensors
 
 

@@ -222,7 +222,7 @@ def test_dqn_alphagrad_is_marked_experimental(capsys):
     assert "EXPERIMENTAL" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("algo", ["dqn", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "td3", "sac"])
 def test_offpolicy_training_process_imports_no_torch_and_no_export_modules(tmp_path, algo):
     """A real `edgeag train --algo dqn|td3` process on the numpy engine (the default for
     their default Adam), checkpoint and replay file included: torch, onnx, executorch,

@@ -1,6 +1,6 @@
 """The algorithms: one folder each, registered here.
 
-Each folder (``ppo/``, ``dqn/``, ``td3/``) holds the algorithm written once for both
+Each folder (``ppo/``, ``dqn/``, ``td3/``, ``sac/``) holds the algorithm written once for both
 engines (``algorithm.py``, which defines ``ALGORITHM``), its config (``config.py``), its
 numpy and torch networks (``numpy_engine.py``, ``torch_engine.py``), its presets
 (``presets.toml``) and its export spec. What they share lives beside them: the
@@ -23,6 +23,7 @@ ALGORITHMS = {
     "dqn": "Deep Q-Network (discrete actions; replay buffer, target network, epsilon-greedy)",
     "td3": "Twin Delayed DDPG (continuous actions; twin critics, delayed policy updates, "
            "target policy smoothing)",
+    "sac": "Soft Actor-Critic (continuous actions; twin critics, learned entropy temperature)",
 }
 """Every algorithm ``--algo`` accepts: the name of its folder, and what it is."""
 

@@ -42,9 +42,9 @@ from the verification episodes)."""
 METADATA_FORMAT = 2
 """``policy.json``'s ``format_version``. 2: ``network`` is ``layers`` / ``activation`` /
 ``head`` / ``hidden`` (1 had ``actor``, PPO only); ``normalization`` holds ``mean``,
-``var`` and ``count`` only when it is enabled; ``algorithm`` is ppo, dqn or td3;
-``training.final_eval_seed`` is new; ``versions`` lists torch, executorch and torchao
-only for an export with a ``.pte``."""
+``var`` and ``count`` only when it is enabled; ``algorithm`` is the run's (a name of
+`edgeag.algos.ALGORITHMS`); ``training.final_eval_seed`` is new; ``versions`` lists
+torch, executorch and torchao only for an export with a ``.pte``."""
 
 
 def parse_formats(text: str | None) -> list[str] | None:

@@ -159,8 +159,10 @@ class Trainer:
         obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                      envs.single_action_space, algo)
         if opts.shrink_buffer and algo.largest_buffer is None:
+            from edgeag.algos import ALGORITHMS, get_algorithm
+            buffered = [n for n in ALGORITHMS if get_algorithm(n).largest_buffer is not None]
             raise EdgeagError(f"--shrink-buffer applies to algorithms with a replay buffer "
-                              f"(dqn, td3), not {algo.name}")
+                              f"({', '.join(buffered)}), not {algo.name}")
         self.floor = floor = measure_floor()
         budget = opts.budget_bytes
         self.dims = (obs_dim, action_dim, discrete)
