@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench native clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ bench: setup
 test: setup
 	$(PY) -m pytest
 
+# The native ExecuTorch runner (native/pte_runner, C++) against the executorch wheel's C++
+# SDK, built with CMake into native/build/ (edgeag/export/native.py; docs/running.md).
+native: setup
+	$(PY) -m edgeag.export.native
+
 lint: setup
 	$(VENV)/bin/ruff check edgeag tests scripts examples
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build native/build *.egg-info

@@ -465,7 +465,10 @@ def add_export_parser(sub) -> None:
                        "inference on a device, verified against the checkpoint's policy.",
                        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN_DIR", help="run directory written by edgeag train")
-    p.add_argument("--format", help="comma-separated list of onnx, ort, pte (default: the run's "
+    from edgeag.export.formats import FORMATS
+
+    p.add_argument("--format", help="comma-separated list of " + ", ".join(FORMATS) +
+                   " (c: a C99 header for boards with neither runtime; default: the run's "
                    "device profile's export formats, else onnx)")
     p.add_argument("--quantize", choices=["int8"], help="also write int8 variants of the "
                    ".onnx and .pte files")
@@ -497,6 +500,8 @@ examples:
                                   the ExecuTorch runtime
   PYTHONPATH=examples/custom_env edgeag run runs/fan/export/policy.onnx
                                   an env of your own: its module must be importable here
+  edgeag run runs/cartpole/export/policy.pte --native
+                                  ExecuTorch's C++ runtime (the native runner: make native)
 
 exit codes: 0 ok, 2 bad input (policy file, env, flag), 130 interrupted, 1 internal error
 
@@ -512,6 +517,9 @@ def add_run_parser(sub) -> None:
                        "return, per-action latency and peak RSS.",
                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
+    p.add_argument("--native", action="store_true", help="a .pte on ExecuTorch's C++ runtime: "
+                   "actions from the native runner (build it with make native); latency and "
+                   "peak RSS are the runner's own")
     p.set_defaults(func=cmd_run)
 
 

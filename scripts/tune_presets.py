@@ -44,6 +44,8 @@ TASKS = {
                          lrs=[3e-4, 1e-3, 3e-3], adam_lrs=[3e-4, 1e-3, 3e-3]),
     "td3-pendulum": dict(algo="td3", env="Pendulum-v1", alphas=[2, 8, 32, 128], lrs=[1e-3],
                          adam_lrs=[1e-3]),
+    "sac-pendulum": dict(algo="sac", env="Pendulum-v1", alphas=[8, 32, 128, 512], lrs=[1e-3],
+                         adam_lrs=[3e-4, 1e-3]),
 }
 """Each task's grids: stateless AlphaGrad's alpha x lr, Adam's lr (the presets' other
 settings: `edgeag/algos/*/presets.toml`)."""

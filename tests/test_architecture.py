@@ -136,7 +136,7 @@ def test_the_runners_own_suffix_table_is_the_registrys(tmp_path):
     ("edgeag.optim.registry:OPTIMIZERS", ["alphagrad", "adam", "torch-adam", "sgd",
                                          "torch-adafactor", "lion"]),
     ("edgeag.algos:ALGORITHMS", ["ppo", "dqn", "td3", "sac"]),
-    ("edgeag.export.formats:FORMATS", ["onnx", "ort", "pte"]),
+    ("edgeag.export.formats:FORMATS", ["onnx", "ort", "pte", "c"]),
 ])
 def test_each_registry_is_what_the_cli_offers(registry, names):
     import importlib

@@ -488,7 +488,7 @@ def _no_checkpoint(tmp_path):
 @pytest.mark.parametrize("make_argv,message", [
     (lambda t: [str(t / "nope")], r"cannot export: no run directory at .*nope"),
     (_no_checkpoint, r"cannot export: .*run has no checkpoint \(checkpoints/latest.safetensors\); train it first"),
-    (lambda t: ["RUN", "--format", "onnx,tflite"], r"unknown format 'tflite' \(accepted: a comma-separated list of onnx, ort, pte\)"),
+    (lambda t: ["RUN", "--format", "onnx,tflite"], r"unknown format 'tflite' \(accepted: a comma-separated list of onnx, ort, pte, c\)"),
     (lambda t: ["RUN", "--quantize", "int4"], r"argument --quantize: invalid choice: 'int4'"),
     (lambda t: ["RUN", "--out", str(t / "file" / "export")], r"cannot write to the output directory .*file/export"),
 ])

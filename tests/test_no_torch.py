@@ -160,7 +160,7 @@ def test_pte_export_says_it_needs_torch_and_writes_nothing(run, tmp_path):
     assert re.fullmatch(  # executorch too where it is not installed either
         r"edgeag: error: edgeag export --format pte needs torch( and executorch)?, which (is|are) "
         r"not installed here: phones get their \.pte from a machine with torch \(pip install "
-        r"'edgeag\[export\]'\); onnx and ort export without torch\n", proc.stderr), proc.stderr
+        r"'edgeag\[export\]'\); onnx, ort and c export without torch\n", proc.stderr), proc.stderr
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 

@@ -6,7 +6,8 @@ Order of events:
 2. read the policy as a `PolicySpec` (numpy arrays) and record observations from the
    env with its numpy reference;
 3. build each artifact under a temporary name in the output directory and verify it
-   with its own runtime against the numpy reference (`edgeag.export.verify`);
+   with its own runtime against the numpy reference (`edgeag.export.verify`; a format
+   no Python runtime loads verifies itself: ``Format.verify``);
 4. only when every artifact passed, move them to their final names and write
    ``policy.json`` last. A failure (exit 4) publishes nothing, and removes any
    previous export's file of the failed name and its ``policy.json``, so no file in
@@ -16,7 +17,8 @@ The output directory holds one export: artifacts of an earlier export that this 
 does not produce are removed when it succeeds.
 
 Only ``pte`` needs torch (and ExecuTorch); ``onnx`` and ``ort`` are written with the
-``onnx`` package and verified with onnxruntime, and never import torch.
+``onnx`` package and verified with onnxruntime, and never import torch; ``c`` is
+verified with a C compiler, when there is one.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def export_run(run_path: str | Path, formats: list[str] | None = None,
         formats, origin = default_formats(run.path, log)
     _check_installed(formats)
     names = artifact_names(formats, quantize)
+    if quantize and all(artifact_formats()[n][1] != quantize for n in names):
+        raise EdgeagError(f"--quantize {quantize} has nothing to quantize: --format "
+                          f"{','.join(formats)} has no {quantize} variant (docs/export.md); "
+                          "export without --quantize")
     out = Path(out) if out is not None else run.path / "export"
     staging = _staging_dir(out)
     try:
@@ -140,11 +146,16 @@ def _check_installed(formats: list[str]) -> None:
                 f"edgeag export --format {name} needs {' and '.join(absent)}, which "
                 f"{'is' if len(absent) == 1 else 'are'} not installed here: phones get their "
                 f"{fmt.suffix} from a machine with torch ({fmt.install}); "
-                f"{' and '.join(f for f, o in FORMATS.items() if 'torch' not in o.packages)} "
+                f"{_listed([f for f, o in FORMATS.items() if 'torch' not in o.packages])} "
                 "export without torch")
         light = [f for f in formats if "torch" not in FORMATS[f].packages]
         raise EdgeagError(f"edgeag export --format {','.join(light)} needs "
                           f"{', '.join(absent)}, not installed here: {fmt.install}")
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _installed(module: str) -> bool:
@@ -166,7 +177,7 @@ def _staging_dir(out: Path) -> Path:
 def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress: bool, log,
                       formats_text: str) -> dict:
     from edgeag.export.policy import record_observations
-    from edgeag.export.verify import reference, verify
+    from edgeag.export.verify import reference
 
     env_id = run.config["env_id"]
     log(f"edgeag export: {run.path} ({env_id}, step {run.checkpoint_step:,}) -> {out}; "
@@ -187,13 +198,14 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
         bar.update(1)
         _step(bar, f"verifying {name}")
         try:
-            figures = verify(path, name, precision, spec, obs, expected, outputs)
+            figures = fmt.verifier()(path, name, precision, spec, obs, expected, outputs)
         finally:
             bar.update(1)
         artifacts[name] = {"format": fmt.name, "precision": precision, "bytes": path.stat().st_size,
                            "sha256": _sha256(path), **info, "verification": figures}
-        log(f"  {name:18s} {path.stat().st_size:>9,d} B  "
-            f"verified: {_summary(figures, spec.discrete)}")
+        log(f"  {name:18s} {path.stat().st_size:>9,d} B  {_summary(figures, spec.discrete)}")
+        if "native" in figures:  # a .pte through the native runner (edgeag.export.native)
+            log(f"  {'':32s}native: {_summary(figures['native'], spec.discrete)}")
     bar.close()
     return _metadata(run, artifacts, recorded)
 
@@ -310,13 +322,17 @@ def _sha256(path: Path) -> str:
 
 
 def _summary(figures: dict, discrete: bool) -> str:
-    b1, bn = figures["batch_1"], figures["batched"]
+    """One line for the log: what verification found (``verified`` false: why not). A
+    format verified only at batch 1 (C) has no ``batched`` figures."""
+    if not figures.get("verified", True):
+        return f"NOT verified: {figures['reason']}"
+    passes = [figures[mode] for mode in ("batch_1", "batched") if mode in figures]
     if discrete:
-        return (f"same action on {min(b1['agreement'], bn['agreement']):.2%} of "
+        return (f"verified: same action on {min(p['agreement'] for p in passes):.2%} of "
                 f"{figures['observations']} observations ({figures['runtime']})")
-    worst = max(b1["max_error_fraction_of_range"], bn["max_error_fraction_of_range"])
-    return (f"max error {worst:.2g} of the action range on {figures['observations']} "
-            f"observations ({figures['runtime']})")
+    worst = max(p["max_error_fraction_of_range"] for p in passes)
+    return (f"verified: max error {worst:.2g} of the action range on "
+            f"{figures['observations']} observations ({figures['runtime']})")
 
 
 class _NoBar:

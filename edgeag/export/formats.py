@@ -3,7 +3,8 @@ builds, quantizes and runs it, and what it needs installed.
 
 A format's code lives in its own module (`edgeag.export.onnx`,
 `edgeag.export.executorch`): a builder ``(spec, path, ctx) -> dict`` for the fp32 file,
-optionally a quantizer ``(spec, path, ctx) -> dict`` for the int8 one. ``ctx`` is an
+optionally a quantizer ``(spec, path, ctx) -> dict`` for the int8 one, and, for a file
+no Python runtime loads (`edgeag.export.c_source`), its own verification. ``ctx`` is an
 `ExportContext`: the staging directory (where formats converted from another find it)
 and the calibration observations. Adding a format is its module plus one `Format` here.
 Importing this module imports nothing heavy.
@@ -44,12 +45,20 @@ class Format:
     """What installs them."""
     converted_from: str | None = None
     """Another format whose fp32 file this one is made from (also written)."""
+    verify: str | None = None
+    """``"module:function"`` verifying a file that no Python runtime loads, in place of
+    `edgeag.export.verify.verify` and with its arguments; returns the figures."""
 
     def artifacts(self, quantize: str | None) -> list[str]:
         names = [f"policy{self.suffix}"]
         if quantize and self.quantize:
             names.append(f"policy.{quantize}{self.suffix}")
         return names
+
+    def verifier(self) -> Callable:
+        """The format's own verification, else `edgeag.export.verify.verify`."""
+        module, _, name = (self.verify or "edgeag.export.verify:verify").partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def builder(self, precision: str) -> Callable:
         where = self.build if precision == "fp32" else self.quantize
@@ -70,6 +79,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            build="edgeag.export.executorch:export_pte",
            quantize="edgeag.export.executorch:quantize_pte", runtime="executorch",
            packages=("torch", "executorch"), install="pip install 'edgeag[export]'"),
+    Format("c", ".h", "plain C99 header (microcontrollers without either runtime), checked "
+           "with a C compiler when one is found", build="edgeag.export.c_source:export_c",
+           verify="edgeag.export.c_source:verify_c"),
 )}
 """Every format ``--format`` and a device profile's ``export_formats`` accept."""
 

@@ -298,13 +298,19 @@ def run(args) -> int:
     env_id = args.env or _env_from_metadata(check_policy_path(args.policy))
     # the env the policy was trained on: its env_kwargs too, unless --env names another
     env_kwargs = {} if args.env else _metadata(args.policy).get("env_kwargs") or {}
-    policy = load_policy(args.policy, args.threads)
-    result = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs)
-    status = memory_status()
-    result.update(policy=str(args.policy), runtime=policy.runtime, threads=args.threads,
-                  peak_rss_bytes=status.get("VmHWM"), rss_anon_bytes=status.get("RssAnon"),
-                  rss_file_bytes=status.get("RssFile"))
-    print(f"policy: {args.policy} ({policy.runtime}, {args.threads} thread(s))")
+    native = getattr(args, "native", False)  # edgeag run --native: edgeag.export.native
+    if native:
+        from edgeag.export.native import run_native
+        result = run_native(args.policy, env_id, args.episodes, args.seed, env_kwargs,
+                            args.threads)
+    else:
+        policy = load_policy(args.policy, args.threads)
+        result = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs)
+        status = memory_status()
+        result.update(runtime=policy.runtime, peak_rss_bytes=status.get("VmHWM"),
+                      rss_anon_bytes=status.get("RssAnon"), rss_file_bytes=status.get("RssFile"))
+    result.update(policy=str(args.policy), threads=args.threads)
+    print(f"policy: {args.policy} ({result['runtime']}, {args.threads} thread(s))")
     print(f"env: {env_id}{f' {env_kwargs}' if env_kwargs else ''}, {args.episodes} "
           f"episode(s), seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"mean return: {result['mean_return']:.1f} +- {result['std_return']:.1f} "
@@ -313,7 +319,11 @@ def run(args) -> int:
           f"(p90 {result['p90_latency_us']:.1f} us) over {result['actions']:,} actions")
     if result["peak_rss_bytes"] is not None:
         print(f"peak RSS: {result['peak_rss_bytes'] / 2**20:.1f} MiB "
-              f"({result['peak_rss_bytes']:,} bytes, VmHWM)")
+              f"({result['peak_rss_bytes']:,} bytes, VmHWM{' of the runner' if native else ''})")
+    if native:
+        print(f"through the pipe from Python: median {result['round_trip_median_latency_us']:.1f} "
+              f"us per action; Python's peak RSS "
+              f"{(result['python_peak_rss_bytes'] or 0) / 2**20:.1f} MiB")
     if args.json:
         _write_json(Path(args.json), result)
     return 0

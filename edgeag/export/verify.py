@@ -17,6 +17,12 @@ continuous  fp32       every action within 1e-4 of the action range (high - low)
 continuous  int8       every action within 5% of the action range of the reference's
 ==========  =========  ===================================================================
 
+A ``.pte`` is also run through the native runner (`edgeag.export.native`:
+ExecuTorch's C++ runtime, as an Android app runs it) where that is built, under the
+same tolerances, at batch 1 and in batches; its figures, with the runner's per-action
+latency and peak RSS, are the ``native`` entry of the file's figures (``verified``
+false, ``reason`` "not built: make native", where it is not built).
+
 Output dtype and shape must match the contract exactly. A failure raises
 `VerificationFailed` (exit 4) naming the worst mismatch: for discrete actions the
 disagreeing observation where the reference's margin between its two largest outputs
@@ -77,18 +83,52 @@ def verify(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.ndar
                                  f"{str(e).strip().splitlines()[0][:160]}") from None
     figures = {"runtime": runtime.runtime, "observations": len(obs), "tolerance": tolerance}
     for mode, actions in (("batch_1", single), ("batched", batched)):
-        if actions.dtype != expected.dtype or actions.shape != expected.shape:
-            raise VerificationFailed(
-                f"{name} failed verification ({mode}): output {actions.dtype} "
-                f"{list(actions.shape)}, "
-                f"expected {expected.dtype} {list(expected.shape)}")
-        if discrete:
-            figures[mode] = _compare_discrete(name, mode, actions, expected, outputs, obs,
-                                              tolerance, spec.output_name)
-        else:
-            span = spec.action_high.astype(np.float64) - spec.action_low
-            figures[mode] = _compare_continuous(name, mode, actions, expected, span, obs, tolerance)
+        figures[mode] = _check(name, mode, actions, expected, outputs, obs, tolerance, spec)
+    if Path(path).suffix == ".pte":
+        figures["native"] = verify_native(path, name, precision, spec, obs, expected, outputs)
     return figures
+
+
+def verify_native(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.ndarray,
+                  expected: np.ndarray, outputs: np.ndarray) -> dict:
+    """`verify` for a ``.pte`` on the native runner (ExecuTorch's C++ runtime), where it
+    is built: ``obs`` one per call, then in calls of `PTE_MAX_BATCH`, under the same
+    tolerance; with the runner's per-action latency and peak RSS."""
+    from edgeag.export import native
+
+    runner = native.runner_path()
+    if runner is None:
+        return {"verified": False, "reason": native.NOT_BUILT}
+    tolerance = TOLERANCES[("discrete" if spec.discrete else "continuous", precision)]
+    try:
+        single, timing = native.run_batch(path, obs, 1, runner=runner)
+        batched, _ = native.run_batch(path, obs, PTE_MAX_BATCH, runner=runner)
+    except EdgeagError as e:
+        raise VerificationFailed(f"{name} failed verification on the native runner: {e}") from None
+    figures = {"verified": True, "runtime": timing["runtime"], "observations": len(obs),
+               "tolerance": tolerance}
+    for mode, actions in (("batch_1", single), ("batched", batched)):
+        figures[mode] = _check(name, f"native, {mode}", actions, expected, outputs, obs,
+                               tolerance, spec)
+    if not spec.discrete:
+        figures["max_abs_error"] = max(figures[m]["max_abs_error"] for m in ("batch_1", "batched"))
+    return {**figures, "latency_us": timing["median_latency_us"],
+            "p90_latency_us": timing["p90_latency_us"], "load_ms": timing["load_ms"],
+            "peak_rss_bytes": timing["peak_rss_bytes"]}
+
+
+def _check(name, mode, actions, expected, outputs, obs, tolerance, spec: PolicySpec) -> dict:
+    """The figures of one pass (``mode``) over ``obs``, or `VerificationFailed`."""
+    if actions.dtype != expected.dtype or actions.shape != expected.shape:
+        raise VerificationFailed(
+            f"{name} failed verification ({mode}): output {actions.dtype} "
+            f"{list(actions.shape)}, "
+            f"expected {expected.dtype} {list(expected.shape)}")
+    if spec.discrete:
+        return _compare_discrete(name, mode, actions, expected, outputs, obs, tolerance,
+                                 spec.output_name)
+    span = spec.action_high.astype(np.float64) - spec.action_low
+    return _compare_continuous(name, mode, actions, expected, span, obs, tolerance)
 
 
 def _compare_discrete(name, mode, actions, expected, outputs, obs, tolerance, what) -> dict:
