@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeag.export.spec import OBS_CLIP, PolicySpec
-from edgeag.export.verify import TOLERANCES, VerificationFailed
+from edgeag.export.verify import TOLERANCES, VerificationFailed, check_actions
 
 FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
 """What the header is compiled with when it is verified (and what the docs suggest)."""
@@ -363,17 +363,10 @@ def verify_c(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.nd
                                           if expected.ndim == 2 else 1)
         except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
             raise VerificationFailed(f"{name} failed verification: {e}") from None
-    if actions.shape != expected.shape:
-        raise VerificationFailed(f"{name} failed verification: the harness wrote actions of "
-                                 f"shape {list(actions.shape)}, expected {list(expected.shape)}")
     figures = {"verified": True, "runtime": f"C harness, {_version(compiler)}",
-               "flags": " ".join(FLAGS), "observations": len(obs), "tolerance": tolerance}
-    if spec.discrete:
-        figures["batch_1"] = _compare_discrete(name, actions, expected, outputs, obs, tolerance,
-                                               spec.output_name)
-    else:
-        span = spec.action_high.astype(np.float64) - spec.action_low
-        figures["batch_1"] = _compare_continuous(name, actions, expected, span, obs, tolerance)
+               "flags": " ".join(FLAGS), "observations": len(obs), "tolerance": tolerance,
+               "batch_1": check_actions(name, "batch_1", actions, expected, outputs, obs,
+                                        tolerance, spec)}
     return {**figures, "timing": {**timing, "host": platform.machine(),
                                   "what": "edgeag_policy_act at batch 1, on this machine"}}
 
@@ -385,38 +378,3 @@ def _version(compiler: list[str]) -> str:
     except (OSError, subprocess.SubprocessError):
         out = []
     return out[0] if out else Path(compiler[0]).name
-
-
-def _compare_discrete(name, actions, expected, outputs, obs, tolerance, what) -> dict:
-    agree = actions == expected
-    rate = float(agree.mean())
-    if rate < tolerance["min_agreement"]:
-        top2 = np.sort(outputs, axis=-1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        bad = np.flatnonzero(~agree)
-        i = int(bad[np.argmax(margin[bad])])
-        raise VerificationFailed(
-            f"{name} failed verification (batch_1): same action on {rate:.2%} of {len(obs)} "
-            f"observations, needs {tolerance['min_agreement']:.1%}; worst mismatch: "
-            f"observation #{i} {_fmt(obs[i])} gave action {actions[i]}, the reference "
-            f"{expected[i]} ({what} margin {margin[i]:.3g})")
-    return {"agreement": rate, "mismatches": int((~agree).sum())}
-
-
-def _compare_continuous(name, actions, expected, span, obs, tolerance) -> dict:
-    diff = np.abs(actions.astype(np.float64) - expected)
-    error = diff / span
-    i = int(np.unravel_index(np.argmax(error), error.shape)[0])
-    if error.max() > tolerance["max_error_fraction_of_range"]:
-        raise VerificationFailed(
-            f"{name} failed verification (batch_1): action error up to {error.max():.3g} of "
-            f"the action range, tolerance {tolerance['max_error_fraction_of_range']:g}; worst "
-            f"mismatch: observation #{i} {_fmt(obs[i])} gave {_fmt(actions[i])}, the "
-            f"reference {_fmt(expected[i])}")
-    return {"max_error_fraction_of_range": float(error.max()),
-            "mean_error_fraction_of_range": float(error.mean()),
-            "max_abs_error": float(diff.max())}
-
-
-def _fmt(values: np.ndarray) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in np.atleast_1d(values)) + "]"

@@ -83,7 +83,7 @@ def verify(path: Path, name: str, precision: str, spec: PolicySpec, obs: np.ndar
                                  f"{str(e).strip().splitlines()[0][:160]}") from None
     figures = {"runtime": runtime.runtime, "observations": len(obs), "tolerance": tolerance}
     for mode, actions in (("batch_1", single), ("batched", batched)):
-        figures[mode] = _check(name, mode, actions, expected, outputs, obs, tolerance, spec)
+        figures[mode] = check_actions(name, mode, actions, expected, outputs, obs, tolerance, spec)
     if Path(path).suffix == ".pte":
         figures["native"] = verify_native(path, name, precision, spec, obs, expected, outputs)
     return figures
@@ -108,7 +108,7 @@ def verify_native(path: Path, name: str, precision: str, spec: PolicySpec, obs: 
     figures = {"verified": True, "runtime": timing["runtime"], "observations": len(obs),
                "tolerance": tolerance}
     for mode, actions in (("batch_1", single), ("batched", batched)):
-        figures[mode] = _check(name, f"native, {mode}", actions, expected, outputs, obs,
+        figures[mode] = check_actions(name, f"native, {mode}", actions, expected, outputs, obs,
                                tolerance, spec)
     if not spec.discrete:
         figures["max_abs_error"] = max(figures[m]["max_abs_error"] for m in ("batch_1", "batched"))
@@ -117,8 +117,10 @@ def verify_native(path: Path, name: str, precision: str, spec: PolicySpec, obs: 
             "peak_rss_bytes": timing["peak_rss_bytes"]}
 
 
-def _check(name, mode, actions, expected, outputs, obs, tolerance, spec: PolicySpec) -> dict:
-    """The figures of one pass (``mode``) over ``obs``, or `VerificationFailed`."""
+def check_actions(name, mode, actions, expected, outputs, obs, tolerance,
+                  spec: PolicySpec) -> dict:
+    """The figures of one pass (``mode``) over ``obs`` against the reference, or
+    `VerificationFailed`: every runtime's and format's check (`edgeag.export.c_source` too)."""
     if actions.dtype != expected.dtype or actions.shape != expected.shape:
         raise VerificationFailed(
             f"{name} failed verification ({mode}): output {actions.dtype} "
