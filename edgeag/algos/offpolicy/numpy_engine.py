@@ -71,6 +71,45 @@ class NetGroup:
         return m
 
 
+class TwinCritics:
+    """What TD3's and SAC's numpy networks share: twin critics ``qf1``, ``qf2`` (MLPs on
+    ``[obs, action]``) in one `NetGroup` ``critic`` with its target copy, the clipped
+    double-Q target and the critics' regression step. A subclass sets ``qf1``, ``qf2``,
+    ``critic``, ``dtype`` and `CRITIC_LOSS_WEIGHT`."""
+
+    CRITIC_LOSS_WEIGHT = 1.0
+    """The critic loss is this times ``mse(Q1, y) + mse(Q2, y)`` (TD3: 1, SAC: SB3's 0.5)."""
+
+    def _critic_input(self, obs, actions) -> np.ndarray:
+        return np.concatenate([np.asarray(obs, self.dtype), np.asarray(actions, self.dtype)], -1)
+
+    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``min(Q1'(s, a), Q2'(s, a))`` of the target critics."""
+        x = self._critic_input(obs, actions)
+        return np.minimum(self.qf1.forward(self.critic.target, x)[-1][:, 0],
+                          self.qf2.forward(self.critic.target, x)[-1][:, 0])
+
+    def update_critics(self, obs, actions, target) -> tuple[float, float]:
+        """One step of both critics on ``w * (mse(Q1, target) + mse(Q2, target))``, its
+        gradients ``2 w (Q - target) / n`` by hand (``w`` = `CRITIC_LOSS_WEIGHT`);
+        returns (loss, mean Q1)."""
+        x = self._critic_input(obs, actions)
+        target = np.asarray(target, self.dtype)
+        n = x.shape[0]
+        w = self.CRITIC_LOSS_WEIGHT
+        loss = 0.0
+        q1_mean = None
+        for mlp in (self.qf1, self.qf2):
+            acts = mlp.forward(self.critic.params, x)
+            diff = acts[-1][:, 0] - target
+            loss += w * float(np.mean(diff * diff))
+            if q1_mean is None:
+                q1_mean = float(acts[-1].mean())
+            self.critic.backward(mlp, acts, (diff * (2.0 * w / n))[:, None])
+        self.critic.step()
+        return loss, q1_mean
+
+
 def soft_update_(target: np.ndarray, online: np.ndarray, tau: float) -> None:
     """``target <- tau * online + (1 - tau) * target`` in place, computed as torch's
     ``target.lerp_(online, tau)`` computes it (tau = 1: a copy)."""

@@ -1,5 +1,6 @@
-"""What DQN and TD3 share on the torch engine: the textbook optimizer step, target
-copies and their soft update, threads, and the memory the torch path holds.
+"""What DQN, TD3 and SAC share on the torch engine: the textbook optimizer step, target
+copies and their soft update, TD3's and SAC's twin critics, threads, and the memory the
+torch path holds.
 
 The update is what a torch user writes (CleanRL's ``dqn.py`` / ``td3_continuous_action.py``):
 the loss through autograd, ``loss.backward()``, then the optimizer. For AlphaGrad
@@ -15,6 +16,7 @@ import copy
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeag.algos.torch_runtime import DTYPES, RUNTIME, prepare  # noqa: F401  (re-exported to DQN and TD3)
 from edgeag.memory import DYNAMO_IMPORT_BYTES, PlanItem
@@ -102,6 +104,36 @@ def torch_items(cfg, trained: list[list[int]], targets: list[list[int]], itemsiz
     if spec.imports_dynamo:
         items.append(PlanItem("torch._dynamo import", DYNAMO_IMPORT_BYTES, "torch.optim"))
     return items
+
+
+class TorchTwinCritics:
+    """What TD3's and SAC's torch networks share: ``nets["qf1"]``, ``nets["qf2"]`` and
+    their ``_target`` copies, the clipped double-Q target and the critics' step under
+    ``optimizers["critic"]`` (`edgeag.algos.offpolicy.numpy_engine.TwinCritics` on the
+    numpy engine, tested equal). A subclass sets ``nets``, ``optimizers``, ``cfg``,
+    ``torch_dtype`` and `CRITIC_LOSS_WEIGHT`."""
+
+    CRITIC_LOSS_WEIGHT = 1.0
+    """The critic loss is this times ``mse(Q1, y) + mse(Q2, y)`` (TD3: 1, SAC: SB3's 0.5)."""
+
+    def _tensor(self, x):
+        return as_tensor(x, self.torch_dtype)
+
+    @torch.no_grad()
+    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        obs, actions = self._tensor(obs), self._tensor(actions)
+        return torch.min(self.nets["qf1_target"](obs, actions),
+                         self.nets["qf2_target"](obs, actions)).numpy()
+
+    def update_critics(self, obs, actions, target) -> tuple[float, float]:
+        obs, actions, target = self._tensor(obs), self._tensor(actions), self._tensor(target)
+        q1 = self.nets["qf1"](obs, actions)
+        q2 = self.nets["qf2"](obs, actions)
+        loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        if self.CRITIC_LOSS_WEIGHT != 1.0:
+            loss = self.CRITIC_LOSS_WEIGHT * loss
+        optimize(self.cfg, self.optimizers["critic"], loss)
+        return loss.item(), q1.mean().item()
 
 
 def optimizer_state_bytes(optimizers) -> int:

@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from edgeag.algos.numpy_runtime import RUNTIME, prepare
-from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
+from edgeag.algos.offpolicy.numpy_engine import NetGroup, TwinCritics, group_items
 from edgeag.algos.sac.algorithm import (
     LOG_PROB_EPS,
     LOG_STD_MAX,
@@ -123,9 +123,12 @@ class Temperature:
         return m
 
 
-class NumpySACNetworks(SACShapes):
-    """Actor, twin critics, their targets, the temperature, optimizers and update paths.
+class NumpySACNetworks(TwinCritics, SACShapes):
+    """Actor, twin critics (`TwinCritics`: SB3's critic loss ``0.5 * (mse(Q1, y) +
+    mse(Q2, y))``), their targets, the temperature, optimizers and update paths.
     ``parameter_count`` counts ``log_alpha`` too (a trained value, with optimizer state)."""
+
+    CRITIC_LOSS_WEIGHT = 0.5
 
     RUNTIME = RUNTIME
     prepare = staticmethod(prepare)
@@ -175,33 +178,6 @@ class NumpySACNetworks(SACShapes):
         """(action, log pi) of the current actor for the noise ``eps``."""
         g = SquashedGaussian(self._outputs(obs), eps, self.action_scale, self.action_bias)
         return g.action, g.log_prob
-
-    def _critic_input(self, obs, actions) -> np.ndarray:
-        return np.concatenate([np.asarray(obs, self.dtype), np.asarray(actions, self.dtype)], -1)
-
-    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """``min(Q1'(s, a), Q2'(s, a))`` of the target critics."""
-        x = self._critic_input(obs, actions)
-        return np.minimum(self.qf1.forward(self.critic.target, x)[-1][:, 0],
-                          self.qf2.forward(self.critic.target, x)[-1][:, 0])
-
-    def update_critics(self, obs, actions, target) -> tuple[float, float]:
-        """One step of both critics on ``0.5 * (mse(Q1, target) + mse(Q2, target))``;
-        returns (loss, mean Q1)."""
-        x = self._critic_input(obs, actions)
-        target = np.asarray(target, self.dtype)
-        n = x.shape[0]
-        loss = 0.0
-        q1_mean = None
-        for mlp in (self.qf1, self.qf2):
-            acts = mlp.forward(self.critic.params, x)
-            diff = acts[-1][:, 0] - target
-            loss += 0.5 * float(np.mean(diff * diff))
-            if q1_mean is None:
-                q1_mean = float(acts[-1].mean())
-            self.critic.backward(mlp, acts, (diff * (1.0 / n))[:, None])
-        self.critic.step()
-        return loss, q1_mean
 
     def update_actor(self, obs, eps, alpha: float) -> tuple[float, np.ndarray]:
         """One actor step on ``mean(alpha * log pi - min(Q1, Q2))`` at ``a = actor(s, eps)``;

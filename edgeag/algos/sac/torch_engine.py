@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
-from torch.nn import functional as F
 
 from edgeag.algos.offpolicy.loop import mlp_param_count
 from edgeag.algos.offpolicy.torch_engine import (
     DTYPES,
     RUNTIME,
-    as_tensor,
+    TorchTwinCritics,
     make_optimizer,
     optimize,
     optimizer_state_bytes,
@@ -100,9 +99,12 @@ NETS = ("actor", "qf1", "qf2", "temperature")
 TARGETS = ("qf1", "qf2")
 
 
-class TorchSACNetworks(SACShapes):
-    """`SquashedGaussianActor`, two `QCritic`\\ s and their targets, `Temperature`, and
-    three `edgeag.optim` optimizers. ``parameter_count`` counts ``log_alpha`` too."""
+class TorchSACNetworks(TorchTwinCritics, SACShapes):
+    """`SquashedGaussianActor`, two `QCritic`\\ s (`TorchTwinCritics`, SB3's critic loss
+    ``0.5 * (mse(Q1, y) + mse(Q2, y))``) and their targets, `Temperature`, and three
+    `edgeag.optim` optimizers. ``parameter_count`` counts ``log_alpha`` too."""
+
+    CRITIC_LOSS_WEIGHT = 0.5
 
     RUNTIME = RUNTIME
     prepare = staticmethod(prepare)
@@ -135,9 +137,6 @@ class TorchSACNetworks(SACShapes):
     def alpha(self) -> float:
         return self.nets["temperature"].log_alpha.exp().item()
 
-    def _tensor(self, x):
-        return as_tensor(x, self.torch_dtype)
-
     @torch.no_grad()
     def deterministic(self, obs: np.ndarray) -> np.ndarray:
         return self.nets["actor"].deterministic(self._tensor(obs)).numpy()
@@ -150,20 +149,6 @@ class TorchSACNetworks(SACShapes):
     def sample(self, obs: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         action, log_prob = self.nets["actor"](self._tensor(obs), self._tensor(eps))
         return action.numpy(), log_prob.numpy()
-
-    @torch.no_grad()
-    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        obs, actions = self._tensor(obs), self._tensor(actions)
-        return torch.min(self.nets["qf1_target"](obs, actions),
-                         self.nets["qf2_target"](obs, actions)).numpy()
-
-    def update_critics(self, obs, actions, target) -> tuple[float, float]:
-        obs, actions, target = self._tensor(obs), self._tensor(actions), self._tensor(target)
-        q1 = self.nets["qf1"](obs, actions)
-        q2 = self.nets["qf2"](obs, actions)
-        loss = 0.5 * (F.mse_loss(q1, target) + F.mse_loss(q2, target))
-        optimize(self.cfg, self.optimizers["critic"], loss)
-        return loss.item(), q1.mean().item()
 
     def update_actor(self, obs, eps, alpha: float) -> tuple[float, np.ndarray]:
         obs = self._tensor(obs)

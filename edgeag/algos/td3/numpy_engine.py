@@ -20,14 +20,15 @@ from __future__ import annotations
 import numpy as np
 
 from edgeag.algos.numpy_runtime import RUNTIME, prepare
-from edgeag.algos.offpolicy.numpy_engine import NetGroup, group_items
+from edgeag.algos.offpolicy.numpy_engine import NetGroup, TwinCritics, group_items
 from edgeag.algos.td3.algorithm import TD3Shapes, activation_bytes
 from edgeag.algos.td3.config import TD3Config
 from edgeag.engine import MLP, init_linear_default
 
 
-class NumpyTD3Networks(TD3Shapes):
-    """Actor, twin critics, their targets, optimizers and update paths."""
+class NumpyTD3Networks(TwinCritics, TD3Shapes):
+    """Actor, twin critics (`TwinCritics`: the critic loss ``mse(Q1, y) + mse(Q2, y)``),
+    their targets, optimizers and update paths."""
 
     RUNTIME = RUNTIME
     prepare = staticmethod(prepare)
@@ -62,33 +63,6 @@ class NumpyTD3Networks(TD3Shapes):
 
     def target_action(self, obs: np.ndarray) -> np.ndarray:
         return self._action(self.actor.target, obs)
-
-    def _critic_input(self, obs, actions) -> np.ndarray:
-        return np.concatenate([np.asarray(obs, self.dtype), np.asarray(actions, self.dtype)], -1)
-
-    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """``min(Q1'(s, a), Q2'(s, a))`` of the target critics."""
-        x = self._critic_input(obs, actions)
-        return np.minimum(self.qf1.forward(self.critic.target, x)[-1][:, 0],
-                          self.qf2.forward(self.critic.target, x)[-1][:, 0])
-
-    def update_critics(self, obs, actions, target) -> tuple[float, float]:
-        """One step of both critics on ``mse(Q1, target) + mse(Q2, target)``; returns
-        (loss, mean Q1)."""
-        x = self._critic_input(obs, actions)
-        target = np.asarray(target, self.dtype)
-        n = x.shape[0]
-        loss = 0.0
-        q1_mean = None
-        for mlp in (self.qf1, self.qf2):
-            acts = mlp.forward(self.critic.params, x)
-            diff = acts[-1][:, 0] - target
-            loss += float(np.mean(diff * diff))
-            if q1_mean is None:
-                q1_mean = float(acts[-1].mean())
-            self.critic.backward(mlp, acts, (diff * (2.0 / n))[:, None])
-        self.critic.step()
-        return loss, q1_mean
 
     def update_actor(self, obs) -> float:
         """One actor step on ``-mean(Q1(s, actor(s)))``; returns the loss."""

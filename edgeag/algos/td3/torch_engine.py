@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from edgeag.algos.offpolicy.torch_engine import (
     DTYPES,
     RUNTIME,
-    as_tensor,
+    TorchTwinCritics,
     make_optimizer,
     optimize,
     optimizer_state_bytes,
@@ -74,8 +73,9 @@ class QCritic(nn.Module):
 NETS = ("actor", "qf1", "qf2")
 
 
-class TorchTD3Networks(TD3Shapes):
-    """`DeterministicActor`, two `QCritic`\\ s, their targets and `edgeag.optim` optimizers."""
+class TorchTD3Networks(TorchTwinCritics, TD3Shapes):
+    """`DeterministicActor`, two `QCritic`\\ s (`TorchTwinCritics`), their targets and
+    `edgeag.optim` optimizers."""
 
     RUNTIME = RUNTIME
     prepare = staticmethod(prepare)
@@ -101,9 +101,6 @@ class TorchTD3Networks(TD3Shapes):
     def parameter_count(self) -> int:
         return sum(p.numel() for name in NETS for p in self.nets[name].parameters())
 
-    def _tensor(self, x):
-        return as_tensor(x, self.torch_dtype)
-
     @torch.no_grad()
     def deterministic(self, obs: np.ndarray) -> np.ndarray:
         return self.nets["actor"](self._tensor(obs)).numpy()
@@ -111,20 +108,6 @@ class TorchTD3Networks(TD3Shapes):
     @torch.no_grad()
     def target_action(self, obs: np.ndarray) -> np.ndarray:
         return self.nets["actor_target"](self._tensor(obs)).numpy()
-
-    @torch.no_grad()
-    def target_q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        obs, actions = self._tensor(obs), self._tensor(actions)
-        return torch.min(self.nets["qf1_target"](obs, actions),
-                         self.nets["qf2_target"](obs, actions)).numpy()
-
-    def update_critics(self, obs, actions, target) -> tuple[float, float]:
-        obs, actions, target = self._tensor(obs), self._tensor(actions), self._tensor(target)
-        q1 = self.nets["qf1"](obs, actions)
-        q2 = self.nets["qf2"](obs, actions)
-        loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        optimize(self.cfg, self.optimizers["critic"], loss)
-        return loss.item(), q1.mean().item()
 
     def update_actor(self, obs) -> float:
         obs = self._tensor(obs)
