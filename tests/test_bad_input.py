@@ -191,6 +191,8 @@ CASES = [
     ("export-garbage-ckpt", ["export", "{w}/garbage-ckpt"], r"garbage-ckpt.*latest"),
     ("export-format", ["export", "{w}/ppo-run", "--format", "tflite"], r"tflite.*onnx"),
     ("export-quantize", ["export", "{w}/ppo-run", "--quantize", "int4"], r"int4"),
+    ("export-c-int8", ["export", "{w}/ppo-run", "--format", "c", "--quantize", "int8"],
+     r"--quantize int8 has nothing to quantize: --format c has no int8 variant"),
     ("export-out-is-file", ["export", "{w}/ppo-run", "--out", "{w}/a-file"], r"a-file"),
     ("export-unknown-arch", ["export", "{w}/unknown-arch"], r"unknown-arch.*unknown arch kind 'rnn'"),
     ("export-no-actor", ["export", "{w}/no-actor"], r"no-actor.*lacks the policy \(no actor\.\*\.weight arrays\)"),
@@ -200,6 +202,10 @@ CASES = [
     ("run-unknown-suffix", ["run", "{w}/a-file"], r"a-file"),
     ("run-a-run-directory", ["run", "{w}/dqn-run"],
      r"dqn-run is a run directory, not a policy file: evaluate its checkpoint with edgeag eval"),
+    ("run-native-garbage-pte", ["run", "{w}/garbage.pte", "--native", "--env", "CartPole-v1"],
+     r"(cannot load .*garbage\.pte|make native)"),  # the runner's refusal, or: not built
+    ("run-native-not-pte", ["run", "{w}/garbage.onnx", "--native", "--env", "CartPole-v1"],
+     r"--native runs \.pte files on ExecuTorch's C\+\+ runtime, not \.onnx"),
     ("run-episodes-zero", ["run", "{w}/garbage.onnx", "--episodes", "0"], r"--episodes 0"),
     ("run-episodes-negative", ["run", "{w}/garbage.onnx", "--episodes", "-2"], r"--episodes -2"),
     # --- compare
@@ -264,6 +270,7 @@ def world(tmp_path_factory) -> Path:
     (w / "garbage.toml").write_text("name = [unclosed\n")
     (w / "garbage.json").write_text("{not json")
     (w / "garbage.onnx").write_bytes(os.urandom(256))
+    (w / "garbage.pte").write_bytes(os.urandom(256))
     (w / "extra-key.toml").write_text((Path(__file__).parents[1] / "device_profiles" / "rpi4.toml")
                                       .read_text() + '\ncolour = "red"\n')
     (w / "negative-ram.toml").write_text(re.sub(r"(?m)^ram = .*$", 'ram = "-4GB"',
