@@ -23,7 +23,6 @@ from edgeag.algos.dqn.config import DQNConfig
 from edgeag.algos.loop_state import due
 from edgeag.algos.offpolicy import loop as offpolicy
 from edgeag.algos.offpolicy.loop import OffPolicyState
-from edgeag.train.envs import check_spaces
 
 CLASSES = {"numpy": "edgeag.algos.dqn.numpy_engine:NumpyQNetworks",
            "torch": "edgeag.algos.dqn.torch_engine:TorchQNetworks"}
@@ -62,9 +61,8 @@ def epsilon(cfg: DQNConfig, step: int, total: int | None = None) -> float:
 
 
 def build_state(cfg: DQNConfig, envs) -> OffPolicyState:
-    obs_dim, n_actions, _ = check_spaces(cfg.env_id, envs.single_observation_space,
-                                         envs.single_action_space)
-    return offpolicy.build_state(cfg, envs, build_nets(cfg, obs_dim, n_actions))
+    return offpolicy.build_state(cfg, envs, lambda obs_dim, n_actions, _: build_nets(
+        cfg, obs_dim, n_actions))
 
 
 def act(state: OffPolicyState, obs: np.ndarray) -> np.ndarray:

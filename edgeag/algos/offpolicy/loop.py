@@ -67,11 +67,13 @@ class OffPolicyState(LoopState):
         self.buffer.read(Path(ckpt["checkpoint_dir"]) / replay["file"], replay)
 
 
-def build_state(cfg: OffPolicyConfig, envs, nets) -> OffPolicyState:
-    """The state around the engine's freshly initialised ``nets``: an empty replay
-    buffer, the run's generator, envs reset with the seed."""
+def build_state(cfg: OffPolicyConfig, envs, make_nets) -> OffPolicyState:
+    """The state around the engine's freshly initialised networks, ``make_nets(obs_dim,
+    action_dim, action_space)`` once the spaces are checked: an empty replay buffer, the
+    run's generator, envs reset with the seed."""
     obs_dim, action_dim, discrete = check_spaces(cfg.env_id, envs.single_observation_space,
                                                  envs.single_action_space)
+    nets = make_nets(obs_dim, action_dim, envs.single_action_space)
     next_obs, _ = envs.reset(seed=cfg.seed)
     return OffPolicyState(
         cfg=cfg, envs=envs, nets=nets, rng=np.random.default_rng(cfg.seed), next_obs=next_obs,

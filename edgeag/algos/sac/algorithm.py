@@ -27,7 +27,6 @@ from edgeag.algos.offpolicy import loop as offpolicy
 from edgeag.algos.offpolicy.loop import OffPolicyState
 from edgeag.algos.sac import EXPORT
 from edgeag.algos.sac.config import SACConfig
-from edgeag.train.envs import check_spaces
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 """The actor's log std is clipped to this range (SB3's ``LOG_STD_MIN`` / ``LOG_STD_MAX``);
@@ -54,11 +53,8 @@ def build_nets(cfg: SACConfig, obs_dim: int, action_dim: int, low, high, dtype=n
 
 
 def build_state(cfg: SACConfig, envs) -> OffPolicyState:
-    obs_dim, action_dim, _ = check_spaces(cfg.env_id, envs.single_observation_space,
-                                          envs.single_action_space)
-    space = envs.single_action_space
-    return offpolicy.build_state(cfg, envs, build_nets(cfg, obs_dim, action_dim, space.low,
-                                                       space.high))
+    return offpolicy.build_state(cfg, envs, lambda obs_dim, action_dim, space: build_nets(
+        cfg, obs_dim, action_dim, space.low, space.high))
 
 
 def act(state: OffPolicyState, obs: np.ndarray) -> np.ndarray:

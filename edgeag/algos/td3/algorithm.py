@@ -24,7 +24,6 @@ from edgeag.algos.offpolicy import loop as offpolicy
 from edgeag.algos.offpolicy.loop import OffPolicyState
 from edgeag.algos.td3 import EXPORT
 from edgeag.algos.td3.config import TD3Config
-from edgeag.train.envs import check_spaces
 
 CLASSES = {"numpy": "edgeag.algos.td3.numpy_engine:NumpyTD3Networks",
            "torch": "edgeag.algos.td3.torch_engine:TorchTD3Networks"}
@@ -43,11 +42,8 @@ def build_nets(cfg: TD3Config, obs_dim: int, action_dim: int, low, high, dtype=n
 
 
 def build_state(cfg: TD3Config, envs) -> OffPolicyState:
-    obs_dim, action_dim, _ = check_spaces(cfg.env_id, envs.single_observation_space,
-                                          envs.single_action_space)
-    space = envs.single_action_space
-    return offpolicy.build_state(cfg, envs, build_nets(cfg, obs_dim, action_dim, space.low,
-                                                       space.high))
+    return offpolicy.build_state(cfg, envs, lambda obs_dim, action_dim, space: build_nets(
+        cfg, obs_dim, action_dim, space.low, space.high))
 
 
 def act(state: OffPolicyState, obs: np.ndarray) -> np.ndarray:
