@@ -402,10 +402,12 @@ class BaseAlgorithm:
         return ckpt
 
     def export(self, formats="onnx", quantize: str | None = None, out=None,
-               progress: bool = False) -> list[Path]:
+               progress: bool = False, record_observations: bool = False) -> list[Path]:
         """Export the run's latest checkpoint (`save` first if it changed since) to
         verified files: ``formats`` is ``"onnx"``, ``"onnx,pte"`` or a list; ``quantize``
-        ``"int8"`` adds int8 variants; ``out`` defaults to ``<run_dir>/export``. Returns the
+        ``"int8"`` adds int8 variants; ``out`` defaults to ``<run_dir>/export``. Files are
+        verified on the run's training observations (the env is not stepped);
+        ``record_observations`` records 1024 by stepping the env instead. Returns the
         paths of the verified files and of policy.json. Raises
         `edgeag.export.verify.VerificationFailed` (the CLI's exit 4) when one fails."""
         from edgeag.export.build import export_run, parse_formats
@@ -414,7 +416,8 @@ class BaseAlgorithm:
             raise EdgeagError("the model has nothing to export yet: call learn() first")
         run = self._trainer.run if self._trainer is not None else self._source
         names = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
-        meta = export_run(run.path, names, out, quantize, progress=progress, log=self._log)
+        meta = export_run(run.path, names, out, quantize, progress=progress, log=self._log,
+                          record=record_observations)
         folder = Path(out) if out is not None else run.path / "export"
         return [folder / name for name in meta["artifacts"]] + [folder / "policy.json"]
 

@@ -48,6 +48,9 @@ examples:
   edgeag run runs/pend/export/policy.onnx --episodes 10
                                   run the policy with onnxruntime (no torch)
 
+commands that step the env: train, eval, run, tune and compare; export only with
+--record-observations; profiles and report never.
+
 exit codes: 0 ok, 2 bad input, 3 stopped at the memory budget (checkpoint saved),
 4 export verification failed, 5 a file could not be written (disk full, file-size
 limit; nothing half-written), 130 interrupted, 1 internal error (tune: a trial's
@@ -404,7 +407,8 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--space", action="append", default=[], metavar="SPACE",
                    help="parameters to tune, separated by commas: NAME (its "
                    "default range), NAME=LOW:HIGH[:log] or NAME=V1,V2,... (default alpha; "
-                   "repeatable)")
+                   "repeatable); with --sampler grid, seed=101,102,... makes each trial one "
+                   "seed's run (instead of --seeds)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="fixed setting of every run (repeatable)")
     p.add_argument("--sampler", default="tpe", help="tpe (default), random, or grid (every "
@@ -436,10 +440,12 @@ def cmd_tune(args) -> int:
 
 
 EXPORT_EPILOG = """\
-Each artifact is checked with its own runtime against the checkpoint's policy on 1024
-observations recorded from the env: discrete actions equal on >= 99.9% (int8: >= 95%),
+Each artifact is checked with its own runtime against the checkpoint's policy on the
+run's sample of its training observations (up to 1024, kept in the checkpoint; int8
+files are calibrated on them too): discrete actions equal on >= 99.9% (int8: >= 95%),
 continuous actions within 1e-4 (int8: 5%) of the action range. Nothing is published
-unless all pass.
+unless all pass. export does not step the env (an env that drives hardware stays
+still) unless --record-observations asks it to.
 
 examples:
   edgeag export runs/cartpole     the formats of the run's device profile, else onnx
@@ -447,6 +453,9 @@ examples:
                                   pte needs torch and ExecuTorch: pip install 'edgeag[export]'
   edgeag export runs/cartpole --format ort --out phone/
                                   onnx and ort need no torch: pip install 'edgeag[onnx]'
+  edgeag export runs/old --record-observations
+                                  a run trained before runs kept observations: step the
+                                  env to record 1024 (its own episodes and exploring ones)
 
 exit codes: 0 exported and verified, 2 bad input (run directory, checkpoint, format,
 output directory, a package the format needs), 4 an artifact failed verification
@@ -473,6 +482,10 @@ def add_export_parser(sub) -> None:
     p.add_argument("--quantize", choices=["int8"], help="also write int8 variants of the "
                    ".onnx and .pte files")
     p.add_argument("--out", help="output directory (default RUN_DIR/export)")
+    p.add_argument("--record-observations", action="store_true",
+                   help="verify (and calibrate int8) on 1024 observations recorded by "
+                   "stepping the env, instead of the run's training observations (steps the "
+                   "env: do not use it where the env moves hardware you do not want moved)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
 
@@ -484,7 +497,7 @@ def cmd_export(args) -> int:
         return print(text, file=sys.stderr, flush=True)
     formats = parse_formats(args.format)
     meta = export_run(args.run, formats, args.out, args.quantize,
-                      progress=not args.no_progress, log=log)
+                      progress=not args.no_progress, log=log, record=args.record_observations)
     out = args.out or f"{args.run.rstrip('/')}/export"
     for name, art in meta["artifacts"].items():
         print(f"{out}/{name}  sha256 {art['sha256'][:16]}  {art['verification']['runtime']}")

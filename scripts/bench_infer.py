@@ -7,8 +7,8 @@ and the policy as plain C.
 Policy: ``--run DIR`` (a run directory of ``edgeag train``); without it, a CartPole-v1
 run is trained first (``edgeag train --profile rpi4``, ~35 s). It is exported with
 ``edgeag export --format onnx,pte,c --quantize int8`` into a temporary directory. Every
-system acts on the same 1024 observations, recorded from the env as the export's
-verification records them (`edgeag.export.policy.record_observations`).
+system acts on the same 1024 observations, recorded from the env as ``edgeag export
+--record-observations`` records them (`edgeag.export.policy.record_observations`).
 
 Systems, 1 thread each (torch.set_num_threads(1) and OMP_NUM_THREADS=1, onnxruntime
 intra_op 1 / inter_op 1, ExecuTorch's XNNPACK thread pool 1), each timed per action at

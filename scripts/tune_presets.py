@@ -33,6 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgeag.report.studies import complete_trials, curve_mean, load_study, random_return
+
 TASKS = {
     "ppo-cartpole": dict(algo="ppo", env="CartPole-v1", alphas=[1, 4, 16, 64],
                          lrs=[1e-3, 3e-3, 1e-2], adam_lrs=[3e-4, 1e-3, 3e-3]),
@@ -89,46 +91,13 @@ def study_commands(task: str, storage: str, best_lr: float | None) -> list[tuple
     return out
 
 
-def load(storage: str, name: str):
-    """The study ``name`` (None when it does not exist yet)."""
-    import optuna
-
-    from edgeag.tune.storage import open_storage, resolve_storage
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        return optuna.load_study(study_name=name,
-                                 storage=open_storage(resolve_storage(storage)))
-    except KeyError:
-        return None
-
-
-def complete_trials(study) -> list:
-    import optuna
-
-    return [] if study is None else study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
-
-def curve_mean(trial) -> float:
-    """Mean over the trial's seeds of the training return averaged over the whole run
-    (the area under the learning curve, per step): which of two settings that both
-    end at the same return learns sooner."""
-    means = []
-    for run in trial.user_attrs.get("runs") or []:
-        curve = [r for _, r in run.get("curve") or [] if r is not None]
-        if curve:
-            means.append(statistics.fmean(curve))
-    return statistics.fmean(means) if means else float("nan")
-
-
 def rank(trial) -> tuple:
     """Best first: the mean final return, then the learning curve's mean."""
     return (trial.value, curve_mean(trial), -trial.number)
 
 
 def best_lr(storage: str, task: str) -> float | None:
-    trials = complete_trials(load(storage, f"{task}-alphagrad"))
+    trials = complete_trials(load_study(storage, f"{task}-alphagrad"))
     t = TASKS[task]
     if len(trials) < len(t["alphas"]) * len(t["lrs"]):
         return None
@@ -162,25 +131,6 @@ def run(args) -> None:
 
 
 # --- report ---------------------------------------------------------------------------
-
-def random_return(env_id: str, episodes: int = 20) -> float:
-    """Mean return of uniformly random actions (seeded), the floor of a task's score."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    env.action_space.seed(0)
-    total = []
-    for k in range(episodes):
-        env.reset(seed=k)
-        ret, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
-            ret += float(r)
-            done = term or trunc
-        total.append(ret)
-    env.close()
-    return statistics.fmean(total)
-
 
 def summarise(trials: list, keys: tuple) -> list[dict]:
     rows = []
@@ -219,7 +169,8 @@ def report(args) -> None:
     summary = {}
     for task in args.tasks:
         t = TASKS[task]
-        studies = {kind: summarise(complete_trials(load(args.storage, f"{task}-{kind}")), keys)
+        studies = {kind: summarise(complete_trials(load_study(args.storage, f"{task}-{kind}")),
+                                   keys)
                    for kind, keys in (("alphagrad", ("alpha", "lr")),
                                       ("alphagrad-sqrt", ("alpha",)), ("adam", ("lr",)))}
         if not studies["alphagrad"]:

@@ -123,7 +123,10 @@ def test_export_writes_verified_artifacts_and_metadata(request, name):
     assert meta["versions"]["torch"].startswith("2.13.0") and meta["versions"]["onnxruntime"]
     assert "onnxscript" not in meta["versions"]
     recorded = meta["verification"]["observations"]
-    assert recorded["count"] >= 1000 and recorded["policy_steps"] > 0 and recorded["explore_steps"] > 0
+    # the run's own training observations, read from the checkpoint: the env is not stepped
+    num_envs = load_run(run).config["num_envs"]
+    assert recorded == {"source": "training", "count": 1024, "checkpoint_step": meta["training"]["steps"],
+                        "seen": meta["training"]["steps"] + num_envs}
     for file, art in meta["artifacts"].items():
         assert art["sha256"] == hashlib.sha256((out / file).read_bytes()).hexdigest()
         assert art["bytes"] == (out / file).stat().st_size

@@ -369,7 +369,8 @@ def test_ctrl_c_fails_the_running_trial_and_stops_its_child(tmp_path):
     (["--space", "alpha_scale=none,rms"], r"alpha_scale=rms is refused \(invalid alpha_scale "
                                           r"'rms': expected none or sqrt_numel\)"),
     (["--space", "log_std_init"], r"no default range for log_std_init; give one"),
-    (["--space", "seed"], r"seed is set by the study itself"),
+    (["--space", "total_steps"], r"total_steps is set by the study itself"),
+    (["--space", "seed"], r"invalid --space entry 'seed': seeds are listed, e.g. seed=101,102,103"),
     (["--sampler", "grid", "--space", "alpha"], r"--sampler grid needs a list of values .*alpha"),
     (["--set", "alpha=2"], r"--set alpha=... and --space alpha: a setting is either fixed or tuned"),
     (["--set", "eval_episodes=0"], r"eval_episodes=0: a trial's value is the final evaluation"),

@@ -130,6 +130,21 @@ class IdentityBox(gym.Env):
         return self._obs(), reward, False, False, {}
 
 
+class Counting(Identity):
+    """`Identity` that counts, over every instance in the process, its steps and
+    resets: an env that moves hardware shows what a command made it do."""
+
+    steps = resets = 0
+
+    def reset(self, *, seed=None, options=None):
+        Counting.resets += 1
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        Counting.steps += 1
+        return super().step(action)
+
+
 def register() -> None:
     for name, entry, steps in (("ConstantReward-v0", ConstantReward, 5),
                                ("Leaky-v0", Leaky, None), ("BigLeak-v0", BigLeak, None),
@@ -141,7 +156,8 @@ def register() -> None:
                                ("DictObservation-v0", DictObservation, 5),
                                ("TupleObservation-v0", TupleObservation, 5),
                                ("ImageObservation-v0", ImageObservation, 5),
-                               ("Identity-v0", Identity, 20), ("IdentityBox-v0", IdentityBox, 20)):
+                               ("Identity-v0", Identity, 20), ("IdentityBox-v0", IdentityBox, 20),
+                               ("Counting-v0", Counting, 20)):
         env_id = f"edgeag-test/{name}"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry, max_episode_steps=steps)

@@ -3,7 +3,8 @@
 `due` counts the steps of a cadence (updates, target updates, evaluations) that a block
 of env steps crossed. `LoopState` holds what any algorithm's loop carries between
 iterations (the config, envs, networks, the run's generator, the current observations,
-episode statistics, counters, the observation normaliser) and writes and restores it.
+episode statistics, counters, the observation normaliser, the sample of observations
+export verifies on) and writes and restores it.
 An algorithm's state subclasses it and adds its own fields through ``_checkpoint_extra``
 and ``_restore_extra`` (PPO's reward scaler and learning-rate anchor; the off-policy
 replay buffer).
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeag.train import observations
 from edgeag.train.envs import ObsNormalizer, env_state, set_env_state
+from edgeag.train.observations import ObservationSample
 
 __all__ = ["LoopState", "due"]
 
@@ -43,6 +46,9 @@ class LoopState:
     obs_norm: ObsNormalizer
     recent: collections.deque
     """The last finished episodes' (return, length)."""
+    sample: ObservationSample | None = None
+    """A uniform sample of the raw observations seen (`edgeag.train.observations`):
+    what ``edgeag export`` verifies on. The loop offers it every ``next_obs``."""
     global_step: int = 0
     iteration: int = 0
 
@@ -56,6 +62,7 @@ class LoopState:
             "episode_length": self.episode_length.copy(),
             "recent": [list(x) for x in self.recent],
             "global_step": self.global_step, "iteration": self.iteration,
+            **({observations.KEY: self.sample.state()} if self.sample is not None else {}),
             **self._checkpoint_extra(),
         }
 
@@ -73,6 +80,8 @@ class LoopState:
         self.episode_return, self.episode_length = ckpt["episode_return"], ckpt["episode_length"]
         self.recent.extend(tuple(x) for x in ckpt["recent"])
         self.global_step, self.iteration = ckpt["global_step"], ckpt["iteration"]
+        if self.sample is not None and observations.KEY in ckpt:  # older runs kept none
+            self.sample.load(ckpt[observations.KEY])
         self._restore_extra(ckpt)
 
     def checkpoint_files(self) -> dict:

@@ -3,8 +3,11 @@
 Order of events:
 
 1. validate the formats, the output directory and the run (exit 2, nothing written);
-2. read the policy as a `PolicySpec` (numpy arrays) and record observations from the
-   env with its numpy reference;
+2. read the policy as a `PolicySpec` (numpy arrays) and the observations to verify on:
+   the checkpoint's sample of training observations (`edgeag.train.observations`), so
+   that an export never steps the env, or, with ``record=True``
+   (``--record-observations``), observations recorded by stepping it; compute the
+   numpy reference's actions on them;
 3. build each artifact under a temporary name in the output directory and verify it
    with its own runtime against the numpy reference (`edgeag.export.verify`; a format
    no Python runtime loads verifies itself: ``Format.verify``);
@@ -82,14 +85,22 @@ def default_formats(run_path: Path, log) -> tuple[list[str], str]:
 
 def export_run(run_path: str | Path, formats: list[str] | None = None,
                out: str | Path | None = None,
-               quantize: str | None = None, progress: bool = True, log=print) -> dict:
+               quantize: str | None = None, progress: bool = True, log=print,
+               record: bool = False) -> dict:
     """Export the run in ``run_path``; returns the metadata written to ``policy.json``.
-    Raises EdgeagError (exit 2) for bad input and `VerificationFailed` (exit 4)."""
+    Artifacts are verified (and int8 ones calibrated) on the checkpoint's training
+    observations; ``record`` steps the env for them instead. Raises EdgeagError (exit 2)
+    for bad input and `VerificationFailed` (exit 4)."""
     if quantize is not None and quantize not in QUANTIZE:
         raise EdgeagError(f"unknown --quantize {quantize!r} (accepted: {', '.join(QUANTIZE)})")
-    from edgeag.export.policy import load_run
+    from edgeag.export.policy import VERIFY_OBSERVATIONS, load_run
 
     run = load_run(run_path)
+    if not record and run.observations is None:
+        raise EdgeagError(f"cannot export: {run.path} has no training observations to verify "
+                          f"on (its checkpoint was written before runs kept them); pass "
+                          f"--record-observations to record {VERIFY_OBSERVATIONS} by stepping "
+                          f"the env {run.config['env_id']!r} (record=True from Python)")
     origin = "--format"
     if formats is None:
         formats, origin = default_formats(run.path, log)
@@ -103,7 +114,7 @@ def export_run(run_path: str | Path, formats: list[str] | None = None,
     staging = _staging_dir(out)
     try:
         meta = _build_and_verify(run, names, staging, out, progress, log,
-                                 f"{', '.join(formats)} ({origin})")
+                                 f"{', '.join(formats)} ({origin})", record)
         for name in names:
             (staging / name).replace(out / name)
         for stale in set(artifact_formats()) - set(names):
@@ -175,8 +186,8 @@ def _staging_dir(out: Path) -> Path:
 
 
 def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress: bool, log,
-                      formats_text: str) -> dict:
-    from edgeag.export.policy import record_observations
+                      formats_text: str, record: bool) -> dict:
+    from edgeag.export.policy import VERIFY_SEED
     from edgeag.export.verify import reference
 
     env_id = run.config["env_id"]
@@ -184,12 +195,15 @@ def _build_and_verify(run, names: list[str], staging: Path, out: Path, progress:
         f"formats {formats_text}: {', '.join(names)}")
     spec = run.spec
     bar = _progress(progress, 1 + 2 * len(names))
-    _step(bar, "recording observations")
-    obs, recorded = record_observations(spec, env_id, env_kwargs=run.config.get("env_kwargs"))
+    _step(bar, "recording observations" if record else "reading observations")
+    obs, recorded = _observations(run, record, VERIFY_SEED)
+    if not record:
+        log(f"  verifying on {recorded['count']:,} of the {recorded['seen']:,} observations "
+            "seen in training (the env is not stepped)")
     expected, outputs = reference(spec, obs)
     bar.update(1)
     artifacts = {}
-    ctx = ExportContext(staging, _calibration(spec, env_id, run.config.get("env_kwargs")))
+    ctx = ExportContext(staging, _calibration(run, record))
     for name in names:
         fmt, precision = artifact_formats()[name]
         path = staging / name
@@ -216,16 +230,28 @@ def _build(name: str, spec, ctx: ExportContext) -> dict:
     return fmt.builder(precision)(spec, ctx.staging / name, ctx)
 
 
-def _calibration(spec, env_id: str, env_kwargs: dict | None):
-    """Records the calibration observations on first use, once per export."""
-    recorded = []
+def _observations(run, record: bool, seed: int) -> tuple[np.ndarray, dict]:
+    """The run's training sample, or (``record``) observations recorded from its env
+    with episode seeds from ``seed``."""
+    if not record:
+        rows, info = run.observations
+        return rows, {**info, "checkpoint_step": run.checkpoint_step}
+    from edgeag.export.policy import record_observations
+
+    obs, info = record_observations(run.spec, run.config["env_id"], seed=seed,
+                                    env_kwargs=run.config.get("env_kwargs"))
+    return obs, {"source": "env", **info}
+
+
+def _calibration(run, record: bool):
+    """The int8 calibration observations, on first use, once per export: the training
+    sample, or (``record``) episodes apart from the verification ones."""
+    found = []
 
     def calibration():
-        if not recorded:
-            from edgeag.export.policy import record_observations
-            recorded.append(record_observations(spec, env_id, seed=CALIBRATION_SEED,
-                                                env_kwargs=env_kwargs))
-        return recorded[0]
+        if not found:
+            found.append(_observations(run, record, CALIBRATION_SEED))
+        return found[0]
     return calibration
 
 

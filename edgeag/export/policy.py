@@ -1,5 +1,7 @@
 """The policy as exported: a trained run's checkpoint read as a `PolicySpec` (numpy
-arrays, no torch), and the observations every artifact is verified on."""
+arrays, no torch), and the observations every artifact is verified on: the
+checkpoint's sample of training observations, or, when asked, observations recorded
+from the env (`record_observations`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from edgeag.train.envs import check_spaces, make_env
 from edgeag.train.rundir import RunDir
 
 VERIFY_OBSERVATIONS = 1024
-"""Observations recorded from the env that every artifact is checked on."""
+"""Observations every artifact is checked on: the run's sample of its training
+observations (`edgeag.train.observations`, as many), or, when asked
+(``--record-observations``), as many recorded by stepping the env."""
 VERIFY_SEED = 20_000
 """Seeds of the recording episodes: VERIFY_SEED, VERIFY_SEED + 1, ... (apart from the
 training seeds and from `edgeag.train.envs.EVAL_SEED_OFFSET`'s evaluation seeds)."""
@@ -40,6 +44,10 @@ class TrainedRun:
     summary: dict | None
     """``summary.json`` when the run finished or stopped with one."""
     checkpoint_step: int
+    observations: tuple[np.ndarray, dict] | None = None
+    """The checkpoint's sample of training observations and what it is
+    (`edgeag.train.observations.from_checkpoint`); None for a run trained before runs
+    kept one."""
 
     @property
     def algorithm(self) -> str:
@@ -136,7 +144,10 @@ def load_run(path: str | Path) -> TrainedRun:
         except (OSError, ValueError):
             summary = None
     obs_norm = ckpt.get("obs_norm") if spec.export.normalises_obs else None
-    return TrainedRun(run.path, cfg, spec, obs_norm, obs_space, action_space, summary, step)
+    from edgeag.train.observations import from_checkpoint
+
+    return TrainedRun(run.path, cfg, spec, obs_norm, obs_space, action_space, summary, step,
+                      from_checkpoint(ckpt))
 
 
 def record_observations(policy: PolicySpec, env_id: str, count: int = VERIFY_OBSERVATIONS,

@@ -442,3 +442,23 @@ def capacity_probes(report: dict, path: Path) -> None:
     fig.set_layout_engine("constrained")
     _save(fig, path)
     plt.close(fig)
+
+
+def profiles(title: str, taus, bands: dict, path: Path) -> None:
+    """Performance profiles: for each name, the fraction of runs whose normalised score
+    is above each threshold ``taus`` (``bands[name]``: an `edgeag.report.stats.
+    IntervalEstimate` of arrays, the line and its 95% band)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for (name, band), color in zip(bands.items(), _colors(len(bands))):
+        ax.plot(taus, band.point, color=color, lw=1.8, label=name)
+        ax.fill_between(taus, band.low, band.high, color=color, alpha=0.2, lw=0)
+    ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("normalised score τ (0: random policy, 1: reference)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -95,16 +95,24 @@ def _settings(r: TuneRequest):
     from edgeag.optim.registry import check_available
     from edgeag.train.config import config_class, parse_seeds, parse_set
     from edgeag.train.device import resolve_device
-    from edgeag.tune.space import grid, parse_space
+    from edgeag.tune.space import SEED, grid, parse_space
     from edgeag.tune.storage import HEARTBEAT_SECONDS, resolve_storage
     from edgeag.tune.study import TuneSettings, stderr_log
 
-    seeds = parse_seeds(r.seeds or "1")
     _, device = resolve_device(r.profile, r.budget, r.threads)
     cls = config_class(r.algo)
     env, optimizer = r.env or cls.env_id, r.optimizer or cls.optimizer
     check_available(optimizer)
     params = parse_space(r.space or [DEFAULT_SPACE], r.algo)
+    seeds = parse_seeds(r.seeds or "1")
+    if any(p.name == SEED for p in params):
+        if r.sampler != "grid":
+            raise EdgeagError("--space seed=...: a study over seeds needs --sampler grid "
+                              "(each trial one seed's run)")
+        if r.seeds is not None:
+            raise EdgeagError(f"--seeds {r.seeds} and --space seed=...: give the seeds once "
+                              "(in the space: one run per trial)")
+        seeds = []
     overrides = parse_set(r.sets)
     for key in ("env_id", "optimizer", "seed", "total_steps"):
         if key in overrides:

@@ -27,8 +27,12 @@ from edgeag.errors import EdgeagError
 SPACE_SYNTAX = ("NAME, NAME=LOW:HIGH[:log] or NAME=V1,V2,... separated by commas, e.g. "
                 "alpha,lr=1e-4:3e-3:log,momentum=0,0.9")
 
-RESERVED = ("env_id", "optimizer", "seed", "total_steps")
-"""Fields the study sets itself (--env, --optimizer, --seeds, --total-steps)."""
+RESERVED = ("env_id", "optimizer", "total_steps")
+"""Fields the study sets itself (--env, --optimizer, --total-steps)."""
+SEED = "seed"
+"""The one field a space may list that is no setting: ``seed=101,102,...`` with
+``--sampler grid`` makes each trial one seed's run (instead of ``--seeds`` runs), so an
+interrupted study repeats at most one run, and workers split the seeds between them."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,11 @@ def _fields(algo: str) -> dict:
 def _kind(name: str, fields: dict, algo: str) -> str:
     if name in RESERVED:
         raise EdgeagError(f"invalid --space entry {name!r}: {name} is set by the study itself "
-                          "(--env, --optimizer, --seeds, --total-steps)")
+                          "(--env, --optimizer, --total-steps)")
     if name not in fields:
         raise EdgeagError(f"invalid --space entry {name!r}: not a setting of {algo} "
-                          f"(accepted: {', '.join(n for n in fields if n not in RESERVED)})")
+                          f"(accepted: {', '.join(n for n in fields if n not in (*RESERVED, SEED))}"
+                          f"; and {SEED}=V1,V2,... with --sampler grid)")
     default = fields[name].default
     for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if isinstance(default, types):
@@ -183,6 +188,9 @@ def parse_space(texts: list[str], algo: str = "ppo") -> list[Param]:
         text = ",".join(entry)
         name, eq, spec = (s.strip() for s in text.partition("="))
         kind = _kind(name, fields, algo)
+        if name == SEED and (not eq or ":" in spec):
+            raise EdgeagError(f"invalid --space entry {text!r}: seeds are listed, e.g. "
+                              "seed=101,102,103 (with --sampler grid)")
         if any(p.name == name for p in params):
             raise EdgeagError(f"invalid --space: {name} is listed twice")
         if not eq:

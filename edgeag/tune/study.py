@@ -36,7 +36,7 @@ from pathlib import Path
 
 from edgeag.errors import EdgeagError
 from edgeag.tune.children import run_seed, train_command
-from edgeag.tune.space import Param, format_value, grid
+from edgeag.tune.space import SEED, Param, format_value, grid
 from edgeag.tune.storage import Storage, open_storage
 
 FORMAT = "edgeag-tune/1"
@@ -224,15 +224,16 @@ class _Objective:
         s = self.s
         params = {p.name: p.suggest(trial) for p in s.params}
         self._admit(trial, params)
+        seeds = [params.pop(SEED)] if SEED in params else s.seeds  # a grid over seeds
         overrides = s.overrides(params)
-        self._describe(trial, overrides)
+        self._describe(trial, overrides, seeds)
         trial_dir = s.out / "trials" / str(trial.number)
         if trial_dir.exists():
             trial.set_user_attr("fail_reason", f"{trial_dir} already exists (is --out shared "
                                 "with another study?)")
             raise TrialFailed("trial directory exists")
         records, returns, started = [], [], time.monotonic()
-        for index, seed in enumerate(s.seeds):
+        for index, seed in enumerate(seeds):
             run = self._seed(trial, index, seed, overrides, trial_dir)
             records.append(run.record(s.out))
             _keep(trial, records, started)
@@ -259,12 +260,12 @@ class _Objective:
                 trial.study.stop()
                 raise TrialFailed("grid point taken")
 
-    def _describe(self, trial, overrides: dict) -> None:
+    def _describe(self, trial, overrides: dict, seeds: list[int]) -> None:
         """Where and how the trial runs, as its user attributes; TrialFailed for settings
         that do not resolve."""
         s = self.s
         for key, value in (("host", self.host), ("out", str(s.out.resolve())),
-                           ("overrides", dict(overrides)), ("seeds", s.seeds),
+                           ("overrides", dict(overrides)), ("seeds", seeds),
                            ("budget_bytes", s.budget_bytes), ("profile", s.profile_arg)):
             trial.set_user_attr(key, value)
         try:
@@ -358,8 +359,9 @@ def run_tune(s: TuneSettings, on_open=None) -> int:
           + (f"{s.trials} trials" if s.trials else "until the grid is done")
           + (f", at most {cap.n} in the study" if cap else "")
           + f"; {s.sampler} sampler, {'median' if s.pruner == 'median' else 'no'} pruner; "
-          f"{s.algo} {s.optimizer} on {s.env}, seeds {','.join(map(str, s.seeds))}, "
-          f"{steps_per_seed:,} steps each, {s.threads} thread(s)"
+          f"{s.algo} {s.optimizer} on {s.env}, "
+          + (f"seeds {','.join(map(str, s.seeds))}, " if s.seeds else "one seed per trial, ")
+          + f"{steps_per_seed:,} steps each, {s.threads} thread(s)"
           + (f", budget {s.budget_bytes / 2**20:.1f} MiB ({s.budget_bytes:,} bytes)"
              if s.budget_bytes else "") + f"; runs in {s.out}/trials/")
 
@@ -456,7 +458,7 @@ def best_preset(s: TuneSettings, best) -> str:
         f"# edgeag tune: best trial {best.number} of study {s.study_name!r} "
         f"({s.storage.display})",
         f"# {s.algo} {s.optimizer} on {s.env}; value {best.value:.2f}: mean final evaluation "
-        f"return over seeds {', '.join(map(str, s.seeds))}"
+        f"return over seeds {', '.join(map(str, best.user_attrs.get('seeds') or s.seeds))}"
         + (f" ({' / '.join(f'{r:.1f}' for r in seeds)})" if seeds else ""),
         "# tuned: " + ", ".join(f"{k} = {format_value(v)}" for k, v in best.params.items()),
         f"# edgeag train --preset best.toml --algo {s.algo} --env {s.env} "

@@ -34,6 +34,7 @@ from edgeag.algos.offpolicy.buffers import ReplayBuffer
 from edgeag.algos.offpolicy.config import OffPolicyConfig
 from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.train.envs import ObsNormalizer, check_spaces
+from edgeag.train.observations import observed, sample_item
 
 
 @dataclass(kw_only=True)
@@ -80,6 +81,7 @@ def build_state(cfg: OffPolicyConfig, envs, make_nets) -> OffPolicyState:
         episode_return=np.zeros(cfg.num_envs),
         episode_length=np.zeros(cfg.num_envs, dtype=np.int64),
         obs_norm=ObsNormalizer((obs_dim,), enabled=False), recent=collections.deque(maxlen=100),
+        sample=observed(obs_dim, cfg.seed, next_obs),
         buffer=ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, discrete))
 
 
@@ -119,6 +121,7 @@ def run_iteration(state: OffPolicyState, act, learn, after_step=None) -> tuple[l
                 state.episode_return[i], state.episode_length[i] = 0.0, 0
         state.buffer.add(obs, actions, reward, real_next, terminated)
         state.next_obs = next_obs
+        state.sample.add(next_obs)
         before, state.global_step = state.global_step, state.global_step + cfg.num_envs
         for _ in range(due(before, state.global_step, cfg.learning_starts,
                            cfg.train_frequency) * cfg.gradient_steps):
@@ -162,7 +165,8 @@ def plan_offpolicy(cfg: OffPolicyConfig, room: PlanInputs, nets) -> MemoryPlan:
              *nets.memory_items(cfg.batch_size),
              PlanItem("replay buffer", ReplayBuffer.nbytes(cfg.buffer_size, *dims)),
              PlanItem("minibatch", ReplayBuffer.nbytes(cfg.batch_size, *dims),
-                      "sampled transitions")]
+                      "sampled transitions"),
+             sample_item(room.obs_dim)]
     above = sum(item.nbytes for item in items[1:])
     items.append(PlanItem("allocator slack", int(above * 0.10), "10% of the above"))
     items.append(nets.RUNTIME)

@@ -36,6 +36,7 @@ from edgeag.algos.loop_state import LoopState
 from edgeag.algos.ppo.config import PPOConfig
 from edgeag.memory import MemoryPlan, PlanItem, largest_fitting
 from edgeag.train.envs import ObsNormalizer, RewardScaler, check_spaces
+from edgeag.train.observations import observed, sample_item
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -307,6 +308,7 @@ def build_state(cfg: PPOConfig, envs) -> PPOState:
         episode_return=np.zeros(cfg.num_envs),
         episode_length=np.zeros(cfg.num_envs, dtype=np.int64),
         obs_norm=ObsNormalizer((obs_dim,), cfg.norm_obs), recent=collections.deque(maxlen=100),
+        sample=observed(obs_dim, cfg.seed, next_obs),
         reward_scaler=RewardScaler(cfg.num_envs, cfg.gamma, cfg.norm_reward),
         next_done=np.zeros(cfg.num_envs, dtype=bool))
 
@@ -343,6 +345,7 @@ def collect_rollout(state: PPOState, buf: RolloutBuffer) -> list[tuple[float, in
             reward[cut] += cfg.gamma * policy.value(state.obs_norm(final))
         buf.rewards[t] = reward
         state.next_obs, state.next_done = next_obs, done
+        state.sample.add(next_obs)
         state.global_step += cfg.num_envs
     state.recent.extend(finished)
     return finished
@@ -387,7 +390,8 @@ def plan_ppo(cfg: PPOConfig, room: PlanInputs) -> MemoryPlan:
     policy = build_policy(cfg, *dims, initialise=False)
     items = [PlanItem("floor", room.floor_bytes, "measured anonymous memory after the imports"),
              *policy.memory_items(cfg.batch_size),
-             PlanItem("rollout buffer", RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, *dims))]
+             PlanItem("rollout buffer", RolloutBuffer.nbytes(cfg.num_steps, cfg.num_envs, *dims)),
+             sample_item(room.obs_dim)]
     del policy
     above = sum(item.nbytes for item in items[1:])
     items.append(PlanItem("allocator slack", int(above * 0.10), "10% of the above"))
